@@ -1,0 +1,129 @@
+"""Stage 4b of a UniRL iteration: GRPO on the model's own images and answers.
+
+Each image i of a group gets the advantage A_i of its self-QA reward (reward.group_advantages). The
+same A_i is shared by every token the sample produced: its T image tokens (`--grpo-on gen`), its
+answer tokens (`und`), or both (`both`, the paper's final "mmu_t2i" run). Per token t:
+
+    ratio_t = exp(logp_t - old_logp_t)
+    loss_t  = -min(ratio_t * A, clip(ratio_t, 1 - eps, 1 + eps) * A) + beta * KL_t
+    KL_t    = exp(ref_logp_t - logp_t) - (ref_logp_t - logp_t) - 1          (k3, >= 0)
+
+and the loss is the token mean within each sample, then the mean over samples (DeepSeekMath's form).
+
+Decisions a reader will ask about:
+- mu (`--inner-iters`) = 1 is the default. Then the ratio is exactly 1 at the update and clipping never
+  acts: GRPO is plain policy gradient with a group baseline. For mu > 1, old_logp comes from one
+  teacher-forced no-grad pass before the first update (not from the sampler's numbers), so the ratio
+  starts at exactly 1 even in bf16.
+- Under CFG, which distribution enters the ratio is `--ratio-dist`. `guided` (default) is the one the
+  sampler drew from, so the importance ratio is a true ratio of sampling probabilities. `cond` trains
+  the conditional model alone (T2I-R1's choice) and halves the cost, but its "ratio" is then not the
+  sampling distribution's.
+- beta defaults to 0.2: the released Show-o GRPO run is named `..._beta_0_2_...`. beta = 0 drops the
+  reference model and its memory.
+- Zero-variance groups (all images equally good) get advantage 0. They still count in the mean over
+  samples, which dilutes the signal a little; their share is logged as `zero_var_frac`.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def token_logprobs(logits: torch.Tensor, ids: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """log softmax(logits / temperature) at the taken ids. logits (N, T, K), ids (N, T) -> (N, T)."""
+    logp = torch.log_softmax(at_least_fp32(logits) / temperature, -1)
+    return logp.gather(-1, ids.unsqueeze(-1)).squeeze(-1)
+
+
+def at_least_fp32(x: torch.Tensor) -> torch.Tensor:
+    """bf16/fp16 logits are upcast before any softmax (log-probs drift by ~1e-3 otherwise); fp64 stays."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> torch.Tensor:
+    """Mean of x over mask == 1 (over `dim`, or everything); empty rows give 0, not NaN."""
+    mask = mask.to(x.dtype)
+    if dim is None:
+        return (x * mask).sum() / mask.sum().clamp(min=1)
+    return (x * mask).sum(dim) / mask.sum(dim).clamp(min=1)
+
+
+def clipped_surrogate(logp, old_logp, advantages, clip_eps: float):
+    """PPO's clipped objective per token, as a loss. logp, old_logp (N, T); advantages (N,).
+
+    loss_t = -min(r_t A, clip(r_t, 1-eps, 1+eps) A), r_t = exp(logp_t - old_logp_t).
+    Returns (loss (N, T), clipped (N, T) bool: tokens whose gradient the clip removed).
+    """
+    ratio = torch.exp(logp - old_logp)
+    adv = advantages[:, None]
+    unclipped = ratio * adv
+    clipped = ratio.clamp(1 - clip_eps, 1 + clip_eps) * adv
+    return -torch.minimum(unclipped, clipped), clipped < unclipped
+
+
+def kl_k3(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
+    """Schulman's k3 estimator of KL(pi || ref) per token: exp(d) - d - 1 with d = ref_logp - logp; >= 0."""
+    d = ref_logp - logp
+    return torch.exp(d) - d - 1
+
+
+def policy_term(logp, old_logp, ref_logp, advantages, mask, clip_eps: float, beta: float):
+    """The GRPO loss of one token stream (image tokens or answer tokens), with its statistics.
+
+    All (N, T) except advantages (N,). ref_logp may be None when beta = 0.
+    Returns (scalar loss = mean over samples of the token mean, stats dict).
+    """
+    loss, clipped = clipped_surrogate(logp, old_logp, advantages, clip_eps)
+    kl = kl_k3(logp, ref_logp) if ref_logp is not None else torch.zeros_like(logp)
+    per_sample = masked_mean(loss + beta * kl, mask, dim=1)  # (N,) token mean within each sample
+    stats = {
+        "kl": masked_mean(kl, mask).item(),
+        "clip_frac": masked_mean(clipped.float(), mask).item(),
+        "ratio": masked_mean(torch.exp(logp - old_logp), mask).item(),
+    }
+    return per_sample, stats
+
+
+def grpo_step_loss(out: dict, batch: dict, old: dict, ref: dict | None, advantages: torch.Tensor, cfg) -> tuple:
+    """The micro-batch loss from one policy.forward output.
+
+    out:   the forward's logits; batch: its inputs and masks; old / ref: no-grad log-probs of the same
+    tokens ("gen", "und" keys) or None; advantages (n,). Returns (per-sample loss (n,), stats).
+    """
+    total, stats = 0.0, {}
+    if "gen_logits" in out:
+        logp = token_logprobs(out["gen_logits"], batch["gen"]["image_ids"], cfg.temperature)
+        mask = batch["gen"].get("token_mask", torch.ones_like(logp))
+        old_logp = old["gen"] if old is not None else logp.detach()  # mu = 1: ratio is exactly 1
+        term, s = policy_term(logp, old_logp, ref["gen"] if ref else None, advantages, mask, cfg.clip_eps, cfg.kl_beta)
+        total = total + term
+        stats.update({f"gen_{k}": v for k, v in s.items()})
+        stats["gen_entropy"] = entropy(out["gen_logits"], mask, cfg.temperature)
+    if "und_logits" in out:
+        logp = token_logprobs(out["und_logits"], batch["und"]["answer_ids"])
+        mask = batch["und"]["answer_mask"]
+        old_logp = old["und"] if old is not None else logp.detach()
+        term, s = policy_term(logp, old_logp, ref["und"] if ref else None, advantages, mask, cfg.clip_eps, cfg.kl_beta)
+        total = total + term
+        stats.update({f"und_{k}": v for k, v in s.items()})
+    return total, stats
+
+
+@torch.no_grad()
+def entropy(logits: torch.Tensor, mask: torch.Tensor, temperature: float = 1.0) -> float:
+    """Mean per-token entropy of softmax(logits / T) over mask: a collapse detector for the log."""
+    logp = torch.log_softmax(logits.float() / temperature, -1)
+    return masked_mean(-(logp.exp() * logp).sum(-1), mask).item()
+
+
+@torch.no_grad()
+def sample_logprobs(policy, batch: dict, temperature: float) -> dict:
+    """No-grad teacher-forced log-probs of the batch's tokens under `policy` (for old and ref)."""
+    out = policy(gen=batch.get("gen"), und=batch.get("und"))
+    logps = {}
+    if "gen_logits" in out:
+        logps["gen"] = token_logprobs(out["gen_logits"], batch["gen"]["image_ids"], temperature)
+    if "und_logits" in out:
+        logps["und"] = token_logprobs(out["und_logits"], batch["und"]["answer_ids"])
+    return logps

@@ -1,0 +1,68 @@
+"""The one contract between the stage files and a model family.
+
+generate.py, understand.py, sft.py, grpo.py and train.py only ever talk to a *policy*: an `nn.Module`
+with the attributes and methods below. A family (Janus in models/janus.py, Show-o in models/showo.py)
+implements them; nothing else in the repository knows which family it is running.
+
+Attributes
+    family             "janus" | "showo"
+    decoding           "ar" (one image token per step) | "masked" (parallel decoding, MaskGIT-style)
+    num_image_tokens   T, tokens per image (576 for Janus at 384 px, 1024 for Show-o at 512 px)
+    codebook_size      K, the image vocabulary
+    default_cfg_scale  the family's usual guidance scale
+    eos_id, pad_id     for answers
+
+Text to ids, no gradients
+    tokenize_gen_prompts(prompts)   -> ids, mask (N, L), left-padded t2i prompts
+    uncond_prompt_ids(ids)          -> ids (N, L), the unconditional CFG branch of those prompts
+    tokenize_und_prompts(questions) -> ids, mask (N, L), left-padded questions with the image slots
+    tokenize_answers(answers)       -> ids, mask (N, A), right-padded, ending in EOS
+    decode_answers(ids)             -> list of str
+
+The gradient path: forward
+    forward(gen=None, und=None, couple=None) -> dict
+      gen    {prompt_ids, prompt_mask, image_ids, cfg_scale} -> gen_logits (guided), gen_cond_logits (N, T, K)
+      und    {images, prompt_ids, prompt_mask, answer_ids, answer_mask} -> und_logits (N, A, V)
+      couple {tau, noise}: the understanding images are rebuilt from straight-through one-hot image
+             tokens of gen_logits, so the answer loss reaches generation (UniRL's end-to-end regime).
+    Both training modes go through this one call. Under DDP it is the wrapped module's forward, which is
+    what triggers the gradient all-reduce; calling `model.module.<anything>` with gradients would
+    silently skip it.
+
+Sampling helpers, no gradients
+    new_cache(batch, max_len)                    a KV cache allocated once
+    gen_step(cache, mask, prompt_ids | image_ids) -> next image-token logits (B, K)   [decoding "ar"]
+    und_step(cache, mask, ids, images=None)       -> next text-token logits (B, V)
+    decode_images(image_ids) -> pixels (N, 3, H, W) in [0, 1]
+    encode_images(pixels)    -> what `und["images"]` takes (Janus: SigLIP pixels; Show-o: VQ codes)
+    save(folder)             a folder that `load_policy(name, folder)` loads back
+"""
+
+from __future__ import annotations
+
+import torch
+
+# name -> family. `--model-path` overrides where a preset's weights come from.
+PRESETS = {
+    "janus-pro-1b": "janus",
+    "janus-pro-7b": "janus",
+    "janus-1.3b": "janus",
+    "janus-tiny": "janus",
+}
+
+
+def check_model_name(name: str) -> None:
+    """Fail early, before anything heavy, on a preset name we do not know."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown --model {name!r}: choose one of {', '.join(PRESETS)}")
+
+
+def load_policy(name: str, path: str | None = None, device: str | torch.device = "cpu",
+                dtype: torch.dtype = torch.float32):
+    """Build the policy for a preset; `path` (a folder or hub id) overrides the preset's weights."""
+    check_model_name(name)
+    if PRESETS[name] == "janus":
+        from models.janus import load_janus
+
+        policy = load_janus(name, path, dtype=dtype)
+    return policy.to(device)

@@ -1,0 +1,82 @@
+"""Stage 4a of a UniRL iteration: supervised fine-tuning on the model's own images.
+
+Two losses, chosen with `--sft-on gen|und|both`:
+
+- Understanding SFT: the NLL of the prompt's TRUE answer, given the model's own image and the question.
+  Every image counts: the record knows what the image was meant to show.
+- Generation SFT: the NLL of the model's own image tokens, under the conditional (no-CFG) model, for
+  the images that its self-QA scored best: the best of their group, and at least `--sft-min-reward`
+  (reward-filtered behaviour cloning). The loss is averaged over ALL images of the batch with the
+  dropped ones weighted 0, so it splits over ranks and micro-batches exactly.
+
+End-to-end coupling (`--couple`): the understanding pass does not read the decoded image but one made
+from straight-through one-hot image tokens of the generation logits. Forward, it is exactly the
+rollout's image; backward, d(answer loss)/d(image) flows into the generation logits through the
+relaxed softmax. This is UniRL's Straight-Through Gumbel-Softmax (ST-GS) path; the paper's tau is not
+known, 1 is our default (the Show-o-derived code that uses the same helper calls tau = 1).
+
+Our ST-GS draws the Gumbel noise *conditioned on the token the sampler already drew*, so the hard
+one-hot is the rollout's token and the soft part is a correct Gumbel-softmax relaxation of that very
+sample (top-down Gumbel sampling: the winner's perturbed logit is Gumbel(logsumexp z); each other
+perturbed logit is a Gumbel(z_i) truncated below it). A plain `gumbel_softmax` would draw a new token.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from grpo import masked_mean, token_logprobs
+
+
+def token_nll(logits: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Per-sample mean NLL over mask: -mean_t log p(ids_t). logits (N, T, K) -> (N,)."""
+    return masked_mean(-token_logprobs(logits, ids), mask, dim=1)
+
+
+def select_best(rewards: torch.Tensor, min_reward: float) -> torch.Tensor:
+    """Which images to imitate: the best of their group and at least min_reward. (P, G) -> bool (P, G)."""
+    best = rewards == rewards.max(dim=1, keepdim=True).values
+    return best & (rewards >= min_reward)
+
+
+def conditional_gumbels(logits: torch.Tensor, tokens: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
+    """Perturbed logits z + g whose argmax is `tokens`, distributed as Gumbel-max given that argmax.
+
+    logits (N, T, K); tokens (N, T); uniforms (N, T, K) in (0, 1). Returns (N, T, K).
+    """
+    z = logits.float()
+    gumbel = -torch.log(-torch.log(uniforms.clamp(1e-20, 1 - 1e-7)))  # standard Gumbel(0, 1)
+    top = torch.logsumexp(z, -1, keepdim=True) + gumbel.gather(-1, tokens.unsqueeze(-1))  # the winner's value
+    others = z + gumbel  # unconstrained Gumbel(z_i) draws
+    # truncate every other draw below `top`: -log(exp(-top) + exp(-g_i)), computed stably
+    truncated = -torch.logaddexp(-top, -others)
+    return truncated.scatter(-1, tokens.unsqueeze(-1), top)
+
+
+def straight_through_onehot(logits: torch.Tensor, tokens: torch.Tensor, tau: float,
+                            uniforms: torch.Tensor | None = None) -> torch.Tensor:
+    """hard one-hot(tokens) forward, gradient of softmax((z + g) / tau) backward. (N, T, K) -> (N, T, K).
+
+    With uniforms None the relaxation has no noise (plain straight-through on softmax(z / tau)).
+    """
+    perturbed = logits if uniforms is None else conditional_gumbels(logits, tokens, uniforms)
+    soft = torch.softmax(perturbed.float() / tau, -1)
+    hard = torch.nn.functional.one_hot(tokens, soft.shape[-1]).to(soft.dtype)
+    return hard - soft.detach() + soft  # value: hard; gradient: soft's
+
+
+def sft_step_loss(out: dict, batch: dict, keep: torch.Tensor) -> tuple[torch.Tensor, dict]:
+    """Per-sample SFT loss (n,) from one policy.forward output, and its statistics.
+
+    keep (n,) float: 1 for images whose tokens generation SFT imitates, else 0.
+    """
+    total, stats = 0.0, {}
+    if "gen_logits" in out:
+        nll = token_nll(out["gen_logits"], batch["gen"]["image_ids"], torch.ones_like(batch["gen"]["image_ids"]))
+        total = total + keep * nll  # dropped images weigh 0 but still count in the mean
+        stats["gen_nll"] = masked_mean(nll.detach(), keep) if keep.sum() > 0 else 0.0
+    if "und_logits" in out:
+        nll = token_nll(out["und_logits"], batch["und"]["answer_ids"], batch["und"]["answer_mask"])
+        total = total + nll
+        stats["und_nll"] = nll.detach().mean()
+    return total, {k: float(v) for k, v in stats.items()}

@@ -1,0 +1,345 @@
+"""The shapes world: a tiny, exact stand-in for GenEval in which a small model can self-improve.
+
+UniRL post-trains a unified model (Show-o, Janus) with GenEval-style prompts: the model draws an image
+for "a photo of two dogs", answers a question about its own image, and the answer becomes a reward.
+Judging real images needs Mask2Former + CLIP on a GPU. This world keeps the same prompts, records and
+judging rules, but the "images" are rendered scenes that a CPU-sized model can learn in minutes.
+
+The world:
+  * A scene is a GRID x GRID board of cells. Each cell is empty or holds one shape of one color.
+    SHAPES are plain nouns ("a photo of two crosses"); COLORS are 6 of GenEval's 10 color names.
+  * Image tokenizer: one code per cell, row-major, N = GRID * GRID codes per image.
+    code 0 = empty, code = 1 + shape_index * len(COLORS) + color_index, so NUM_CODES = 1 + 6 * 6 = 37.
+    Decoding pastes one CELL x CELL tile per code onto a white canvas (a PIL image, or a float tensor
+    for models that read pixels). A tile is a silhouette formula on pixel centres filled with an exact
+    palette color: no anti-aliasing. Encoding (`parse_image`) cuts the image into cells and picks the
+    nearest tile; all tiles differ, so render -> parse is an exact round trip.
+  * Records are GenEval records (tag / include / exclude / prompt / question / answer) built by
+    prompts.make_records with this vocabulary (see `make_shape_records`).
+
+The judge follows GenEval's per-image rules (djghosh13/geneval, evaluation/evaluate_images.py):
+  * Detections are exact: every non-empty cell is one object, score 1. Its box is its CELL box,
+    so relations depend on the grid only. (GenEval's box is the tight box of the detected mask; ours
+    would be the cell shrunk by its 1-pixel margin, the same for every shape. That changes the verdict
+    only for centre offsets of 3 cells by 2, whose minor axis scores 0.499 with cell boxes and 0.508
+    with tight ones: "right of" alone versus "right of" and "below".)
+    GenEval sorts detections by detector score; all our scores tie, so the order is raster order
+    (row by row, left to right). That order decides which objects are the "top-count" ones.
+    GenEval's score thresholds (0.3, 0.9 for counting) and its 16-per-class cap are moot here:
+    scores are all 1 and a 4x4 board holds at most 16 objects.
+  * include {class, count}: take the top-`count` objects of the class; fail if fewer exist.
+    Extra objects of the class, or of other classes, are allowed.
+  * color: among those top-`count` objects, at least `count` must have the color (i.e. all of them).
+    A blue circle that comes after a red one in raster order does not satisfy "a blue circle".
+  * position [rel, i]: every top-`count` object must stand in `rel` to every object of the (matched)
+    include group i, using GenEval's shrunk-centre rule with threshold 0.1 (`relative_position`).
+  * exclude {class, count}: fail if at least `count` objects of the class exist. Counting prompts
+    carry include n and exclude n + 1, so counting is exact.
+
+Nothing runs at import time. `python shapes.py` prints a few records, ground-truth scenes and
+verdicts, and writes shapes_demo.png.
+"""
+import functools
+import math
+import random
+from collections import namedtuple
+
+import numpy as np
+import torch
+from PIL import Image
+
+import prompts
+from prompts import TAGS
+
+SHAPES = ("circle", "square", "triangle", "diamond", "ring", "cross")  # plural: "crosses"
+COLORS = ("red", "orange", "yellow", "green", "blue", "purple")  # a subset of GenEval's ten
+PALETTE = {  # exact RGB per color; far apart from each other and from the white background
+    "red": (230, 25, 45),
+    "orange": (245, 130, 20),
+    "yellow": (240, 200, 0),
+    "green": (40, 160, 60),
+    "blue": (20, 80, 230),
+    "purple": (140, 40, 180),
+}
+BACKGROUND = (255, 255, 255)
+GRID = 4  # cells per side
+CELL = 12  # pixels per cell side -> a 48 x 48 canvas
+NUM_CELLS = GRID * GRID  # N, image tokens per image
+NUM_CODES = 1 + len(SHAPES) * len(COLORS)  # codebook size, code 0 = empty cell
+SIZE = GRID * CELL  # canvas side in pixels
+POSITION_THRESHOLD = 0.1  # GenEval's default `position_threshold`
+
+# One detected object: its class, color, cell and box (x0, y0, x1, y1) in pixels.
+Detection = namedtuple("Detection", "shape color row col box")
+
+
+# ----------------------------------------------------------------------------------------------
+# Tokenizer: scenes <-> codes <-> pixels
+
+
+def encode_cell(shape, color):
+    """Code of one non-empty cell."""
+    return 1 + SHAPES.index(shape) * len(COLORS) + COLORS.index(color)
+
+
+def decode_cell(code):
+    """(shape, color) of a non-empty code."""
+    return SHAPES[(code - 1) // len(COLORS)], COLORS[(code - 1) % len(COLORS)]
+
+
+def scene_to_codes(scene):
+    """{(row, col): (shape, color)} -> LongTensor (N,) in row-major order, 0 where empty."""
+    codes = torch.zeros(NUM_CELLS, dtype=torch.long)
+    for (row, col), (shape, color) in scene.items():
+        codes[row * GRID + col] = encode_cell(shape, color)
+    return codes
+
+
+def codes_to_scene(codes):
+    """LongTensor or list (N,) -> {(row, col): (shape, color)} for the non-empty cells."""
+    codes = [int(c) for c in codes]
+    return {divmod(i, GRID): decode_cell(c) for i, c in enumerate(codes) if c != 0}
+
+
+def _shape_mask(shape):
+    """Boolean (CELL, CELL) silhouette: a formula tested at every pixel centre, so there is no
+    anti-aliasing and each shape is mirror-symmetric about the cell centre. All shapes fit the same
+    inner box (1-pixel margin), so the outline, not the size, tells them apart."""
+    c = np.arange(CELL) + 0.5 - CELL / 2  # pixel-centre coordinates relative to the cell centre
+    x, y = np.meshgrid(c, -c)  # (CELL, CELL) each; y points up here, only inside this function
+    rho, R = np.hypot(x, y), CELL / 2 - 1  # distance from the centre; outer radius of every shape
+    if shape == "circle":
+        return rho <= R
+    if shape == "square":
+        return (abs(x) <= R) & (abs(y) <= R)
+    if shape == "triangle":  # apex up, base on the bottom edge of the inner box
+        return (y >= -R) & (abs(x) <= (R + 0.5 - y) / 2)
+    if shape == "diamond":
+        return abs(x) + abs(y) <= R
+    if shape == "ring":  # a circle with a 2-pixel wall
+        return (rho <= R) & (rho >= R - 2)
+    if shape == "cross":  # a plus sign with 4-pixel-wide arms
+        return ((abs(x) <= 2) | (abs(y) <= 2)) & (abs(x) <= R) & (abs(y) <= R)
+    raise ValueError(f"unknown shape {shape!r}")
+
+
+@functools.lru_cache(maxsize=1)
+def code_tiles():
+    """uint8 (NUM_CODES, CELL, CELL, 3): the pixels of every code. Built once, on first use."""
+    tiles = np.empty((NUM_CODES, CELL, CELL, 3), dtype=np.uint8)
+    tiles[0] = BACKGROUND
+    for shape in SHAPES:
+        mask = _shape_mask(shape)
+        for color in COLORS:
+            tile = np.empty((CELL, CELL, 3), dtype=np.uint8)
+            tile[:] = BACKGROUND
+            tile[mask] = PALETTE[color]
+            tiles[encode_cell(shape, color)] = tile
+    return tiles
+
+
+def render_tensor(codes):
+    """codes (B, N) -> float tensor (B, 3, SIZE, SIZE) in [0, 1], for models that read pixels."""
+    codes = torch.as_tensor(codes, dtype=torch.long)
+    assert codes.dim() == 2 and codes.shape[1] == NUM_CELLS, f"expected (B, {NUM_CELLS}) codes"
+    tiles = torch.from_numpy(code_tiles()).float().div(255)  # (K, C, C, 3)
+    B = codes.shape[0]
+    x = tiles[codes]  # (B, N, C, C, 3)
+    x = x.view(B, GRID, GRID, CELL, CELL, 3)  # (B, row, col, y, x, rgb)
+    x = x.permute(0, 5, 1, 3, 2, 4)  # (B, rgb, row, y, col, x)
+    return x.reshape(B, 3, SIZE, SIZE)
+
+
+def render_codes(codes):
+    """codes (N,) -> PIL image, or (B, N) -> list of PIL images (SIZE x SIZE, RGB)."""
+    codes = torch.as_tensor(codes, dtype=torch.long)
+    batch = codes.dim() == 2
+    pixels = render_tensor(codes.view(-1, NUM_CELLS)).mul(255).round().byte()  # (B, 3, H, W)
+    images = [Image.fromarray(p.permute(1, 2, 0).numpy()) for p in pixels]
+    return images if batch else images[0]
+
+
+def parse_image(image):
+    """Image(s) -> codes. Takes a PIL image or a uint8 array (H, W, 3) with values 0-255 -> LongTensor
+    (N,); or a float tensor (3, H, W) / (B, 3, H, W) in [0, 1], as render_tensor returns -> (N,) / (B, N).
+    Each cell becomes the code of the nearest tile (Euclidean pixel distance). On a rendered image the
+    distance to the right tile is 0 and to every other tile > 0, so the round trip is exact."""
+    if isinstance(image, Image.Image):
+        image = np.asarray(image.convert("RGB"))
+    if isinstance(image, torch.Tensor):
+        pixels = image.detach().float().movedim(-3, -1) * 255  # (..., H, W, 3) in 0-255
+    else:
+        pixels = torch.from_numpy(np.array(image, dtype=np.float32))  # (H, W, 3), a writable copy
+    assert pixels.shape[-3:] == (SIZE, SIZE, 3), f"expected {SIZE}x{SIZE} RGB, got {tuple(pixels.shape)}"
+    cells = pixels.reshape(-1, GRID, CELL, GRID, CELL, 3)  # (B, row, y, col, x, rgb)
+    cells = cells.permute(0, 1, 3, 2, 4, 5).reshape(-1, CELL * CELL * 3)  # (B * N, C*C*3), row-major
+    tiles = torch.from_numpy(code_tiles()).float().reshape(NUM_CODES, -1)  # (K, C*C*3)
+    codes = torch.cdist(cells, tiles).argmin(dim=1).view(-1, NUM_CELLS)  # (B, N)
+    return codes if pixels.dim() == 4 else codes[0]
+
+
+def describe(codes):
+    """Human-readable list of the objects, e.g. 'red circle (0, 1); blue cross (2, 3)'."""
+    scene = codes_to_scene(codes)
+    parts = [f"{color} {shape} ({row}, {col})" for (row, col), (shape, color) in sorted(scene.items())]
+    return "; ".join(parts) if parts else "empty"
+
+
+# ----------------------------------------------------------------------------------------------
+# The judge: GenEval's per-image rules on exact detections
+
+
+def cell_box(row, col):
+    """Pixel box (x0, y0, x1, y1) of a cell; its size is CELL, as in mmdet's x1 - x0."""
+    return (col * CELL, row * CELL, (col + 1) * CELL, (row + 1) * CELL)
+
+
+def detect(codes):
+    """{class: [Detection, ...]} in raster order, the order GenEval would get from tied scores."""
+    objects = {}
+    for (row, col), (shape, color) in sorted(codes_to_scene(codes).items()):
+        objects.setdefault(shape, []).append(Detection(shape, color, row, col, cell_box(row, col)))
+    return objects
+
+
+def relative_position(box_a, box_b):
+    """Set of relations of A relative to B, GenEval's rule: shrink the centre offset on each axis by
+    POSITION_THRESHOLD * (size_a + size_b), then call a relation when the shrunk offset, divided by
+    the norm of the raw offset, exceeds 0.5 on that axis. Image y points down ("below" = larger y)."""
+    (ax0, ay0, ax1, ay1), (bx0, by0, bx1, by1) = box_a, box_b
+    dx = (ax0 + ax1) / 2 - (bx0 + bx1) / 2  # raw centre offset
+    dy = (ay0 + ay1) / 2 - (by0 + by1) / 2
+    sx = max(abs(dx) - POSITION_THRESHOLD * ((ax1 - ax0) + (bx1 - bx0)), 0) * math.copysign(1, dx)
+    sy = max(abs(dy) - POSITION_THRESHOLD * ((ay1 - ay0) + (by1 - by0)), 0) * math.copysign(1, dy)
+    if abs(sx) < 1e-3 and abs(sy) < 1e-3:  # too close (or the same box): no relation
+        return set()
+    norm = math.hypot(dx, dy)
+    sx, sy = sx / norm, sy / norm
+    relations = set()
+    if sx < -0.5: relations.add("left of")
+    if sx > 0.5: relations.add("right of")
+    if sy < -0.5: relations.add("above")
+    if sy > 0.5: relations.add("below")
+    return relations
+
+
+def judge(record, codes):
+    """(correct, reason) for one image, GenEval's rules. reason is "" when correct, as in GenEval."""
+    objects = detect(codes)
+    correct, reasons, groups = True, [], []  # groups[i] = objects matched by include i, or None
+    for req in record["include"]:
+        name, count = req["class"], req["count"]
+        found = objects.get(name, [])[:count]  # the top-`count` detections
+        matched = len(found) >= count
+        if not matched:
+            reasons.append(f"expected {name}>={count}, found {len(found)}")
+        if matched and "color" in req:
+            hits = sum(obj.color == req["color"] for obj in found)
+            if hits < count:
+                matched = False
+                seen = ", ".join(f"{obj.color}" for obj in found)
+                reasons.append(f"expected {req['color']} {name}>={count}, found {hits} ({seen})")
+        if matched and "position" in req:
+            relation, target = req["position"]
+            if groups[target] is None:
+                matched = False
+                reasons.append(f"no target for {name} to be {relation}")
+            else:  # every object against every object of the target group; stop at the first miss
+                for obj in found:
+                    for other in groups[target]:
+                        relations = relative_position(obj.box, other.box)
+                        if relation not in relations:
+                            matched = False
+                            reasons.append(f"expected {name} {relation} target, found "
+                                           f"{' and '.join(sorted(relations)) or 'no relation to'} target")
+                            break
+                    if not matched:
+                        break
+        correct = correct and matched
+        groups.append(found if matched else None)
+    for req in record.get("exclude", []):
+        name, count = req["class"], req["count"]
+        if len(objects.get(name, [])) >= count:
+            correct = False
+            reasons.append(f"expected {name}<{count}, found {len(objects[name])}")
+    return correct, "\n".join(reasons)
+
+
+# ----------------------------------------------------------------------------------------------
+# Ground truth: scenes that satisfy a record, and the records themselves
+
+
+def _stands(cell, relation, targets, unambiguous):
+    """Does `cell` stand in `relation` to every target cell (and, if unambiguous, in no other)?"""
+    for target in targets:
+        relations = relative_position(cell_box(*cell), cell_box(*target))
+        if relation not in relations or (unambiguous and len(relations) > 1):
+            return False
+    return True
+
+
+def _draw_scene(record, rng, distractors, unambiguous):
+    """One random attempt at a scene for the record; None if a position constraint had no free cell."""
+    scene, groups = {}, []  # groups[i] = cells of include i
+    for req in record["include"]:
+        cells = []
+        for _ in range(req["count"]):
+            free = [divmod(i, GRID) for i in range(NUM_CELLS) if divmod(i, GRID) not in scene]
+            if "position" in req:  # keep the cells that stand in the relation to the whole target group
+                relation, target = req["position"]
+                free = [c for c in free if _stands(c, relation, groups[target], unambiguous)]
+            if not free:
+                return None
+            cell = rng.choice(free)
+            scene[cell] = (req["class"], req.get("color") or rng.choice(COLORS))
+            cells.append(cell)
+        groups.append(cells)
+    # Distractors use classes the record never mentions, so they cannot change the verdict.
+    named = {req["class"] for req in record["include"] + record.get("exclude", [])}
+    others = [s for s in SHAPES if s not in named]
+    for _ in range(distractors):
+        free = [divmod(i, GRID) for i in range(NUM_CELLS) if divmod(i, GRID) not in scene]
+        if not free or not others:
+            break
+        scene[rng.choice(free)] = (rng.choice(others), rng.choice(COLORS))
+    return scene_to_codes(scene)
+
+
+def sample_scene(record, rng, distractors=0, unambiguous=True, tries=100):
+    """A random scene (LongTensor (N,)) that satisfies the record: free cells, colors and the position
+    relation are drawn at random, and the result is checked with `judge`. rng: a random.Random.
+    distractors: extra objects of classes the record does not name. unambiguous: the asked relation
+    is the ONLY one that holds (no diagonal pairs that are also "below"), so the position answer is
+    the one true answer; GenEval itself accepts diagonal pairs, and so does `judge`."""
+    for _ in range(tries):
+        codes = _draw_scene(record, rng, distractors, unambiguous)
+        if codes is not None and judge(record, codes)[0]:
+            return codes
+    raise ValueError(f"no scene satisfies {record['prompt']!r} on a {GRID}x{GRID} grid")
+
+
+def answer_for(record):
+    """The ground-truth answer to the record's question about any scene that satisfies it: the
+    record's own "answer", or prompts' template answer for a bare GenEval record."""
+    return record.get("answer") or prompts.make_answer(record["tag"], record["include"])
+
+
+def make_shape_records(n, seed=0, tags=TAGS):
+    """n GenEval-format records over the shapes vocabulary (counts 2-4 fit in the 16 cells)."""
+    return prompts.make_records(n, seed, tags=tags, objects=SHAPES, colors=COLORS,
+                                counts=prompts.COUNTS, relations=prompts.RELATIONS)
+
+
+if __name__ == "__main__":
+    rng = random.Random(0)
+    records = make_shape_records(6)  # one per tag
+    scenes = [sample_scene(record, rng) for record in records]
+    for record, codes in zip(records, scenes):
+        print(f"{record['prompt']:<45} | {describe(codes)} | {judge(record, codes)}")
+    wrong = sample_scene(records[2], rng)  # a near miss: one object too many for the counting prompt
+    wrong[(wrong == 0).nonzero()[0]] = wrong.max()
+    print(f"{records[2]['prompt']:<45} | {describe(wrong)} | {judge(records[2], wrong)}")
+    strip = Image.new("RGB", (7 * (SIZE + 4), SIZE), "gray")
+    for i, image in enumerate(render_codes(torch.stack(scenes + [wrong]))):
+        strip.paste(image, (i * (SIZE + 4), 0))
+    strip.save("shapes_demo.png")

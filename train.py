@@ -1,0 +1,452 @@
+"""UniRL training: the model improves itself from its own images and its own answers.
+
+One iteration, on every rank:
+    1. take this rank's prompts (GenEval-style records: prompt, question, true answer)
+    2. rollout      G images per prompt                                   generate.py
+    3. understand   the same model answers each image's question          understand.py
+    4. reward       the answer scored against the record's truth           reward.py
+    5. learn        SFT (sft.py) or GRPO (grpo.py) on image and/or answer tokens, through DDP
+
+Deliberate simplifications: prompts come from an in-memory generator or a jsonl file; a constant
+learning rate after an optional linear warm-up; the reference model for the KL is the starting model.
+
+Commands:
+    python train.py --model janus-tiny --mode grpo --steps 3 --out runs/tiny          # CPU, one process
+    torchrun --standalone --nproc_per_node 2 train.py --model janus-tiny --steps 3    # CPU, gloo
+    torchrun --nproc_per_node 8 train.py --model janus-pro-1b --mode grpo             # 8 GPUs, nccl
+    python train.py --resume runs/tiny --steps 6                                      # continue a run
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+
+def opt(default, help: str):
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class Config:
+    # run
+    model: str = opt("janus-tiny", "preset: janus-pro-1b | janus-pro-7b | janus-1.3b | janus-tiny")
+    model_path: str | None = opt(None, "folder or hub id overriding the preset's weights (also a ckpt-* folder)")
+    mode: str = opt("grpo", "sft | grpo")
+    out: str | None = opt(None, "run folder (run_config.json, metrics.jsonl, samples/, ckpt-*/); default runs/<model>-<mode>-<time>")
+    resume: str | None = opt(None, "checkpoint or run folder to continue exactly")
+    steps: int = opt(20, "optimizer iterations in total (a resumed run continues up to this)")
+    seed: int = opt(0, "seeds prompts order, rollouts and answers")
+    device: str = opt("auto", "auto | cpu | cuda")
+    dtype: str = opt("float32", "weights' dtype: float32 | bfloat16")
+    threads: int = opt(0, "torch CPU threads per process; 0 leaves torch's default")
+    # data
+    prompts: str | None = opt(None, "jsonl of GenEval-style records; default: generate --num-prompts")
+    num_prompts: int = opt(5000, "size of the generated training pool")
+    exclude_prompts: str | None = opt(None, "evaluation jsonl (e.g. GenEval's) whose prompts never train")
+    prompts_per_step: int = opt(4, "prompts per optimizer step over all ranks (groups are never split)")
+    group_size: int = opt(4, "G, images per prompt (the paper: 3 for Show-o, 8 for Janus)")
+    # generate
+    cfg_scale: float | None = opt(None, "classifier-free guidance; default: the family's (Janus 5)")
+    temperature: float = opt(1.0, "image-token sampling temperature (full softmax, no top-k)")
+    # understand
+    max_answer_tokens: int = opt(24, "cap on answer length")
+    answer_temperature: float = opt(0.0, "0 = greedy answers (as UniRL evaluates); > 0 samples them")
+    # sft
+    sft_on: str = opt("both", "gen | und | both: which tokens SFT trains")
+    sft_min_reward: float = opt(1.0, "generation SFT imitates images at least this good and best of their group")
+    couple: bool = opt(False, "end-to-end: straight-through image tokens carry the answer loss into generation")
+    gumbel_tau: float = opt(1.0, "temperature of the straight-through Gumbel-softmax (paper: not stated)")
+    # grpo
+    grpo_on: str = opt("both", "gen | und | both: which tokens GRPO trains")
+    clip_eps: float = opt(0.2, "PPO clip epsilon")
+    kl_beta: float = opt(0.2, "k3 KL weight to the starting model (released run name: beta_0_2); 0 = no reference")
+    inner_iters: int = opt(1, "mu: updates per rollout; 1 makes the ratio exactly 1")
+    ratio_dist: str = opt("guided", "guided | cond: the distribution in the ratio under CFG")
+    # optim
+    lr: float = opt(1e-5, "AdamW learning rate (the paper: 1e-5)")
+    weight_decay: float = opt(0.0, "AdamW weight decay")
+    warmup_steps: int = opt(0, "linear warm-up steps")
+    grad_clip: float = opt(1.0, "max global grad norm; 0 disables")
+    micro_batch: int = opt(8, "images per forward/backward; gradients accumulate over micro-batches")
+    # logging
+    sample_every: int = opt(10, "write a sample grid every k steps (and at the last)")
+    save_every: int = opt(10, "checkpoint every k steps (and at the last)")
+    keep_checkpoints: int = opt(2, "how many recent checkpoints to keep")
+
+
+def parse_config(argv: list[str] | None = None) -> Config:
+    """argparse built from the dataclass; unknown flags are errors. With --resume, the saved config
+    is the base and only the flags given on this command line override it."""
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0], argument_default=argparse.SUPPRESS)
+    for f in dataclasses.fields(Config):
+        flag = "--" + f.name.replace("_", "-")
+        if f.type in ("bool", bool):
+            ap.add_argument(flag, action=argparse.BooleanOptionalAction, help=f.metadata["help"])
+        else:
+            kind = {"int": int, "float": float}.get(str(f.type).split(" ")[0], str)
+            ap.add_argument(flag, type=kind, help=f"{f.metadata['help']} (default {f.default})")
+    given = vars(ap.parse_args(argv))
+    base = {}
+    if "resume" in given:
+        from checkpoint import find_checkpoint, read_trainer_state
+
+        ckpt = find_checkpoint(given["resume"])
+        base = read_trainer_state(ckpt)["config"]
+        base["out"] = str(ckpt.parent)
+        given["resume"] = str(ckpt)
+    cfg = Config(**{**base, **given})
+    if cfg.out is None:  # a fresh folder per run, so re-running a command never collides with an old run
+        cfg.out = f"runs/{cfg.model}-{cfg.mode}-{time.strftime('%Y%m%d-%H%M%S')}"
+    return cfg
+
+
+# ------------------------------------------------------------------ distributed plumbing
+def setup_distributed(cfg: Config):
+    """torchrun sets RANK/WORLD_SIZE; gloo on CPU, nccl on CUDA. Returns (rank, world, device)."""
+    use_cuda = cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
+    if "RANK" not in os.environ:
+        return 0, 1, torch.device("cuda" if use_cuda else "cpu")
+    dist.init_process_group("nccl" if use_cuda else "gloo")
+    local = int(os.environ.get("LOCAL_RANK", 0))
+    device = torch.device("cuda", local) if use_cuda else torch.device("cpu")
+    if use_cuda:
+        torch.cuda.set_device(device)
+    return dist.get_rank(), dist.get_world_size(), device
+
+
+def teardown_distributed():
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def is_main() -> bool:
+    return not dist.is_initialized() or dist.get_rank() == 0
+
+
+def print0(*args):
+    if is_main():
+        print(*args, flush=True)
+
+
+def gather_lists(items: list) -> list:
+    """Concatenate every rank's list, in rank order (small Python objects only)."""
+    if not dist.is_initialized():
+        return list(items)
+    parts = [None] * dist.get_world_size()
+    dist.all_gather_object(parts, items)
+    return [x for p in parts for x in p]
+
+
+def mean_over_ranks(stats: dict) -> dict:
+    if not dist.is_initialized() or not stats:
+        return stats
+    keys = sorted(stats)
+    t = torch.tensor([float(stats[k]) for k in keys], dtype=torch.float64)
+    dist.all_reduce(t)
+    return {k: v / dist.get_world_size() for k, v in zip(keys, t.tolist())}
+
+
+# ------------------------------------------------------------------ checks before any heavy work
+def validate(cfg: Config, world: int) -> None:
+    """Every bad input fails here, with the problem and the fix, before models are loaded."""
+    from models import check_model_name
+
+    check_model_name(cfg.model)
+    choices = {"mode": ("sft", "grpo"), "sft_on": ("gen", "und", "both"), "grpo_on": ("gen", "und", "both"),
+               "ratio_dist": ("guided", "cond"), "dtype": ("float32", "bfloat16"), "device": ("auto", "cpu", "cuda")}
+    for name, allowed in choices.items():
+        if getattr(cfg, name) not in allowed:
+            raise ValueError(f"--{name.replace('_', '-')} {getattr(cfg, name)!r}: choose one of {', '.join(allowed)}")
+    if cfg.mode == "grpo" and cfg.group_size < 2:
+        raise ValueError(f"--group-size {cfg.group_size}: GRPO compares images within a group; use at least 2")
+    if cfg.prompts_per_step % world:
+        raise ValueError(f"--prompts-per-step {cfg.prompts_per_step} does not divide over {world} ranks: "
+                         f"use a multiple of {world} so every rank holds whole groups")
+    if cfg.steps < 1 or cfg.micro_batch < 1 or cfg.inner_iters < 1 or cfg.lr <= 0:
+        raise ValueError("--steps, --micro-batch and --inner-iters must be >= 1 and --lr > 0")
+    run_config = Path(cfg.out) / "run_config.json"
+    if run_config.exists() and not cfg.resume:
+        raise ValueError(f"--out {cfg.out} already holds a run ({run_config.name}): continue it with "
+                         f"--resume {cfg.out}, or choose a new --out")
+
+
+def load_records(cfg: Config) -> list[dict]:
+    """The training prompts: a jsonl file or the generator, minus any evaluation prompts."""
+    import prompts
+
+    records = prompts.read_records(cfg.prompts) if cfg.prompts else prompts.make_records(cfg.num_prompts, seed=cfg.seed)
+    if cfg.exclude_prompts:
+        records, dropped = prompts.exclude_records(records, prompts.read_records(cfg.exclude_prompts))
+        print0(f"excluded {dropped} training prompts that appear in {cfg.exclude_prompts}")
+    if not records:
+        raise ValueError("no training prompts left: check --prompts / --exclude-prompts")
+    return records
+
+
+def step_records(records: list[dict], cfg: Config, step: int, rank: int, world: int) -> tuple[list[dict], int]:
+    """This rank's prompts at `step`, and its first image's index in the global batch.
+
+    Epoch-wise shuffles from (seed, epoch), so the global batch does not depend on the world size."""
+    from generate import seed_for
+
+    per_rank = cfg.prompts_per_step // world
+    chosen = []
+    for j in range(step * cfg.prompts_per_step + rank * per_rank, step * cfg.prompts_per_step + (rank + 1) * per_rank):
+        epoch, k = divmod(j, len(records))
+        order = torch.randperm(len(records), generator=torch.Generator().manual_seed(seed_for(cfg.seed, epoch)))
+        chosen.append(records[int(order[k])])
+    return chosen, rank * per_rank * cfg.group_size
+
+
+# ------------------------------------------------------------------ one iteration
+def train_step(step, cfg, policy, model, ref, optimizer, records, rank, world) -> dict:
+    """Rollout, understand, reward, learn. `model` is the DDP-wrapped policy (or the policy itself)."""
+    import reward
+    from generate import image_uniforms, rollout
+    from understand import answer_questions
+
+    times, stats = {}, {}
+    cfg_scale = cfg.cfg_scale if cfg.cfg_scale is not None else policy.default_cfg_scale
+    mine, first = step_records(records, cfg, step, rank, world)
+    # 1-2. rollout: G images per prompt, each image with its own random stream
+    t0 = time.perf_counter()
+    policy.eval()
+    ro = rollout(policy, mine, cfg.group_size, seed=cfg.seed, step=step, first_index=first,
+                 cfg_scale=cfg_scale, temperature=cfg.temperature)
+    times["t_rollout"] = time.perf_counter() - t0
+    # 3. understand: the same model answers each image's question
+    t0 = time.perf_counter()
+    n = len(ro.records)
+    ro.und_images = policy.encode_images(ro.pixels)
+    answer_u = image_uniforms(cfg.seed + 1, step, first, n, cfg.max_answer_tokens).to(ro.image_ids.device)
+    (ro.question_ids, ro.question_mask, ro.answer_ids, ro.answer_mask, ro.answers) = answer_questions(
+        policy, ro.und_images, [r["question"] for r in ro.records], max_new_tokens=cfg.max_answer_tokens,
+        temperature=cfg.answer_temperature, uniforms=answer_u)
+    times["t_understand"] = time.perf_counter() - t0
+    # 4. reward: the answer scored against the record's truth; advantages within each group
+    ro.rewards = torch.tensor(reward.score_answers(ro.answers, ro.records), dtype=torch.float32)
+    groups = ro.rewards.view(-1, cfg.group_size)  # (P, G)
+    advantages = reward.group_advantages(groups).view(-1).to(ro.image_ids.device)  # (N,)
+    # 5. learn
+    t0 = time.perf_counter()
+    policy.train()
+    if cfg.mode == "sft":
+        from sft import select_best
+
+        keep = select_best(groups, cfg.sft_min_reward).view(-1).float().to(ro.image_ids.device)
+        stats["sft_keep_frac"] = keep.mean().item()
+        stats.update(learn(cfg, policy, model, optimizer, ro, step, keep=keep))
+    else:
+        stats.update(learn(cfg, policy, model, optimizer, ro, step, advantages=advantages, ref=ref))
+    times["t_learn"] = time.perf_counter() - t0
+    stats.update(times)
+    stats["zero_var_frac"] = reward.zero_variance_fraction(groups)
+    return stats, ro
+
+
+def build_batch(cfg, policy, ro, idx, cfg_scale, targets):
+    """The forward inputs for the images `idx`. targets: the answer tokens trained on (N, A) + mask."""
+    train_gen = (cfg.sft_on if cfg.mode == "sft" else cfg.grpo_on) in ("gen", "both") or cfg.couple
+    train_und = (cfg.sft_on if cfg.mode == "sft" else cfg.grpo_on) in ("und", "both")
+    batch = {}
+    if train_gen:
+        # SFT imitates the conditional model; GRPO's ratio uses --ratio-dist
+        guided = cfg.mode == "grpo" and cfg.ratio_dist == "guided"
+        batch["gen"] = dict(prompt_ids=ro.prompt_ids[idx], prompt_mask=ro.prompt_mask[idx],
+                            image_ids=ro.image_ids[idx], cfg_scale=cfg_scale if guided else None)
+    if train_und:
+        batch["und"] = dict(images=ro.und_images[idx], prompt_ids=ro.question_ids[idx],
+                            prompt_mask=ro.question_mask[idx], answer_ids=targets[0][idx], answer_mask=targets[1][idx])
+    return batch
+
+
+def learn(cfg, policy, model, optimizer, ro, step, keep=None, advantages=None, ref=None) -> dict:
+    """mu optimizer updates on this rollout, each accumulated over micro-batches (no_sync but the last)."""
+    from grpo import grpo_step_loss, sample_logprobs
+    from sft import sft_step_loss
+
+    n = ro.image_ids.shape[0]
+    cfg_scale = cfg.cfg_scale if cfg.cfg_scale is not None else policy.default_cfg_scale
+    if cfg.mode == "sft":  # understanding SFT learns the TRUE answer; GRPO reinforces the model's own
+        targets = [t.to(ro.image_ids.device) for t in policy.tokenize_answers([r["answer"] for r in ro.records])]
+    else:
+        targets = (ro.answer_ids, ro.answer_mask)
+    chunks = [torch.arange(i, min(i + cfg.micro_batch, n)) for i in range(0, n, cfg.micro_batch)]
+    batches = [build_batch(cfg, policy, ro, idx, cfg_scale, targets) for idx in chunks]
+    olds = refs = [None] * len(chunks)
+    if cfg.mode == "grpo" and cfg.inner_iters > 1:  # old log-probs from a teacher-forced pass, not the sampler
+        olds = [sample_logprobs(policy, b, cfg.temperature) for b in batches]
+    if cfg.mode == "grpo" and ref is not None:
+        refs = [sample_logprobs(ref, b, cfg.temperature) for b in batches]
+    stats = {}
+    for _ in range(cfg.inner_iters):
+        optimizer.zero_grad(set_to_none=True)
+        for j, (idx, batch) in enumerate(zip(chunks, batches)):
+            sync = contextlib.nullcontext() if j + 1 == len(chunks) or not hasattr(model, "no_sync") else model.no_sync()
+            with sync:  # forward AND backward inside no_sync for every micro-step but the last
+                couple = None
+                if cfg.couple and "und" in batch:
+                    u = couple_uniforms(cfg, step, ro, idx, policy.codebook_size)
+                    couple = dict(tau=cfg.gumbel_tau, noise=u)
+                out = model(gen=batch.get("gen"), und=batch.get("und"), couple=couple)
+                if cfg.mode == "sft":
+                    per_sample, s = sft_step_loss(out, batch, keep[idx])
+                else:
+                    per_sample, s = grpo_step_loss(out, batch, olds[j], refs[j], advantages[idx], cfg)
+                loss = per_sample.sum() / n  # micro-batch share of the rank's mean
+                check_finite(loss, step, s)
+                loss.backward()
+            for k, v in s.items():
+                stats[k] = stats.get(k, 0.0) + v * len(idx) / n
+            stats["loss"] = stats.get("loss", 0.0) + loss.item()
+        params = [p for p in policy.parameters() if p.requires_grad]
+        if cfg.grad_clip > 0:
+            stats["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip))
+        optimizer.step()
+    return {k: v / cfg.inner_iters for k, v in stats.items()}
+
+
+def couple_uniforms(cfg, step, ro, idx, codebook_size):
+    """Uniforms for the conditional Gumbel noise of the straight-through tokens: (n, T, K), seeded per image."""
+    from generate import seed_for
+
+    rows = []
+    for i in idx.tolist():
+        gen = torch.Generator().manual_seed(seed_for(cfg.seed + 2, step, i, ro.image_ids[i, 0].item()))
+        rows.append(torch.rand(ro.image_ids.shape[1], codebook_size, generator=gen))
+    return torch.stack(rows).to(ro.image_ids.device)
+
+
+def check_finite(loss: torch.Tensor, step: int, stats: dict) -> None:
+    """A NaN or inf loss stops every rank together, before it reaches the weights."""
+    bad = torch.tensor([0.0 if torch.isfinite(loss) else 1.0], device=loss.device)
+    if dist.is_initialized():
+        dist.all_reduce(bad)
+    if bad.item() > 0:
+        raise FloatingPointError(f"step {step}: the loss is not finite ({loss.item()}; terms {stats}). "
+                                 f"Lower --lr, use --dtype float32, or resume from the last checkpoint.")
+
+
+# ------------------------------------------------------------------ metrics
+def step_metrics(step, cfg, ro_all, stats, lr, seconds) -> dict:
+    """Reward mean/std overall and per category, self-QA accuracy, plus the learner's statistics."""
+    rewards = torch.tensor([r for r, _ in ro_all], dtype=torch.float64)
+    tags = [t for _, t in ro_all]
+    m = {"step": step, "reward_mean": rewards.mean().item(), "reward_std": rewards.std(unbiased=False).item(),
+         "self_qa_acc": (rewards >= 1.0).double().mean().item()}
+    for tag in sorted(set(tags)):
+        r = rewards[[i for i, t in enumerate(tags) if t == tag]]
+        m[f"reward/{tag}"] = r.mean().item()
+        m[f"reward_std/{tag}"] = r.std(unbiased=False).item()
+    m.update(stats)
+    m.update(lr=lr, seconds=seconds)
+    return m
+
+
+# ------------------------------------------------------------------ main
+def main(argv: list[str] | None = None) -> None:
+    cfg = parse_config(argv)
+    rank, world, device = setup_distributed(cfg)
+    try:
+        run(cfg, rank, world, device)
+    finally:
+        teardown_distributed()
+
+
+def run(cfg: Config, rank: int, world: int, device: torch.device):
+    from tqdm import tqdm
+
+    from checkpoint import atomic_write_text, load_optimizer, read_trainer_state, restore_rng, save_checkpoint
+    from generate import image_grid
+    from models import load_policy
+
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    validate(cfg, world)
+    records = load_records(cfg)
+    per_rank = cfg.prompts_per_step // world
+    print0(json.dumps(dataclasses.asdict(cfg), indent=1))
+    print0(f"world {world} | prompts per rank {per_rank} | images per step {cfg.prompts_per_step * cfg.group_size} | "
+           f"micro-batches per rank {math.ceil(per_rank * cfg.group_size / cfg.micro_batch)} | "
+           f"training prompts {len(records)}")
+    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[cfg.dtype]
+    policy = load_policy(cfg.model, cfg.resume or cfg.model_path, device=device, dtype=dtype)
+    ref = None
+    if cfg.mode == "grpo" and cfg.kl_beta > 0:  # the KL anchor is the starting model, also after a resume
+        ref = load_policy(cfg.model, cfg.model_path, device=device, dtype=dtype) if cfg.resume else copy.deepcopy(policy)
+        ref.requires_grad_(False).eval()
+    params = [p for p in policy.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    start = 0
+    if cfg.resume:
+        load_optimizer(optimizer, cfg.resume)
+        restore_rng(cfg.resume)
+        start = read_trainer_state(cfg.resume)["step"]
+    model = policy
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        # find_unused_parameters: gen-only or und-only steps leave whole towers without gradients
+        model = DDP(policy, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True)
+    out = Path(cfg.out)
+    if is_main():
+        (out / "samples").mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / "run_config.json", json.dumps(dataclasses.asdict(cfg), indent=1))
+        trim_metrics(out / "metrics.jsonl", start)
+    bar = tqdm(range(start, cfg.steps), disable=not is_main(), desc="unirl", dynamic_ncols=True)
+    for step in bar:
+        t0 = time.perf_counter()
+        lr = cfg.lr * min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps else cfg.lr
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        stats, ro = train_step(step, cfg, policy, model, ref, optimizer, records, rank, world)
+        stats = mean_over_ranks(stats)
+        everyone = gather_lists([(float(r), rec["tag"]) for r, rec in zip(ro.rewards, ro.records)])
+        m = step_metrics(step + 1, cfg, everyone, stats, lr, time.perf_counter() - t0)
+        if is_main():
+            with open(out / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(m) + "\n")
+            bar.write(f"step {step + 1:5d} | reward {m['reward_mean']:.3f} ± {m['reward_std']:.3f} | "
+                      f"self-QA {m['self_qa_acc']:.3f} | loss {m['loss']:+.4f} | {m['seconds']:.1f}s")
+            if (step + 1) % cfg.sample_every == 0 or step + 1 == cfg.steps:
+                grid = out / "samples" / f"step-{step + 1:06d}.png"
+                image_grid(ro.pixels, cfg.group_size).save(grid.with_suffix(".tmp.png"))
+                os.replace(grid.with_suffix(".tmp.png"), grid)
+        if (step + 1) % cfg.save_every == 0 or step + 1 == cfg.steps:
+            if is_main():
+                save_checkpoint(out, step + 1, policy, optimizer, dataclasses.asdict(cfg), keep=cfg.keep_checkpoints)
+            if dist.is_initialized():
+                dist.barrier()  # nobody races ahead of a half-written checkpoint
+    print0(f"done: {out}")
+    return policy
+
+
+def trim_metrics(path: Path, step: int) -> None:
+    """On resume, drop metric lines past the checkpoint's step so the log reads as one run."""
+    if not path.exists():
+        return
+    lines = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= step]
+    from checkpoint import atomic_write_text
+
+    atomic_write_text(path, "".join(ln + "\n" for ln in lines))
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except (ValueError, FloatingPointError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,82 @@
+"""Stage 2 of a UniRL iteration: the same model answers a question about each of its own images.
+
+The question comes with the prompt's record ("How many items in this image?"), so no external data
+or judge is involved: the model's understanding grades its own generation, and reward.py turns the
+answer into a number.
+
+The loop is batched over all N images with one KV cache, greedy by default:
+
+    prefill [question prompt with the image's slots] for all rows
+    repeat: token = argmax (or a sample at `temperature`), feed it, until every row has said EOS
+
+Rows that finished keep being fed PAD; their later tokens are masked out of `answer_mask`.
+What it simplifies on purpose: a fixed `max_new_tokens` cap (UniRL's answers are a few words; the
+original evaluation allowed 100).
+
+Run it alone:  python understand.py --model janus-tiny --question "How many items in this image?"
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from generate import sample_tokens
+
+
+@torch.no_grad()
+def answer_questions(policy, images, questions: list[str], *, max_new_tokens: int = 24, temperature: float = 0.0,
+                     uniforms: torch.Tensor | None = None):
+    """Answer one question per image.
+
+    images: the policy's understanding input for N images (see `policy.encode_images`).
+    Returns question ids and mask (N, L), answer ids and mask (N, A) with EOS included, and the texts.
+    `uniforms` (N, max_new_tokens) are needed only when temperature > 0.
+    """
+    device = next(policy.parameters()).device
+    ids, mask = policy.tokenize_und_prompts(questions)
+    ids, mask = ids.to(device), mask.to(device)
+    n = ids.shape[0]
+    cache = policy.new_cache(n, ids.shape[1] + max_new_tokens)
+    logits = policy.und_step(cache, mask, ids, images)  # prefill: (N, V)
+    done = torch.zeros(n, dtype=torch.bool, device=device)
+    answer_ids, answer_mask = [], []
+    step_mask = mask
+    for t in range(max_new_tokens):
+        u = uniforms[:, t] if uniforms is not None else torch.zeros(n, device=device)
+        token = sample_tokens(logits, u, temperature)
+        token = torch.where(done, torch.full_like(token, policy.pad_id), token)  # finished rows emit PAD
+        answer_ids.append(token)
+        answer_mask.append((~done).long())  # the EOS itself is part of the answer
+        done = done | (token == policy.eos_id)
+        if bool(done.all()) or t + 1 == max_new_tokens:
+            break
+        step_mask = torch.cat([step_mask, step_mask.new_ones(n, 1)], 1)
+        logits = policy.und_step(cache, step_mask, token[:, None])
+    answer_ids = torch.stack(answer_ids, 1)  # (N, A)
+    answer_mask = torch.stack(answer_mask, 1)
+    return ids, mask, answer_ids, answer_mask, policy.decode_answers(answer_ids)
+
+
+def main() -> None:
+    from generate import rollout
+    from models import load_policy
+
+    ap = argparse.ArgumentParser(description="Generate images for a prompt, then let the model answer a question about them.")
+    ap.add_argument("--model", default="janus-tiny")
+    ap.add_argument("--model-path", default=None)
+    ap.add_argument("--prompt", default="a photo of two cats")
+    ap.add_argument("--question", default="How many items in this image?")
+    ap.add_argument("--n", type=int, default=2)
+    args = ap.parse_args()
+    policy = load_policy(args.model, args.model_path).eval()
+    ro = rollout(policy, [{"prompt": args.prompt}], args.n, seed=0, step=0, first_index=0,
+                 cfg_scale=policy.default_cfg_scale)
+    *_, answers = answer_questions(policy, policy.encode_images(ro.pixels), [args.question] * args.n)
+    for i, a in enumerate(answers):
+        print(f"image {i}: {a!r}")
+
+
+if __name__ == "__main__":
+    main()
