@@ -42,12 +42,12 @@ from __future__ import annotations
 
 import torch
 
-# name -> family. `--model-path` overrides where a preset's weights come from.
+# name -> "module:function" that builds it as f(name, path, dtype). `--model-path` overrides the weights.
 PRESETS = {
-    "janus-pro-1b": "janus",
-    "janus-pro-7b": "janus",
-    "janus-1.3b": "janus",
-    "janus-tiny": "janus",
+    "janus-pro-1b": "models.janus:load_janus",
+    "janus-pro-7b": "models.janus:load_janus",
+    "janus-1.3b": "models.janus:load_janus",
+    "janus-tiny": "models.janus:load_janus",
 }
 
 
@@ -60,9 +60,9 @@ def check_model_name(name: str) -> None:
 def load_policy(name: str, path: str | None = None, device: str | torch.device = "cpu",
                 dtype: torch.dtype = torch.float32):
     """Build the policy for a preset; `path` (a folder or hub id) overrides the preset's weights."""
-    check_model_name(name)
-    if PRESETS[name] == "janus":
-        from models.janus import load_janus
+    import importlib
 
-        policy = load_janus(name, path, dtype=dtype)
+    check_model_name(name)
+    module, function = PRESETS[name].split(":")
+    policy = getattr(importlib.import_module(module), function)(name, path, dtype=dtype)
     return policy.to(device)

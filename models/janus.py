@@ -68,10 +68,12 @@ class JanusPolicy(nn.Module):
     decoding = "ar"  # one image token per step, left to right
     default_cfg_scale = 5.0  # Janus' sampler: uncond + 5 * (cond - uncond)
 
-    def __init__(self, model, processor):
+    def __init__(self, model, processor, codec=None):
         super().__init__()
         self.model = model
         self.processor = processor
+        # tokens <-> pixels. Janus' own VQ-16 by default; the shapes world plugs in its exact renderer.
+        self.codec = codec if codec is not None else VQCodec(model.model.vqmodel)
         self.tokenizer = processor.tokenizer
         # The VQ tokenizer is never trained (Janus freezes it); eval() alone keeps its grads on.
         model.model.vqmodel.requires_grad_(False)
@@ -232,9 +234,8 @@ class JanusPolicy(nn.Module):
 
     @torch.no_grad()
     def decode_images(self, image_ids: torch.Tensor) -> torch.Tensor:
-        """VQ codes (N, T) -> pixels (N, 3, S, S) in [0, 1]."""
-        pixels = self.model.model.vqmodel.decode(image_ids)  # about [-1, 1], not clamped
-        return ((pixels.float() + 1) / 2).clamp(0, 1)
+        """Image tokens (N, T) -> pixels (N, 3, S, S) in [0, 1], through the image codec."""
+        return self.codec.decode(image_ids)
 
     @torch.no_grad()
     def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
@@ -246,12 +247,9 @@ class JanusPolicy(nn.Module):
         return (pixels * 2 - 1).clamp(-1, 1).to(dtype)
 
     def onehot_to_und_images(self, onehot: torch.Tensor) -> torch.Tensor:
-        """Differentiable decode: one-hot rows (N, T, K) @ L2-normalised codebook -> VQ decoder -> SigLIP input."""
-        vq = self.model.model.vqmodel
-        codebook = F.normalize(vq.quantize.embedding.weight, dim=-1)  # (K, D), as vq.decode does
-        side = int(round(onehot.shape[1] ** 0.5))
-        z = (onehot.to(codebook.dtype) @ codebook).view(onehot.shape[0], side, side, -1).permute(0, 3, 1, 2)
-        return vq.decoder(vq.post_quant_conv(z)).clamp(-1, 1)
+        """Differentiable: one-hot image tokens (N, T, K) -> decoded pixels -> SigLIP input (the coupling path)."""
+        dtype = self.model.model.vision_model.embeddings.patch_embedding.weight.dtype
+        return (self.codec.decode_onehot(onehot) * 2 - 1).clamp(-1, 1).to(dtype)
 
     # ---------------------------------------------------------------- saving
     def save(self, folder: str | os.PathLike) -> None:
@@ -259,6 +257,24 @@ class JanusPolicy(nn.Module):
         self.model.generation_config._from_model_config = False
         self.model.save_pretrained(folder)
         self.processor.save_pretrained(folder)
+
+
+class VQCodec:
+    """Janus' VQ-16 decoder as the image codec: tokens or one-hot rows -> pixels in [0, 1]."""
+
+    def __init__(self, vq):
+        self.vq = vq
+
+    def decode(self, image_ids: torch.Tensor) -> torch.Tensor:
+        pixels = self.vq.decode(image_ids)  # about [-1, 1], not clamped
+        return ((pixels.float() + 1) / 2).clamp(0, 1)
+
+    def decode_onehot(self, onehot: torch.Tensor) -> torch.Tensor:
+        """One-hot (or soft) rows (N, T, K) @ the L2-normalised codebook -> decoder, with gradients."""
+        codebook = F.normalize(self.vq.quantize.embedding.weight, dim=-1)  # (K, D), as vq.decode does
+        side = int(round(onehot.shape[1] ** 0.5))
+        z = (onehot.to(codebook.dtype) @ codebook).view(onehot.shape[0], side, side, -1).permute(0, 3, 1, 2)
+        return ((self.vq.decoder(self.vq.post_quant_conv(z)) + 1) / 2).clamp(0, 1)
 
 
 def guide(cond: torch.Tensor, uncond: torch.Tensor, scale: float) -> torch.Tensor:
