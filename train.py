@@ -187,7 +187,14 @@ def load_records(cfg: Config) -> list[dict]:
     """The training prompts: a jsonl file or the generator, minus any evaluation prompts."""
     import prompts
 
-    records = prompts.read_records(cfg.prompts) if cfg.prompts else prompts.make_records(cfg.num_prompts, seed=cfg.seed)
+    if cfg.prompts:
+        records = prompts.read_records(cfg.prompts)
+    elif cfg.model.startswith("shapes-"):  # the shapes world speaks its own small vocabulary
+        import shapes
+
+        records = shapes.make_shape_records(cfg.num_prompts, seed=cfg.seed)
+    else:
+        records = prompts.make_records(cfg.num_prompts, seed=cfg.seed)
     if cfg.exclude_prompts:
         records, dropped = prompts.exclude_records(records, prompts.read_records(cfg.exclude_prompts))
         print0(f"excluded {dropped} training prompts that appear in {cfg.exclude_prompts}")

@@ -48,6 +48,7 @@ PRESETS = {
     "janus-pro-7b": "models.janus:load_janus",
     "janus-1.3b": "models.janus:load_janus",
     "janus-tiny": "models.janus:load_janus",
+    "shapes-janus": "models.shapes_models:load_shapes_policy",  # the CPU-sized shapes world (shapes.py)
 }
 
 

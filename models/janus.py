@@ -342,20 +342,22 @@ def cache_dir() -> Path:
 
 
 # -------------------------------------------------------------------- janus-tiny
-def build_tiny_tokenizer():
-    """A small byte-level BPE with DeepSeek's special tokens, trained on our prompt and answer vocabulary."""
+def build_tiny_tokenizer(corpus: list[str] | None = None, vocab_size: int = 1024):
+    """A small byte-level BPE with DeepSeek's special tokens, trained on prompt and answer text
+    (by default our GenEval-style records)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
-    import prompts
+    if corpus is None:
+        import prompts
 
-    corpus = [r["prompt"] + " " + r["question"] + " " + r["answer"] for r in prompts.make_records(600, seed=0)]
-    corpus += ["<|User|>: hi\n\n<|Assistant|>: ok", "You are a helpful language and vision assistant."]
+        corpus = [r["prompt"] + " " + r["question"] + " " + r["answer"] for r in prompts.make_records(600, seed=0)]
+    corpus = list(corpus) + ["<|User|>: hi\n\n<|Assistant|>: ok", "You are a helpful language and vision assistant."]
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=1024, special_tokens=[BOS, EOS, PAD, IMAGE, BOI, EOI],
+        vocab_size=vocab_size, special_tokens=[BOS, EOS, PAD, IMAGE, BOI, EOI],
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
     )
     tok.train_from_iterator(corpus, trainer=trainer)
@@ -367,20 +369,21 @@ def build_tiny_tokenizer():
     )
 
 
-def build_tiny_janus(image_size: int = 128, seed: int = 0):
+def build_tiny_janus(image_size: int = 128, seed: int = 0, codebook_size: int = 512, tokenizer=None,
+                     hidden: int = 64, layers: int = 2):
     """The real Janus architecture at toy width: 64 image tokens at 128 px, deterministic for a seed."""
     from transformers import (JanusConfig, JanusForConditionalGeneration, JanusImageProcessorPil, JanusProcessor,
                               JanusVisionConfig, JanusVQVAEConfig, LlamaConfig)
 
-    tok = build_tiny_tokenizer()
+    tok = tokenizer if tokenizer is not None else build_tiny_tokenizer()
     ids = {k: tok.convert_tokens_to_ids(v) for k, v in dict(bos=BOS, eos=EOS, pad=PAD, img=IMAGE, boi=BOI).items()}
-    hidden, tokens = 64, (image_size // 16) ** 2
-    text = LlamaConfig(vocab_size=len(tok), hidden_size=hidden, intermediate_size=128, num_hidden_layers=2,
+    tokens = (image_size // 16) ** 2
+    text = LlamaConfig(vocab_size=len(tok), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
                        num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=2048,
                        bos_token_id=ids["bos"], eos_token_id=ids["eos"], pad_token_id=ids["pad"], tie_word_embeddings=False)
     vision = JanusVisionConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, mlp_ratio=2.0,
                                image_size=image_size, patch_size=16, projection_dim=hidden, depth=2, num_image_tokens=tokens)
-    vq = JanusVQVAEConfig(embed_dim=8, num_embeddings=512, latent_channels=32, base_channels=32,
+    vq = JanusVQVAEConfig(embed_dim=8, num_embeddings=codebook_size, latent_channels=32, base_channels=32,
                           channel_multiplier=[1, 1, 1, 1, 1], num_res_blocks=1,  # 5 levels keep the x16 downsampling
                           projection_dim=hidden, image_token_embed_dim=hidden, num_hidden_layers=2)
     config = JanusConfig(text_config=text, vision_config=vision, vq_config=vq, image_token_id=ids["img"], tie_word_embeddings=False)
