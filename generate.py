@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -47,6 +48,9 @@ class Rollout:
     answer_mask: torch.Tensor | None = None
     answers: list[str] = field(default_factory=list)
     rewards: torch.Tensor | None = None  # (N,) in [0, 1]
+    commit_steps: torch.Tensor | None = None  # (N, T) masked decoding: the step that committed each token
+    token_mask: torch.Tensor | None = None  # (N, T) masked decoding: the re-mask estimator's scored tokens
+    first_index: int = 0  # this rank's first image in the global batch (seeds depend on it)
 
 
 def seed_for(*parts: int) -> int:
@@ -99,19 +103,79 @@ def sample_images_ar(policy, prompt_ids, prompt_mask, uniforms, *, cfg_scale=Non
     return tokens
 
 
+@torch.no_grad()
+def sample_images_masked(policy, prompt_ids, generators, *, cfg_scale=None, timesteps=18, temperature=1.0):
+    """Show-o's MaskGIT-style parallel decoding, exactly as the original `t2i_generate` does it.
+
+    generators: one torch.Generator for the batch (the original's draws: one multinomial over all rows,
+    then one uniform [B, N]) or a list, one per row (each row then draws as the original does at batch 1,
+    independent of its batch). Returns the tokens (N, T) and the step that committed each (N, T).
+
+    The original's quirks, kept on purpose so that a generator gives the original's tokens:
+    - no temperature on the logits: tokens are drawn from the guided softmax itself; the temperature only
+      scales the Gumbel noise of the confidence ranking, and it compounds: tau <- tau * (1 - (s+1)/T);
+    - mask_len = floor(N * cos(pi/2 * (s+1)/T)) counts ALL N tokens, clamped to [1, unknown - 1];
+    - the last step still re-masks one token, yet returns its sampled value (its commit step is T-1).
+    """
+    n, length = prompt_ids.shape[0], policy.num_image_tokens
+    mask = policy.mask_code
+    codes = torch.full((n, length), mask, dtype=torch.long, device=prompt_ids.device)
+    commit = torch.full_like(codes, timesteps - 1)
+    tau = temperature
+    per_row = isinstance(generators, (list, tuple))
+    for s in range(timesteps):
+        probs = torch.softmax(policy.masked_logits(prompt_ids, codes, cfg_scale), -1)  # (N, T, K)
+        if per_row:
+            sampled = torch.stack([torch.multinomial(probs[i], 1, generator=g)[:, 0] for i, g in enumerate(generators)])
+        else:
+            sampled = torch.multinomial(probs.view(-1, probs.shape[-1]), 1, generator=generators).view(n, length)
+        unknown = codes == mask
+        sampled = torch.where(unknown, sampled, codes)
+        ratio = (s + 1) / timesteps
+        keep_masked = torch.floor(length * torch.cos(torch.tensor(ratio) * math.pi * 0.5))  # the cosine schedule
+        keep_masked = torch.clamp(torch.minimum(unknown.sum(-1, keepdim=True) - 1, keep_masked.long()), min=1)
+        confidence = probs.gather(-1, sampled[..., None])[..., 0]
+        confidence = torch.where(unknown, confidence, torch.finfo(torch.float32).max)  # known: never re-masked
+        tau = tau * (1 - ratio)  # compounds, as in the original
+        if per_row:
+            u = torch.stack([torch.zeros(length, device=codes.device).uniform_(0, 1, generator=g) for g in generators])
+        else:
+            u = torch.zeros(n, length, device=codes.device).uniform_(0, 1, generator=generators)
+        gumbel = -torch.log((-torch.log(u.clamp(min=1e-20))).clamp(min=1e-20))
+        confidence = torch.log(confidence.clamp(min=1e-20)) + tau * gumbel
+        cut = torch.sort(confidence, -1).values.gather(-1, keep_masked)  # the keep_masked-th lowest
+        remask = confidence < cut
+        commit = torch.where(unknown & ~remask, s, commit)
+        codes = torch.where(remask, mask, sampled)
+    return sampled, commit
+
+
+def row_generators(seed: int, step: int, first_index: int, count: int, device) -> list:
+    """One generator per image, seeded on (seed, step, global image index)."""
+    return [torch.Generator(device=device).manual_seed(seed_for(seed, step, i)) for i in range(first_index, first_index + count)]
+
+
 def rollout(policy, records: list[dict], group_size: int, *, seed: int, step: int, first_index: int,
-            cfg_scale: float | None, temperature: float = 1.0) -> Rollout:
+            cfg_scale: float | None, temperature: float = 1.0, timesteps: int | None = None) -> Rollout:
     """G images for each record. `first_index` is this rank's first image in the global batch."""
     device = next(policy.parameters()).device
     records = [r for r in records for _ in range(group_size)]  # prompt-major
     prompt_ids, prompt_mask = policy.tokenize_gen_prompts([r["prompt"] for r in records])
     prompt_ids, prompt_mask = prompt_ids.to(device), prompt_mask.to(device)
-    uniforms = image_uniforms(seed, step, first_index, len(records), policy.num_image_tokens).to(device)
-    if policy.decoding != "ar":
+    commit = None
+    if policy.decoding == "ar":
+        uniforms = image_uniforms(seed, step, first_index, len(records), policy.num_image_tokens).to(device)
+        image_ids = sample_images_ar(policy, prompt_ids, prompt_mask, uniforms, cfg_scale=cfg_scale,
+                                     temperature=temperature)
+    elif policy.decoding == "masked":
+        generators = row_generators(seed, step, first_index, len(records), device)
+        image_ids, commit = sample_images_masked(policy, prompt_ids, generators, cfg_scale=cfg_scale,
+                                                 timesteps=timesteps or policy.default_timesteps,
+                                                 temperature=temperature)
+    else:
         raise ValueError(f"no sampler for decoding {policy.decoding!r}")
-    image_ids = sample_images_ar(policy, prompt_ids, prompt_mask, uniforms, cfg_scale=cfg_scale, temperature=temperature)
     pixels = policy.decode_images(image_ids)
-    return Rollout(records, prompt_ids, prompt_mask, image_ids, pixels)
+    return Rollout(records, prompt_ids, prompt_mask, image_ids, pixels, commit_steps=commit, first_index=first_index)
 
 
 def image_grid(pixels: torch.Tensor, columns: int):

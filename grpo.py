@@ -21,11 +21,24 @@ Decisions a reader will ask about:
   sampling distribution's.
 - beta defaults to 0.2: the released Show-o GRPO run is named `..._beta_0_2_...`. beta = 0 drops the
   reference model and its memory.
+- For a masked-decoding family (Show-o) "the log-prob of an image token" has no single meaning, so
+  `--estimator` chooses (see `remask_positions` and models/showo_policy.py):
+    remask (default): re-mask the finished image at one random ratio shared by the group, and score
+      the masked tokens given the visible ones: log p(x_i | prompt, x_visible), Show-o's own training
+      objective. One pass. The ratio compares the new and old denoiser on the same masked input and
+      the KL is their drift there: a surrogate, since the sampler drew x_i from a different state.
+      UniRL's code changed Show-o's masking to one ratio per batch, which only matters for this use.
+    trajectory: score each token under the sampler's state at the step that committed it (Mask-GRPO).
+      These are exactly the sampling-time log-probs, so the ratio is a true importance ratio of the
+      value draws and the KL is measured along the trajectory; which tokens were kept (the confidence
+      ranking) is not scored. It costs one pass per sampler step.
 - Zero-variance groups (all images equally good) get advantage 0. They still count in the mean over
   samples, which dilutes the signal a little; their share is logged as `zero_var_frac`.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -85,21 +98,24 @@ def policy_term(logp, old_logp, ref_logp, advantages, mask, clip_eps: float, bet
     return per_sample, stats
 
 
-def grpo_step_loss(out: dict, batch: dict, old: dict, ref: dict | None, advantages: torch.Tensor, cfg) -> tuple:
+def grpo_step_loss(out: dict, batch: dict, old: dict, ref: dict | None, advantages: torch.Tensor, cfg,
+                   temperature: float = 1.0) -> tuple:
     """The micro-batch loss from one policy.forward output.
 
     out:   the forward's logits; batch: its inputs and masks; old / ref: no-grad log-probs of the same
-    tokens ("gen", "und" keys) or None; advantages (n,). Returns (per-sample loss (n,), stats).
+    tokens ("gen", "und" keys) or None; advantages (n,); temperature: the one the image tokens were
+    sampled at (autoregressive families; Show-o draws from the untempered softmax, so 1 there).
+    Returns (per-sample loss (n,), stats).
     """
     total, stats = 0.0, {}
     if "gen_logits" in out:
-        logp = token_logprobs(out["gen_logits"], batch["gen"]["image_ids"], cfg.temperature)
-        mask = batch["gen"].get("token_mask", torch.ones_like(logp))
+        logp = token_logprobs(out["gen_logits"], batch["gen"]["image_ids"], temperature)
+        mask = batch["gen"].get("token_mask", torch.ones_like(logp))  # masked decoding: the scored tokens
         old_logp = old["gen"] if old is not None else logp.detach()  # mu = 1: ratio is exactly 1
         term, s = policy_term(logp, old_logp, ref["gen"] if ref else None, advantages, mask, cfg.clip_eps, cfg.kl_beta)
         total = total + term
         stats.update({f"gen_{k}": v for k, v in s.items()})
-        stats["gen_entropy"] = entropy(out["gen_logits"], mask, cfg.temperature)
+        stats["gen_entropy"] = entropy(out["gen_logits"], mask, temperature)
     if "und_logits" in out:
         logp = token_logprobs(out["und_logits"], batch["und"]["answer_ids"])
         mask = batch["und"]["answer_mask"]
@@ -110,6 +126,26 @@ def grpo_step_loss(out: dict, batch: dict, old: dict, ref: dict | None, advantag
     return total, stats
 
 
+def remask_positions(seed: int, step: int, first_image: int, num_images: int, group_size: int,
+                     length: int) -> torch.Tensor:
+    """The re-mask estimator's masks: (num_images, length) bool, True = masked and scored.
+
+    One ratio t ~ U(0, 1) per group -> cos(pi/2 t) of the tokens masked (at least 1), at random
+    positions per image. Seeded on global group and image indices, so every rank and every pass
+    (old, reference, current) uses the same masks.
+    """
+    from generate import seed_for
+
+    rows = []
+    for i in range(first_image, first_image + num_images):
+        group = torch.Generator().manual_seed(seed_for(seed, step, i // group_size, 7))
+        count = max(1, round(length * math.cos(math.pi / 2 * torch.rand(1, generator=group).item())))
+        image = torch.Generator().manual_seed(seed_for(seed, step, i, 8))
+        order = torch.rand(length, generator=image).argsort()
+        rows.append(torch.zeros(length, dtype=torch.bool).index_fill(0, order[:count], True))
+    return torch.stack(rows)
+
+
 @torch.no_grad()
 def entropy(logits: torch.Tensor, mask: torch.Tensor, temperature: float = 1.0) -> float:
     """Mean per-token entropy of softmax(logits / T) over mask: a collapse detector for the log."""
@@ -118,7 +154,7 @@ def entropy(logits: torch.Tensor, mask: torch.Tensor, temperature: float = 1.0) 
 
 
 @torch.no_grad()
-def sample_logprobs(policy, batch: dict, temperature: float) -> dict:
+def sample_logprobs(policy, batch: dict, temperature: float = 1.0) -> dict:
     """No-grad teacher-forced log-probs of the batch's tokens under `policy` (for old and ref)."""
     out = policy(gen=batch.get("gen"), und=batch.get("und"))
     logps = {}

@@ -21,7 +21,7 @@ The judge follows GenEval's per-image rules (djghosh13/geneval, evaluation/evalu
   * Detections are exact: every non-empty cell is one object, score 1. Its box is its CELL box,
     so relations depend on the grid only. (GenEval's box is the tight box of the detected mask; ours
     would be the cell shrunk by its 1-pixel margin, the same for every shape. That changes the verdict
-    only for centre offsets of 3 cells by 2, whose minor axis scores 0.499 with cell boxes and 0.508
+    only for centre offsets of 3 cells by 2, whose minor axis scores 0.499 with cell boxes and 0.506
     with tight ones: "right of" alone versus "right of" and "below".)
     GenEval sorts detections by detector score; all our scores tie, so the order is raster order
     (row by row, left to right). That order decides which objects are the "top-count" ones.
@@ -63,7 +63,7 @@ PALETTE = {  # exact RGB per color; far apart from each other and from the white
 }
 BACKGROUND = (255, 255, 255)
 GRID = 4  # cells per side
-CELL = 12  # pixels per cell side -> a 48 x 48 canvas
+CELL = 16  # pixels per cell side -> a 64 x 64 canvas: one 16-px SigLIP patch per cell
 NUM_CELLS = GRID * GRID  # N, image tokens per image
 NUM_CODES = 1 + len(SHAPES) * len(COLORS)  # codebook size, code 0 = empty cell
 SIZE = GRID * CELL  # canvas side in pixels
@@ -143,9 +143,14 @@ def render_tensor(codes):
     codes = torch.as_tensor(codes, dtype=torch.long)
     assert codes.dim() == 2 and codes.shape[1] == NUM_CELLS, f"expected (B, {NUM_CELLS}) codes"
     tiles = torch.from_numpy(code_tiles()).float().div(255)  # (K, C, C, 3)
-    B = codes.shape[0]
-    x = tiles[codes]  # (B, N, C, C, 3)
-    x = x.view(B, GRID, GRID, CELL, CELL, 3)  # (B, row, col, y, x, rgb)
+    return tiles_to_canvas(tiles[codes])  # (B, N, C, C, 3) -> (B, 3, SIZE, SIZE)
+
+
+def tiles_to_canvas(cells):
+    """Per-cell pixels (B, N, CELL, CELL, 3) or flat (B, N, CELL * CELL * 3), row-major cells ->
+    canvases (B, 3, SIZE, SIZE). A pure reshuffle, so it carries gradients (models/shapes_models.py)."""
+    B = cells.shape[0]
+    x = cells.reshape(B, GRID, GRID, CELL, CELL, 3)  # (B, row, col, y, x, rgb)
     x = x.permute(0, 5, 1, 3, 2, 4)  # (B, rgb, row, y, col, x)
     return x.reshape(B, 3, SIZE, SIZE)
 
@@ -324,10 +329,50 @@ def answer_for(record):
     return record.get("answer") or prompts.make_answer(record["tag"], record["include"])
 
 
+def scene_answer(record, codes):
+    """The record's answer worded from a scene that satisfies it, naming objects in raster order.
+
+    The model answers from the image alone, and an image does not say which object the prompt named
+    first: "a square right of a circle" and "a circle left of a square" draw the same scene. Naming
+    the objects in raster order (top row first, then left to right) makes the answer a function of the
+    image, which is what a reader can learn; reward.py scores both wordings the same. Other tags, and
+    scenes that do not satisfy the record or hold a diagonal pair, get `answer_for(record)`."""
+    tag, include = record["tag"], record["include"]
+    if tag not in ("two_object", "position", "color_attr") or not judge(record, codes)[0]:
+        return answer_for(record)
+    objects = detect(codes)
+    first_cell = lambda entry: objects[entry["class"]][0][2:4]  # (row, col) of its top detection
+    if tag == "position":
+        a, b = sorted((include[0], include[1]), key=first_cell)
+        relations = relative_position(cell_box(*first_cell(a)), cell_box(*first_cell(b)))
+        if len(relations) != 1:
+            return answer_for(record)
+        return prompts.make_answer(tag, [{"class": b["class"], "count": 1},
+                                         {"class": a["class"], "count": 1, "position": [relations.pop(), 0]}])
+    return prompts.make_answer(tag, sorted(include, key=first_cell))
+
+
 def make_shape_records(n, seed=0, tags=TAGS):
     """n GenEval-format records over the shapes vocabulary (counts 2-4 fit in the 16 cells)."""
     return prompts.make_records(n, seed, tags=tags, objects=SHAPES, colors=COLORS,
                                 counts=prompts.COUNTS, relations=prompts.RELATIONS)
+
+
+EVAL_SEED = 1_000_003  # the evaluation prompts' seed; training pools use small seeds
+
+
+def eval_records(per_tag=8, seed=EVAL_SEED):
+    """`per_tag` records of each of the six tags, for evaluation (tags round-robin, distinct prompts
+    where the tag has that many: single_object has only len(SHAPES) prompts)."""
+    return make_shape_records(per_tag * len(TAGS), seed=seed)
+
+
+def heldout_records(records, min_prompts=20):
+    """The evaluation records whose prompts training can leave out (pass them to train.py's
+    --exclude-prompts). Tags with fewer than `min_prompts` possible prompts are never held out: the world
+    has only 6 single_object and 18 counting prompts, and excluding them would leave none to train on."""
+    possible = {"single_object": len(SHAPES), "counting": len(SHAPES) * len(prompts.COUNTS)}
+    return [r for r in records if possible.get(r["tag"], min_prompts) >= min_prompts]
 
 
 if __name__ == "__main__":

@@ -60,7 +60,8 @@ class Config:
     group_size: int = opt(4, "G, images per prompt (the paper: 3 for Show-o, 8 for Janus)")
     # generate
     cfg_scale: float | None = opt(None, "classifier-free guidance; default: the family's (Janus 5)")
-    temperature: float = opt(1.0, "image-token sampling temperature (full softmax, no top-k)")
+    temperature: float = opt(1.0, "image-token sampling temperature (full softmax, no top-k); Show-o: the re-masking noise")
+    timesteps: int | None = opt(None, "masked decoding (Show-o): sampler steps; default the family's (18; UniRL evaluates with 50)")
     # understand
     max_answer_tokens: int = opt(24, "cap on answer length")
     answer_temperature: float = opt(0.0, "0 = greedy answers (as UniRL evaluates); > 0 samples them")
@@ -75,6 +76,7 @@ class Config:
     kl_beta: float = opt(0.2, "k3 KL weight to the starting model (released run name: beta_0_2); 0 = no reference")
     inner_iters: int = opt(1, "mu: updates per rollout; 1 makes the ratio exactly 1")
     ratio_dist: str = opt("guided", "guided | cond: the distribution in the ratio under CFG")
+    estimator: str = opt("remask", "masked decoding: remask | trajectory, what an image token's log-prob means (grpo.py)")
     # optim
     lr: float = opt(1e-5, "AdamW learning rate (the paper: 1e-5)")
     weight_decay: float = opt(0.0, "AdamW weight decay")
@@ -166,7 +168,7 @@ def validate(cfg: Config, world: int) -> None:
 
     check_model_name(cfg.model)
     choices = {"mode": ("sft", "grpo"), "sft_on": ("gen", "und", "both"), "grpo_on": ("gen", "und", "both"),
-               "ratio_dist": ("guided", "cond"), "dtype": ("float32", "bfloat16"), "device": ("auto", "cpu", "cuda")}
+               "ratio_dist": ("guided", "cond"), "estimator": ("remask", "trajectory"), "dtype": ("float32", "bfloat16"), "device": ("auto", "cpu", "cuda")}
     for name, allowed in choices.items():
         if getattr(cfg, name) not in allowed:
             raise ValueError(f"--{name.replace('_', '-')} {getattr(cfg, name)!r}: choose one of {', '.join(allowed)}")
@@ -232,12 +234,12 @@ def train_step(step, cfg, policy, model, ref, optimizer, records, rank, world) -
     t0 = time.perf_counter()
     policy.eval()
     ro = rollout(policy, mine, cfg.group_size, seed=cfg.seed, step=step, first_index=first,
-                 cfg_scale=cfg_scale, temperature=cfg.temperature)
+                 cfg_scale=cfg_scale, temperature=cfg.temperature, timesteps=cfg.timesteps)
     times["t_rollout"] = time.perf_counter() - t0
     # 3. understand: the same model answers each image's question
     t0 = time.perf_counter()
     n = len(ro.records)
-    ro.und_images = policy.encode_images(ro.pixels)
+    ro.und_images = policy.images_for_understanding(ro.image_ids, ro.pixels)
     answer_u = image_uniforms(cfg.seed + 1, step, first, n, cfg.max_answer_tokens).to(ro.image_ids.device)
     (ro.question_ids, ro.question_mask, ro.answer_ids, ro.answer_mask, ro.answers) = answer_questions(
         policy, ro.und_images, [r["question"] for r in ro.records], max_new_tokens=cfg.max_answer_tokens,
@@ -274,6 +276,11 @@ def build_batch(cfg, policy, ro, idx, cfg_scale, targets):
         guided = cfg.mode == "grpo" and cfg.ratio_dist == "guided"
         batch["gen"] = dict(prompt_ids=ro.prompt_ids[idx], prompt_mask=ro.prompt_mask[idx],
                             image_ids=ro.image_ids[idx], cfg_scale=cfg_scale if guided else None)
+        if policy.decoding == "masked":  # which tokens are hidden and scored (grpo.py, --estimator)
+            if cfg.mode == "grpo" and cfg.estimator == "trajectory":
+                batch["gen"]["commit_step"] = ro.commit_steps[idx]
+            else:  # re-mask; for SFT this is Show-o's own masked-token objective
+                batch["gen"]["token_mask"] = ro.token_mask[idx]
     if train_und:
         batch["und"] = dict(images=ro.und_images[idx], prompt_ids=ro.question_ids[idx],
                             prompt_mask=ro.question_mask[idx], answer_ids=targets[0][idx], answer_mask=targets[1][idx])
@@ -291,13 +298,19 @@ def learn(cfg, policy, model, optimizer, ro, step, keep=None, advantages=None, r
         targets = [t.to(ro.image_ids.device) for t in policy.tokenize_answers([r["answer"] for r in ro.records])]
     else:
         targets = (ro.answer_ids, ro.answer_mask)
+    if policy.decoding == "masked":
+        from grpo import remask_positions
+
+        ro.token_mask = remask_positions(cfg.seed, step, ro.first_index, n, cfg.group_size,
+                                         policy.num_image_tokens).to(ro.image_ids.device)
+    temperature = cfg.temperature if policy.decoding == "ar" else 1.0  # Show-o samples the untempered softmax
     chunks = [torch.arange(i, min(i + cfg.micro_batch, n)) for i in range(0, n, cfg.micro_batch)]
     batches = [build_batch(cfg, policy, ro, idx, cfg_scale, targets) for idx in chunks]
     olds = refs = [None] * len(chunks)
     if cfg.mode == "grpo" and cfg.inner_iters > 1:  # old log-probs from a teacher-forced pass, not the sampler
-        olds = [sample_logprobs(policy, b, cfg.temperature) for b in batches]
+        olds = [sample_logprobs(policy, b, temperature) for b in batches]
     if cfg.mode == "grpo" and ref is not None:
-        refs = [sample_logprobs(ref, b, cfg.temperature) for b in batches]
+        refs = [sample_logprobs(ref, b, temperature) for b in batches]
     stats = {}
     for _ in range(cfg.inner_iters):
         optimizer.zero_grad(set_to_none=True)
@@ -312,7 +325,7 @@ def learn(cfg, policy, model, optimizer, ro, step, keep=None, advantages=None, r
                 if cfg.mode == "sft":
                     per_sample, s = sft_step_loss(out, batch, keep[idx])
                 else:
-                    per_sample, s = grpo_step_loss(out, batch, olds[j], refs[j], advantages[idx], cfg)
+                    per_sample, s = grpo_step_loss(out, batch, olds[j], refs[j], advantages[idx], cfg, temperature)
                 loss = per_sample.sum() / n  # micro-batch share of the rank's mean
                 check_finite(loss, step, s)
                 loss.backward()

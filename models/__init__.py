@@ -48,6 +48,9 @@ PRESETS = {
     "janus-pro-7b": "models.janus:load_janus",
     "janus-1.3b": "models.janus:load_janus",
     "janus-tiny": "models.janus:load_janus",
+    "showo": "models.showo_policy:load_showo_policy",  # Show-o 512 px (the paper's main model)
+    "showo-256": "models.showo_policy:load_showo_policy",
+    "showo-tiny": "models.showo_policy:load_showo_policy",
     "shapes-janus": "models.shapes_models:load_shapes_policy",  # the CPU-sized shapes world (shapes.py)
 }
 

@@ -246,6 +246,10 @@ class JanusPolicy(nn.Module):
         dtype = self.model.model.vision_model.embeddings.patch_embedding.weight.dtype
         return (pixels * 2 - 1).clamp(-1, 1).to(dtype)
 
+    def images_for_understanding(self, image_ids: torch.Tensor, pixels: torch.Tensor) -> torch.Tensor:
+        """Janus understands through SigLIP on the decoded pixels, as the real model does."""
+        return self.encode_images(pixels)
+
     def onehot_to_und_images(self, onehot: torch.Tensor) -> torch.Tensor:
         """Differentiable: one-hot image tokens (N, T, K) -> decoded pixels -> SigLIP input (the coupling path)."""
         dtype = self.model.model.vision_model.embeddings.patch_embedding.weight.dtype

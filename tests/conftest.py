@@ -22,6 +22,14 @@ def janus_tiny():
     return load_policy("janus-tiny").eval()
 
 
+@pytest.fixture(scope="session")
+def showo_tiny():
+    """The showo-tiny policy (random weights, built locally), in eval mode. Do not train it in place."""
+    from models import load_policy
+
+    return load_policy("showo-tiny").eval()
+
+
 @pytest.fixture
 def fresh_janus():
     """A janus-tiny policy a test may modify."""

@@ -19,19 +19,20 @@ def run(args, timeout=300):
     return proc
 
 
-@pytest.mark.parametrize("mode", ["sft", "grpo"])
-def test_two_ranks_equal_one_process(tmp_path, mode):
-    flags = FLAGS + ["--mode", mode, "--sft-min-reward", "0"]
+@pytest.mark.parametrize("model,mode", [("janus-tiny", "sft"), ("janus-tiny", "grpo"), ("showo-tiny", "sft")])
+def test_two_ranks_equal_one_process(tmp_path, model, mode):
+    flags = FLAGS + ["--model", model, "--mode", mode, "--sft-min-reward", "0"]
     result = tmp_path / "ranks.txt"
     run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
          "tests/ddp_worker.py", str(result)] + flags + ["--out", str(tmp_path / "two")])
     assert result.read_text() == "identical"
     run([sys.executable, "train.py"] + flags + ["--out", str(tmp_path / "one")])
-    two, one = load_file(str(tmp_path / "two/ckpt-000002/model.safetensors")), load_file(str(tmp_path / "one/ckpt-000002/model.safetensors"))
+    name = "model.safetensors" if model.startswith("janus") else "pytorch_model.safetensors"
+    two, one = load_file(str(tmp_path / "two/ckpt-000002" / name)), load_file(str(tmp_path / "one/ckpt-000002" / name))
     for k in one:
         torch.testing.assert_close(two[k], one[k], rtol=0, atol=2e-5, msg=k)
     if mode == "sft":  # SFT always has a gradient, so this comparison cannot pass vacuously
         from models import load_policy
 
-        start = load_policy("janus-tiny").model.state_dict()
+        start = load_policy(model).model.state_dict()
         assert any(not torch.allclose(one[k], start[k]) for k in one)

@@ -1,0 +1,213 @@
+"""The shapes world's models: an exact image codec, a small Janus that draws and reads 4x4 boards, and
+the evaluation that says whether self-improvement worked.
+
+shapes.py is the world (scenes, renderer, GenEval's judge). This file puts a real Janus architecture
+into it, behind the unirl policy contract (models/__init__.py), so every stage file runs unchanged:
+
+- `ShapesCodec` is the image tokenizer: one code per cell (codebook 37, code 0 = empty), 16 codes
+  per 64 px image. decode = render, and shapes.parse_image inverts it exactly. Janus generates the 16
+  codes; it *reads* its images through SigLIP on the rendered pixels, as the real model does. At 64 px
+  with patch 16, SigLIP sees one patch per cell: 16 understanding tokens for 16 generation tokens.
+- `build_shapes_janus` is `janus-tiny` at the world's sizes, with a BPE trained on the world's text.
+  It starts from random weights; pretrain.py teaches it the world.
+- `load_shapes_policy` is the preset loader (`--model shapes-janus`): a folder (a pretrained base, a
+  train.py checkpoint) or, without one, the cached pretrained base, pretraining it on first use.
+- `evaluate_world` scores a policy with the exact judge on fresh samples, its self-QA on those same
+  images, and its understanding of true scenes; `format_table` prints two such results side by side.
+
+A second family (Show-o, understanding through the image tokens) needs its own `build_shapes_<family>`
+entry in BUILDERS and LOADERS; the codec, pretraining and evaluation only use the contract.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+import shapes
+
+TAGS = shapes.TAGS
+EVAL_STEP = -1  # evaluation draws its images at a "step" no training run reaches: never a training image's stream
+
+
+class ShapesCodec:
+    """Cell codes <-> pixels, exactly. Not an nn.Module (nothing to train or save): its tile table moves
+    to the input's device and dtype on first use there."""
+
+    num_codes = shapes.NUM_CODES  # K = 37
+    num_tokens = shapes.NUM_CELLS  # T = 16
+
+    def __init__(self):
+        self._tiles = {}  # (device, dtype) -> (K, CELL * CELL * 3) pixels of every code, in [0, 1]
+
+    def tiles(self, device, dtype) -> torch.Tensor:
+        key = (torch.device(device), dtype)
+        if key not in self._tiles:
+            table = torch.from_numpy(shapes.code_tiles()).float().div(255)  # the renderer's values, to the bit
+            self._tiles[key] = table.reshape(self.num_codes, -1).to(device=device, dtype=dtype)
+        return self._tiles[key]
+
+    def decode(self, image_ids: torch.Tensor) -> torch.Tensor:
+        """Codes (N, T) -> pixels (N, 3, 64, 64) in [0, 1]; equal to shapes.render_tensor."""
+        tiles = self.tiles(image_ids.device, torch.float32)
+        return shapes.tiles_to_canvas(tiles[image_ids])  # (N, T, C*C*3) -> (N, 3, S, S)
+
+    def decode_onehot(self, onehot: torch.Tensor) -> torch.Tensor:
+        """One-hot (or soft) codes (N, T, K) -> pixels, differentiable: each cell is onehot @ tiles, so a
+        hard one-hot gives exactly the rendered tile and a soft row a blend of tiles."""
+        tiles = self.tiles(onehot.device, onehot.dtype if onehot.is_floating_point() else torch.float32)
+        return shapes.tiles_to_canvas(onehot.to(tiles.dtype) @ tiles)  # (N, T, C*C*3) -> (N, 3, S, S)
+
+    def encode(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Pixels (N, 3, 64, 64) in [0, 1] -> codes (N, T): the nearest tile per cell (exact on renders)."""
+        return shapes.parse_image(pixels.float().cpu()).to(pixels.device)
+
+
+# ------------------------------------------------------------------------------------------- building
+def world_corpus(n: int = 2000, seed: int = 0) -> list[str]:
+    """The text a shapes model ever reads or writes: prompts, questions, answers (for its BPE)."""
+    return [r["prompt"] + " " + r["question"] + " " + r["answer"] for r in shapes.make_shape_records(n, seed=seed)]
+
+
+def build_shapes_janus(seed: int = 0, hidden: int = 64, layers: int = 2, vocab_size: int = 512):
+    """janus-tiny at the world's sizes, random weights: 64 px, patch 16, 16 image tokens, codebook 37.
+
+    Janus' own VQ model still sits inside (transformers builds it; the codebook size comes from it) but
+    is never used: the codec replaces it. We drop Janus' default system prompt: it is ~40 words the
+    world's BPE never saw, and would triple the length of every understanding prompt."""
+    from models.janus import JanusPolicy, build_tiny_janus, build_tiny_tokenizer
+
+    tokenizer = build_tiny_tokenizer(world_corpus(), vocab_size)
+    model, processor = build_tiny_janus(image_size=shapes.SIZE, seed=seed, codebook_size=shapes.NUM_CODES,
+                                        tokenizer=tokenizer, hidden=hidden, layers=layers)
+    processor.use_default_system_prompt = False
+    return JanusPolicy(model, processor, codec=ShapesCodec())
+
+
+def load_shapes_janus(folder: str, dtype=torch.float32):
+    """A shapes-janus folder (pretrained base or train.py checkpoint) -> JanusPolicy with the exact codec."""
+    from transformers import JanusForConditionalGeneration, JanusProcessor
+
+    from models.janus import JanusPolicy, resolve_folder
+
+    folder = resolve_folder(folder)
+    model = JanusForConditionalGeneration.from_pretrained(folder, dtype=dtype)
+    size, codes = model.config.vision_config.image_size, model.config.vq_config.num_embeddings
+    if (size, codes) != (shapes.SIZE, shapes.NUM_CODES):
+        raise ValueError(f"{folder} is not a shapes-world Janus ({size} px, codebook {codes}; the world needs "
+                         f"{shapes.SIZE} px and {shapes.NUM_CODES} codes): pass a folder written by pretrain.py "
+                         f"or by a shapes-janus run")
+    processor = JanusProcessor.from_pretrained(folder)
+    processor.use_default_system_prompt = False  # as built (not every transformers version saves it)
+    return JanusPolicy(model, processor, codec=ShapesCodec())
+
+
+BUILDERS = {"janus": build_shapes_janus}  # family -> f(seed, hidden, layers, vocab_size), random weights
+LOADERS = {"janus": load_shapes_janus}  # family -> f(folder, dtype)
+FAMILIES = {"shapes-janus": "janus"}  # preset name -> family
+
+
+def load_shapes_policy(name: str, path: str | None = None, dtype=torch.float32):
+    """The `shapes-*` preset loader: `path` (a folder written by `policy.save`) or the cached base."""
+    if name not in FAMILIES:
+        raise ValueError(f"unknown shapes preset {name!r}: choose one of {', '.join(FAMILIES)}")
+    family = FAMILIES[name]
+    if path is None:
+        import pretrain
+
+        path = str(pretrain.cached_base(pretrain.PretrainConfig(family=family)))
+    return LOADERS[family](path, dtype=dtype)
+
+
+# ------------------------------------------------------------------------------------------- evaluation
+@torch.no_grad()
+def evaluate_world(policy, records: list[dict], *, n_samples: int = 4, cfg_scale: float | None = None,
+                   temperature: float = 1.0, seed: int = 0, batch_images: int = 128,
+                   max_answer_tokens: int = 16) -> dict:
+    """Score a policy in the shapes world. Every number is a share in [0, 1].
+
+    For each record the policy draws `n_samples` images (CFG `cfg_scale`, default the family's, at
+    `temperature`), and answers the record's question about each of them (greedy). It also answers the
+    question about one true scene per record, drawn by shapes.sample_scene from `seed`.
+
+    Returns
+      geneval/<tag>, geneval    the exact judge's pass rate per tag; overall = mean of the tag scores (GenEval's)
+      self_qa/<tag>, self_qa    share of its own images whose answer is fully right (reward 1), as train.py logs it
+      self_reward               mean partial-credit reward (reward.py) on its own images
+      und/<tag>, und            share of true scenes answered fully right: understanding alone
+      imbalance                 share of its images where the judge and its own answer disagree, split as
+      imbalance/judge_only        the judge passes the image but the answer is wrong (reward left on the table)
+      imbalance/answer_only       the judge fails the image but the answer is right (a reward the image did not earn)
+      images, seconds
+    """
+    import random
+
+    import reward
+    from generate import rollout
+    from understand import answer_questions
+
+    t0 = time.perf_counter()
+    was_training = policy.training
+    policy.eval()
+    device = next(policy.parameters()).device
+    cfg = cfg_scale if cfg_scale is not None else policy.default_cfg_scale
+    passed, correct, rewards, tags, und_correct = [], [], [], [], []
+    per_chunk = max(1, batch_images // n_samples)
+    for start in range(0, len(records), per_chunk):
+        chunk = records[start:start + per_chunk]
+        ro = rollout(policy, chunk, n_samples, seed=seed, step=EVAL_STEP, first_index=start * n_samples,
+                     cfg_scale=cfg, temperature=temperature)
+        codes = shapes.parse_image(ro.pixels.float().cpu())  # the judge sees pixels only, as GenEval does
+        passed += [shapes.judge(r, c)[0] for r, c in zip(ro.records, codes)]
+        *_, answers = answer_questions(policy, policy.encode_images(ro.pixels), [r["question"] for r in ro.records],
+                                       max_new_tokens=max_answer_tokens)
+        scores = reward.score_answers(answers, ro.records)
+        rewards += scores
+        correct += [s == 1.0 for s in scores]
+        tags += [r["tag"] for r in ro.records]
+        # understanding alone: the same questions about true scenes of the same records
+        rng = random.Random(seed * 1_000_003 + start)
+        truth = torch.stack([shapes.sample_scene(r, rng) for r in chunk])
+        pixels = shapes.render_tensor(truth).to(device)
+        *_, answers = answer_questions(policy, policy.encode_images(pixels), [r["question"] for r in chunk],
+                                       max_new_tokens=max_answer_tokens)
+        und_correct += [s == 1.0 for s in reward.score_answers(answers, chunk)]
+    policy.train(was_training)
+
+    def share(flags, keep=None):
+        flags = [f for i, f in enumerate(flags) if keep is None or keep[i]]
+        return sum(flags) / max(len(flags), 1)
+
+    out = {}
+    present = [t for t in TAGS if t in tags]
+    record_tags = [r["tag"] for r in records]
+    for tag in present:
+        out[f"geneval/{tag}"] = share(passed, [t == tag for t in tags])
+        out[f"self_qa/{tag}"] = share(correct, [t == tag for t in tags])
+        out[f"und/{tag}"] = share(und_correct, [t == tag for t in record_tags])
+    out["geneval"] = sum(out[f"geneval/{t}"] for t in present) / len(present)  # GenEval: mean of the tags
+    out["self_qa"] = share(correct)
+    out["self_reward"] = sum(rewards) / len(rewards)
+    out["und"] = share(und_correct)
+    out["imbalance/judge_only"] = share([p and not c for p, c in zip(passed, correct)])
+    out["imbalance/answer_only"] = share([c and not p for p, c in zip(passed, correct)])
+    out["imbalance"] = out["imbalance/judge_only"] + out["imbalance/answer_only"]
+    out["images"] = len(passed)
+    out["seconds"] = time.perf_counter() - t0
+    return out
+
+
+TABLE_ROWS = ([(f"geneval/{t}", f"judge: {t}") for t in TAGS] + [("geneval", "**judge: overall (GenEval)**")]
+              + [("und", "understanding of true scenes"), ("self_qa", "self-QA accuracy (own images)"),
+                 ("imbalance/judge_only", "imbalance: judge yes, answer no"),
+                 ("imbalance/answer_only", "imbalance: judge no, answer yes")])
+
+
+def format_table(before: dict, after: dict, names: tuple[str, str] = ("before", "after")) -> str:
+    """Two `evaluate_world` results as a markdown table: one row per metric, with the change."""
+    lines = [f"| metric | {names[0]} | {names[1]} | change |", "|---|---:|---:|---:|"]
+    for key, label in TABLE_ROWS:
+        if key in before and key in after:
+            lines.append(f"| {label} | {before[key]:.3f} | {after[key]:.3f} | {after[key] - before[key]:+.3f} |")
+    return "\n".join(lines)

@@ -1,0 +1,196 @@
+"""Pretraining a small base model for the shapes world, from scratch, on rendered ground truth.
+
+UniRL starts from a pretrained unified model that draws and reads, imperfectly. The shapes world
+(shapes.py) makes its own: a tiny real Janus (models/shapes_models.py) learns, from random weights,
+
+- text to image: the NLL of a true scene's 16 cell codes given the prompt, teacher-forced through
+  `policy(gen=...)`. With probability `cfg_dropout` (10%, Janus' and LlamaGen's rate) a prompt is
+  replaced by the unconditional one (`policy.uncond_prompt_ids`), so the CFG branch that sampling
+  subtracts is a trained model of "any scene", not noise;
+- question answering: the NLL of the true answer about a rendered true scene, through
+  `policy(und=...)`, the model reading the pixels with its own vision encoder. Answers name objects in
+  raster order (shapes.scene_answer), so they are a function of the image.
+
+Both losses come from one forward call on the same scenes, for every record tag. The run is short on
+purpose: the base should draw and count imperfectly, so that self-improvement has something to fix,
+while reading well enough for its own answers to be a useful reward. It uses only the policy contract,
+so another family needs only a builder in models/shapes_models.py.
+
+The result is cached: `--model shapes-janus` without `--model-path` loads
+`$UNIRL_CACHE/shapes/<family>-<hash of these settings>` (default ~/.cache/unirl), pretraining it first if
+it is missing. Run it alone:
+
+    python pretrain.py --seed 0                        # the default base: fills the cache, prints an evaluation
+    python pretrain.py --seed 1 --out bases/seed1      # another base; then train.py --model-path bases/seed1
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import random
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+import shapes
+
+VERSION = 1  # bump when a change here alters what a given config trains: old caches are then ignored
+
+
+def opt(default, help: str):
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class PretrainConfig:
+    family: str = opt("janus", "model family of the base (models/shapes_models.py BUILDERS)")
+    seed: int = opt(0, "seeds the weights, the records, the scenes and the CFG dropout")
+    hidden: int = opt(64, "width of the language model")
+    layers: int = opt(2, "language-model layers")
+    vocab_size: int = opt(512, "BPE vocabulary cap (the world's text needs ~450)")
+    steps: int = opt(600, "optimizer steps; short on purpose, so the base leaves room to improve")
+    batch: int = opt(32, "scenes per step; each one trains both generation and understanding")
+    lr: float = opt(3e-3, "AdamW peak learning rate, after warm-up, cosine-decayed to a tenth")
+    warmup: int = opt(50, "linear warm-up steps")
+    cfg_dropout: float = opt(0.1, "share of prompts replaced by the unconditional prompt (Janus: 10%)")
+    und_weight: float = opt(1.0, "weight of the answer NLL against the image-token NLL")
+    num_records: int = opt(2000, "size of the record pool the scenes are drawn for")
+
+    def key(self) -> str:
+        """A short hash of every setting and VERSION: the cache folder's name."""
+        text = json.dumps({**dataclasses.asdict(self), "version": VERSION}, sort_keys=True)
+        return f"{self.family}-{hashlib.sha256(text.encode()).hexdigest()[:12]}"
+
+
+def world_batch(policy, records: list[dict], codes: torch.Tensor, drop: torch.Tensor) -> dict:
+    """Forward inputs for true scenes `codes` (B, T) of `records`; `drop` (B,) bool: prompt -> unconditional."""
+    device = next(policy.parameters()).device
+    prompt_ids, prompt_mask = policy.tokenize_gen_prompts([r["prompt"] for r in records])
+    prompt_ids = torch.where(drop[:, None], policy.uncond_prompt_ids(prompt_ids), prompt_ids)
+    question_ids, question_mask = policy.tokenize_und_prompts([r["question"] for r in records])
+    answer_ids, answer_mask = policy.tokenize_answers([shapes.scene_answer(r, c) for r, c in zip(records, codes)])
+    images = policy.encode_images(shapes.render_tensor(codes).to(device))  # the model reads the rendered pixels
+    to = lambda t: t.to(device)
+    return {"gen": dict(prompt_ids=to(prompt_ids), prompt_mask=to(prompt_mask), image_ids=to(codes), cfg_scale=None),
+            "und": dict(images=images, prompt_ids=to(question_ids), prompt_mask=to(question_mask),
+                        answer_ids=to(answer_ids), answer_mask=to(answer_mask))}
+
+
+def pretrain_loss(policy, batch: dict, und_weight: float) -> tuple[torch.Tensor, dict]:
+    """gen NLL (mean over the T image tokens) + und_weight * answer NLL (mean over answer tokens)."""
+    from sft import token_nll
+
+    out = policy(gen=batch["gen"], und=batch["und"])
+    image_ids = batch["gen"]["image_ids"]
+    gen_nll = token_nll(out["gen_cond_logits"], image_ids, torch.ones_like(image_ids)).mean()  # conditional model
+    und_nll = token_nll(out["und_logits"], batch["und"]["answer_ids"], batch["und"]["answer_mask"]).mean()
+    return gen_nll + und_weight * und_nll, {"gen_nll": gen_nll.item(), "und_nll": und_nll.item()}
+
+
+def learning_rate(cfg: PretrainConfig, step: int) -> float:
+    """Linear warm-up, then cosine decay from lr to lr / 10."""
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def pretrain(cfg: PretrainConfig, log_every: int = 50) -> tuple[torch.nn.Module, list[dict]]:
+    """Build a random-weight base of `cfg.family` and train it on true scenes. Returns (policy, history)."""
+    from models.shapes_models import BUILDERS
+
+    policy = BUILDERS[cfg.family](seed=cfg.seed, hidden=cfg.hidden, layers=cfg.layers, vocab_size=cfg.vocab_size)
+    policy.train()
+    records = shapes.make_shape_records(cfg.num_records, seed=cfg.seed)
+    rng = random.Random(cfg.seed)  # records, scenes and the dropout all come from this one stream
+    params = [p for p in policy.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
+    history, t0 = [], time.perf_counter()
+    for step in range(cfg.steps):
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(cfg, step)
+        chosen = [rng.choice(records) for _ in range(cfg.batch)]
+        codes = torch.stack([shapes.sample_scene(r, rng) for r in chosen])  # (B, T) true scenes
+        drop = torch.tensor([rng.random() < cfg.cfg_dropout for _ in chosen])
+        loss, stats = pretrain_loss(policy, world_batch(policy, chosen, codes, drop), cfg.und_weight)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        history.append({"step": step + 1, "loss": loss.item(), **stats, "seconds": time.perf_counter() - t0})
+        if log_every and ((step + 1) % log_every == 0 or step + 1 == cfg.steps):
+            h = history[-1]
+            print(f"pretrain step {h['step']:5d} | gen nll {h['gen_nll']:.3f} | und nll {h['und_nll']:.3f} | "
+                  f"{h['seconds']:.0f}s", flush=True)
+    return policy.eval(), history
+
+
+def save_base(policy, cfg: PretrainConfig, history: list[dict], folder: str | os.PathLike) -> Path:
+    """Write the base to `folder` atomically (a temporary sibling, then a rename), with its settings."""
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.tmp-"))
+    policy.save(tmp)
+    (tmp / "pretrain_config.json").write_text(json.dumps({**dataclasses.asdict(cfg), "version": VERSION}, indent=1))
+    (tmp / "pretrain_history.json").write_text(json.dumps(history))
+    if folder.exists():  # someone finished first (another rank), or an explicit --out is overwritten
+        shutil.rmtree(folder)
+    os.replace(tmp, folder)
+    return folder
+
+
+def cached_base(cfg: PretrainConfig) -> Path:
+    """The folder of the pretrained base for `cfg`, pretraining and caching it if it is missing."""
+    from models.janus import cache_dir
+
+    folder = cache_dir() / "shapes" / cfg.key()
+    if (folder / "config.json").exists():
+        print(f"shapes world: loading the cached {cfg.family} base {folder}", flush=True)
+        return folder
+    print(f"shapes world: no cached base at {folder}; pretraining one ({cfg.steps} steps, seed {cfg.seed}, "
+          f"a few CPU minutes, once)", flush=True)
+    policy, history = pretrain(cfg)
+    save_base(policy, cfg, history, folder)
+    print(f"shapes world: base cached at {folder} ({history[-1]['seconds']:.0f}s)", flush=True)
+    return folder
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    for f in dataclasses.fields(PretrainConfig):
+        ap.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=f.default,
+                        help=f"{f.metadata['help']} (default {f.default})")
+    ap.add_argument("--out", default=None, help="write the base here instead of the cache")
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads; 0 leaves torch's default")
+    ap.add_argument("--eval-per-tag", type=int, default=8, help="evaluation records per tag afterwards; 0 skips it")
+    args = vars(ap.parse_args(argv))
+    out, threads, per_tag = args.pop("out"), args.pop("threads"), args.pop("eval_per_tag")
+    if threads:
+        torch.set_num_threads(threads)
+    cfg = PretrainConfig(**args)
+    print(json.dumps(dataclasses.asdict(cfg), indent=1))
+    if out is None:
+        folder = cached_base(cfg)
+    else:
+        policy, history = pretrain(cfg)
+        folder = save_base(policy, cfg, history, out)
+        print(f"wrote {folder} ({history[-1]['seconds']:.0f}s)")
+    if per_tag:
+        from models.shapes_models import LOADERS, evaluate_world
+
+        policy = LOADERS[cfg.family](str(folder))
+        result = evaluate_world(policy, shapes.eval_records(per_tag), seed=cfg.seed)
+        print(json.dumps({k: round(v, 3) for k, v in result.items()}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

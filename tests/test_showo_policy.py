@@ -1,0 +1,152 @@
+"""Show-o behind the contract: the MaskGIT sampler, both GRPO estimators, cached understanding, saving."""
+
+import copy
+
+import pytest
+import torch
+
+from generate import row_generators, rollout, sample_images_masked
+from grpo import grpo_step_loss, remask_positions, sample_logprobs, token_logprobs
+from understand import answer_questions
+
+# Tokens committed per step, from the spec's schedule arithmetic (N = image tokens, T = steps).
+SPEC_COMMITS = {
+    (1024, 50): [1, 2, 2, 4, 4, 6, 6, 8, 8, 10, 10, 11, 13, 13, 14, 15, 16, 17, 18, 18, 19, 20, 21, 22, 22, 24, 23,
+                 25, 25, 26, 26, 27, 27, 28, 29, 29, 29, 30, 30, 30, 31, 31, 31, 32, 31, 32, 32, 32, 32, 32],
+    (256, 18): [1, 3, 5, 7, 8, 11, 12, 13, 15, 17, 18, 19, 19, 21, 21, 22, 22, 22],
+    (1024, 12): [9, 26, 43, 60, 74, 88, 101, 112, 120, 126, 132, 133],
+}
+
+
+class RandomLogits:
+    """Just enough of a policy for the sampler: random logits, so the schedule arithmetic is exercised at
+    the real sizes without a real network."""
+
+    decoding, codebook_size = "masked", 16
+
+    def __init__(self, length):
+        self.num_image_tokens, self.mask_code = length, 16
+
+    def masked_logits(self, prompt_ids, codes, cfg_scale):
+        return torch.randn(codes.shape[0], codes.shape[1], self.codebook_size)
+
+
+@pytest.mark.parametrize("length,steps", list(SPEC_COMMITS))
+def test_sampler_commits_the_specs_number_of_tokens_each_step(length, steps):
+    torch.manual_seed(0)
+    ids, commit = sample_images_masked(RandomLogits(length), torch.zeros(2, 3, dtype=torch.long),
+                                       torch.Generator().manual_seed(0), timesteps=steps)
+    counts = [int((commit[0] == s).sum()) for s in range(steps)]
+    # the spec lists the last step's remainder without the forcibly re-masked token (+1 returned)
+    assert counts == SPEC_COMMITS[(length, steps)]
+    assert int(ids.min()) >= 0 and int(ids.max()) < 16
+
+
+def test_sampler_is_deterministic_per_generator_and_batch_independent(showo_tiny, records):
+    p = showo_tiny
+    ids, _ = p.tokenize_gen_prompts([r["prompt"] for r in records[:3]])
+    a, ca = sample_images_masked(p, ids, row_generators(0, 0, 0, 3, "cpu"), cfg_scale=5.0, timesteps=6)
+    b, cb = sample_images_masked(p, ids, row_generators(0, 0, 0, 3, "cpu"), cfg_scale=5.0, timesteps=6)
+    assert torch.equal(a, b) and torch.equal(ca, cb)
+    c, _ = sample_images_masked(p, ids, row_generators(1, 0, 0, 3, "cpu"), cfg_scale=5.0, timesteps=6)
+    assert not torch.equal(a, c)
+    # one row with its own generator, alone, draws what it drew inside the batch (the original at batch 1)
+    alone, _ = sample_images_masked(p, ids[1:2], row_generators(0, 0, 1, 1, "cpu")[0], cfg_scale=5.0, timesteps=6)
+    assert torch.equal(alone[0], a[1])
+    assert int(a.min()) >= 0 and int(a.max()) < p.codebook_size
+
+
+def test_trajectory_logprobs_equal_the_sampling_time_ones(showo_tiny, records, monkeypatch):
+    p = showo_tiny
+    ids, mask = p.tokenize_gen_prompts([r["prompt"] for r in records[:2]])
+    seen, real = [], p.masked_logits
+    monkeypatch.setattr(p, "masked_logits", lambda *a, **k: seen.append(real(*a, **k)) or seen[-1])
+    tokens, commit = sample_images_masked(p, ids, row_generators(0, 0, 0, 2, "cpu"), cfg_scale=5.0, timesteps=5)
+    monkeypatch.undo()
+    steps = torch.log_softmax(torch.stack(seen), -1)  # (S, N, T, K)
+    want = steps.gather(-1, tokens[None, ..., None].expand(len(seen), -1, -1, 1))[..., 0]  # (S, N, T)
+    want = want.gather(0, commit[None])[0]  # each token at the step that committed it
+    with torch.no_grad():
+        out = p(gen=dict(prompt_ids=ids, prompt_mask=mask, image_ids=tokens, cfg_scale=5.0, commit_step=commit))
+    assert (token_logprobs(out["gen_logits"], tokens) - want).abs().max() < 1e-5
+
+
+def _batch(p, ro, estimator):
+    gen = dict(prompt_ids=ro.prompt_ids, prompt_mask=ro.prompt_mask, image_ids=ro.image_ids, cfg_scale=5.0)
+    if estimator == "trajectory":
+        gen["commit_step"] = ro.commit_steps
+    else:
+        gen["token_mask"] = remask_positions(0, 0, 0, ro.image_ids.shape[0], 2, p.num_image_tokens)
+    q_ids, q_mask = p.tokenize_und_prompts([r["question"] for r in ro.records])
+    a_ids, a_mask = p.tokenize_answers(["two cats"] * len(ro.records))
+    und = dict(images=ro.image_ids, prompt_ids=q_ids, prompt_mask=q_mask, answer_ids=a_ids, answer_mask=a_mask)
+    return {"gen": gen, "und": und}
+
+
+@pytest.mark.parametrize("estimator", ["remask", "trajectory"])
+def test_step_zero_ratio_is_one_and_kl_zero_for_both_estimators(showo_tiny, records, estimator):
+    p = showo_tiny
+    ro = rollout(p, records[:2], 2, seed=0, step=0, first_index=0, cfg_scale=5.0, timesteps=5)
+    batch = _batch(p, ro, estimator)
+    old, ref = sample_logprobs(p, batch), sample_logprobs(copy.deepcopy(p), batch)
+    out = p(gen=batch["gen"], und=batch["und"])
+
+    class Cfg:
+        clip_eps, kl_beta = 0.2, 0.2
+
+    _, stats = grpo_step_loss(out, batch, old, ref, torch.tensor([1.0, -1.0, 0.5, -0.5]), Cfg)
+    assert abs(stats["gen_ratio"] - 1) < 1e-6 and stats["gen_kl"] < 1e-9 and stats["und_kl"] < 1e-9
+
+
+def test_remask_positions_share_the_ratio_within_a_group():
+    masks = remask_positions(3, 1, 0, 6, 3, 64)
+    counts = masks.sum(1).tolist()
+    assert counts[0] == counts[1] == counts[2] and counts[3] == counts[4] == counts[5] and min(counts) >= 1
+    assert not torch.equal(masks[0], masks[1])  # positions differ per image
+    assert torch.equal(remask_positions(3, 1, 3, 3, 3, 64), masks[3:])  # rank independent
+
+
+def test_batched_cached_answers_equal_uncached_batch_one(showo_tiny, records):
+    """Our batched KV-cached answers equal the original way: one image at a time, full recompute per token."""
+    p = showo_tiny
+    ro = rollout(p, records[:3], 1, seed=0, step=0, first_index=0, cfg_scale=5.0, timesteps=4)
+    questions = [r["question"] for r in ro.records]
+    *_, batched, batched_mask, _ = answer_questions(p, ro.image_ids, questions, max_new_tokens=6)
+    for i, q in enumerate(questions):
+        q_ids, q_mask = p.tokenize_und_prompts([q])
+        answer = []
+        for _ in range(6):  # uncached greedy decoding
+            a = torch.tensor([answer + [0]])
+            with torch.no_grad():
+                logits = p(und=dict(images=ro.image_ids[i : i + 1], prompt_ids=q_ids, prompt_mask=q_mask,
+                                    answer_ids=a, answer_mask=torch.ones_like(a)))["und_logits"]
+            answer.append(int(logits[0, -1].argmax()))
+            if answer[-1] == p.eos_id:
+                break
+        k = int(batched_mask[i].sum())
+        assert batched[i, :k].tolist() == answer[:k]
+
+
+def test_straight_through_tokens_carry_answer_gradients_to_generation(records):
+    from models import load_policy
+
+    p = load_policy("showo-tiny")
+    ro = rollout(p.eval(), records[:1], 2, seed=0, step=0, first_index=0, cfg_scale=5.0, timesteps=4)
+    batch = _batch(p, ro, "remask")
+    out = p(gen=batch["gen"], und=batch["und"], couple=dict(tau=1.0, noise=None))
+    token_logprobs(out["und_logits"], batch["und"]["answer_ids"]).sum().backward()
+    head = p.model.showo.lm_head.weight.grad
+    codes = slice(p.config.image_offset, p.config.image_offset + p.codebook_size)
+    assert head[codes].abs().sum() > 0  # the answer loss reached the image-code rows of the head
+
+
+def test_save_and_load_round_trip(showo_tiny, tmp_path):
+    from models import load_policy
+
+    showo_tiny.save(tmp_path / "ckpt")
+    back = load_policy("showo-tiny", str(tmp_path / "ckpt"))
+    a, b = showo_tiny.state_dict(), back.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert back.tokenizer("USER: hi")["input_ids"] == showo_tiny.tokenizer("USER: hi")["input_ids"]
+    with pytest.raises(ValueError, match="not a Show-o checkpoint"):
+        load_policy("showo-tiny", str(tmp_path))
