@@ -31,13 +31,18 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     os.replace(tmp, path)
 
 
-def save_checkpoint(run_dir: str | os.PathLike, step: int, policy, optimizer, config: dict, keep: int = 2) -> Path:
-    """Write `run_dir/ckpt-{step:06d}` atomically and keep the newest `keep` checkpoints."""
+def save_checkpoint(run_dir: str | os.PathLike, step: int, policy, optimizer_state: tuple, config: dict,
+                    keep: int = 2, state_dict: dict | None = None) -> Path:
+    """Write `run_dir/ckpt-{step:06d}` atomically and keep the newest `keep` checkpoints.
+
+    optimizer_state: what `optimizer_tensors` returned (gathered by every rank while the parameters are
+    still sharded); state_dict: the policy's gathered weights under FSDP (else the policy's own).
+    """
+    tensors, groups = optimizer_state
     run_dir = Path(run_dir)
     final = run_dir / f"ckpt-{step:06d}"
     tmp = Path(tempfile.mkdtemp(dir=run_dir, prefix=".ckpt-tmp-"))
-    policy.save(tmp)
-    tensors, groups = optimizer_tensors(optimizer)
+    policy.save(tmp, state_dict=state_dict)
     save_file(tensors, tmp / "optimizer.safetensors")
     state = {
         "step": step,
@@ -75,26 +80,33 @@ def read_trainer_state(ckpt: str | os.PathLike) -> dict:
     return json.loads((Path(ckpt) / "trainer_state.json").read_text())
 
 
-def optimizer_tensors(optimizer) -> tuple[dict, list]:
-    """Flatten an optimizer's state into named tensors plus JSON-able param groups."""
-    sd = optimizer.state_dict()
-    tensors = {}
-    for index, slots in sd["state"].items():
-        for name, value in slots.items():
+def optimizer_tensors(policy, optimizer) -> tuple[dict, list]:
+    """The optimizer's whole (un-sharded) state as `{param name}::{slot}` tensors plus JSON param groups.
+
+    Keyed by parameter name, not position, through torch's state-dict helpers: the same file for a
+    plain, DDP or FSDP run, so a run can resume under another layout."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+    sd = get_optimizer_state_dict(policy, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    tensors = {}  # with cpu_offload, only rank 0 receives the gathered state; the others get {}
+    for name, slots in sd.get("state", {}).items():
+        for slot, value in slots.items():
             value = value if torch.is_tensor(value) else torch.tensor(value)
-            tensors[f"{index}.{name}"] = value.detach().cpu().contiguous()
-    return tensors, sd["param_groups"]
+            tensors[f"{name}::{slot}"] = value.detach().cpu().contiguous()
+    return tensors, sd.get("param_groups", [])
 
 
-def load_optimizer(optimizer, ckpt: str | os.PathLike) -> None:
-    """Restore the optimizer state written by save_checkpoint (exactly, tensor by tensor)."""
-    tensors = load_file(str(Path(ckpt) / "optimizer.safetensors"))
-    state: dict[int, dict] = {}
-    for key, value in tensors.items():
-        index, name = key.split(".", 1)
-        state.setdefault(int(index), {})[name] = value
+def load_optimizer(policy, optimizer, ckpt: str | os.PathLike) -> None:
+    """Restore the optimizer state written by save_checkpoint (exactly, tensor by tensor; every rank)."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+    state: dict[str, dict] = {}
+    for key, value in load_file(str(Path(ckpt) / "optimizer.safetensors")).items():
+        name, slot = key.split("::", 1)
+        state.setdefault(name, {})[slot] = value
     groups = read_trainer_state(ckpt)["param_groups"]
-    optimizer.load_state_dict({"state": state, "param_groups": groups})
+    set_optimizer_state_dict(policy, optimizer, {"state": state, "param_groups": groups},
+                             options=StateDictOptions(full_state_dict=True))
 
 
 def restore_rng(ckpt: str | os.PathLike) -> None:

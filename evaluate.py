@@ -9,7 +9,8 @@ detector. This file measures both on GenEval's prompts, for a preset, a released
          <out>/00000/samples/0000.png    sample 0 ... N-1
          <out>/00000/grid.png            all N side by side (for eyes; GenEval ignores it)
      so the official evaluator runs on the folder unchanged. Image k of prompt i draws from uniforms
-     seeded on (seed, i, k): the same images on 1 or 8 GPUs and at any --batch-size.
+     seeded on (seed, i, k): the same images on 1 or 8 GPUs and at any --batch-size (up to the
+     floating-point noise between batch shapes, which can flip a near-tied token on a GPU).
   2. Scores. geneval.py's transformers rebuild of GenEval (--scorer builtin, CPU or GPU), the official
      evaluator's results file (--official-results), or none. Printed as GenEval's summary table.
   3. Self-QA. The model answers each image's templated question (prompts.add_questions) about the saved
@@ -29,8 +30,7 @@ Resume: re-running the same command skips every prompt folder that holds metadat
 samples; each folder is written under a temporary name and renamed, so none is ever half-written. A
 folder exported with other settings (export.json differs) is refused rather than mixed.
 Deliberate simplifications: answers are greedy with a fixed token cap; the scorer runs one image at a
-time (as GenEval does); masked-decoding families are sampled one prompt per call (their noise is drawn
-inside generate.rollout).
+time (as GenEval does).
 
 Commands:
     python evaluate.py --model janus-tiny --geneval --out outputs/tiny --scorer none        # CPU, seconds
@@ -49,7 +49,6 @@ import argparse
 import dataclasses
 import datetime
 import hashlib
-import itertools
 import json
 import os
 import platform
@@ -68,7 +67,7 @@ import geneval
 import prompts
 import reward
 from geneval import DEFAULT_CLIP, DEFAULT_DETECTOR
-from generate import image_grid, image_uniforms, rollout, sample_images_ar
+from generate import image_grid, image_uniforms, row_generators, sample_images_ar, sample_images_masked
 from understand import answer_questions
 
 METADATA_NAMES = ("geneval_metadata.jsonl", "evaluation_metadata.jsonl")  # searched in ./data, then .
@@ -163,26 +162,25 @@ def read_metadata(path) -> tuple[list[str], list[dict]]:
 @torch.no_grad()
 def sample_images(policy, texts: list[str], jobs: list[tuple[int, int]], *, seed: int, cfg_scale, temperature: float,
                   steps: int | None = None):
-    """Image k of prompt i (texts[i]) for each job (i, k). Returns image tokens (B, T) and pixels (B, 3, H, W).
+    """Image k of prompt i (texts[i]) for each job (i, k), in one batch across prompts.
 
-    Every image reads the uniforms of image_uniforms(seed, i, k), i.e. exactly what rollout(step=i,
-    first_index=k) would give it, so it is the same image whatever batch or rank it lands in."""
+    Returns image tokens (B, T) and pixels (B, 3, H, W). Every image draws from its own stream seeded on
+    (seed, i, k), exactly what rollout(step=i, first_index=k) would give it, so it is the same image
+    whatever batch or rank it lands in. `steps` is the number of masked-decoding steps (None: the family's)."""
     device = next(policy.parameters()).device
-    if policy.decoding == "ar":  # one batch across prompts, each row with its own stream
-        ids, mask = policy.tokenize_gen_prompts([texts[i] for i, _ in jobs])
+    ids, mask = policy.tokenize_gen_prompts([texts[i] for i, _ in jobs])
+    ids, mask = ids.to(device), mask.to(device)
+    if policy.decoding == "ar":  # one uniform per token, row by row
         uniforms = torch.cat([image_uniforms(seed, i, k, 1, policy.num_image_tokens) for i, k in jobs])
-        image_ids = sample_images_ar(policy, ids.to(device), mask.to(device), uniforms.to(device),
-                                     cfg_scale=cfg_scale, temperature=temperature)
-        return image_ids, policy.decode_images(image_ids)
-    # Other decodings draw their noise inside rollout. One call per prompt, with step = i and
-    # first_index = the first k, keeps the (seed, i, k) seeding at the price of batching across prompts.
-    extra = {"steps": steps} if steps is not None and policy.decoding == "masked" else {}
-    parts = []
-    for i, group in itertools.groupby(jobs, key=lambda job: job[0]):
-        ks = [k for _, k in group]  # contiguous by construction: jobs are (i, 0..N-1) in order
-        parts.append(rollout(policy, [{"prompt": texts[i]}], len(ks), seed=seed, step=i, first_index=ks[0],
-                             cfg_scale=cfg_scale, temperature=temperature, **extra))
-    return torch.cat([p.image_ids for p in parts]), torch.cat([p.pixels for p in parts])
+        image_ids = sample_images_ar(policy, ids, mask, uniforms.to(device), cfg_scale=cfg_scale, temperature=temperature)
+    elif policy.decoding == "masked":  # one generator per row: each row draws as it would alone
+        generators = [row_generators(seed, i, k, 1, device)[0] for i, k in jobs]
+        image_ids, _ = sample_images_masked(policy, ids, generators, cfg_scale=cfg_scale, temperature=temperature,
+                                            timesteps=steps or policy.default_timesteps)
+    else:
+        raise ValueError(f"no sampler for decoding {policy.decoding!r}")
+    # decoded one by one: a batched decoder moves pixels by ~1e-6, enough to flip a PNG's rounding
+    return image_ids, torch.cat([policy.decode_images(row[None]) for row in image_ids])
 
 
 def to_pil(pixels: torch.Tensor) -> Image.Image:
@@ -297,13 +295,14 @@ def evaluate_policy(policy, records: list[dict], *, n_samples: int = 2, cfg_scal
             batch = jobs[start:start + batch_size]
             _, pixels = sample_images(policy, [r["prompt"] for r in records], batch, seed=seed, cfg_scale=cfg_scale,
                                       temperature=temperature, steps=steps)
-            answers = answer_images(policy, pixels, [records[i] for i, _ in batch], max_answer_tokens)
-            for (i, k), image, answer in zip(batch, pixels, answers):
+            images = [to_pil(p) for p in pixels]  # 8-bit, as exported: model and judge see the same image
+            answers = answer_images(policy, from_pil(images), [records[i] for i, _ in batch], max_answer_tokens)
+            for (i, k), image, answer in zip(batch, images, answers):
                 record = records[i]
                 row = {"index": i, "sample": k, "tag": record["tag"], "prompt": record["prompt"], "answer": answer,
                        "self_reward": reward.score_answer(answer, record)}
                 if judge is not None:
-                    row["judge"], row["reason"] = read_verdict(judge(record, to_pil(image)))
+                    row["judge"], row["reason"] = read_verdict(judge(record, image))
                 rows.append(row)
     finally:
         policy.train(was_training)
@@ -348,6 +347,8 @@ def export_geneval(policy, texts, lines, out: Path, indices: list[int], cfg: Con
     from tqdm import tqdm
 
     cfg_scale = policy.default_cfg_scale if cfg.cfg_scale is None else cfg.cfg_scale
+    for i in indices:  # temporary folders of a crashed run (GenEval would skip them, but they are clutter)
+        shutil.rmtree(out / f".tmp-{i:05d}", ignore_errors=True)
     pending = [i for i in indices if not prompt_complete(out, i, cfg.n_samples)]
     jobs = [(i, k) for i in pending for k in range(cfg.n_samples)]
     images = {}  # prompt index -> its samples so far; a folder is written once all N exist
@@ -366,15 +367,21 @@ def export_geneval(policy, texts, lines, out: Path, indices: list[int], cfg: Con
 
 
 @torch.no_grad()
-def analyze_folder(policy, scorer, lines, records, out: Path, indices: list[int], cfg: Config) -> list[dict]:
-    """Self-QA and built-in scores for the saved PNGs of `indices` (what GenEval sees, also when resumed)."""
+def analyze_folder(policy, scorer, judge, lines, records, out: Path, indices: list[int], cfg: Config,
+                   progress: bool = False) -> list[dict]:
+    """Self-QA and the built-in scorer's (or a judge's) verdicts on the saved PNGs of `indices`: the images
+    GenEval sees, also for prompts exported by an earlier, interrupted run."""
+    from tqdm import tqdm
+
     rows, items = [], [(i, k) for i in indices for k in range(cfg.n_samples)]
-    for start in range(0, len(items), cfg.batch_size):
+    needed = cfg.self_qa or scorer is not None or judge is not None  # else the rows only list the images
+    for start in tqdm(range(0, len(items), cfg.batch_size), disable=not progress, desc="self-QA and scores",
+                      unit="batch", dynamic_ncols=True):
         batch = items[start:start + cfg.batch_size]
-        needed = cfg.self_qa or scorer is not None
         images = [Image.open(sample_path(out, i, k)).convert("RGB") for i, k in batch] if needed else []
-        answers = answer_images(policy, from_pil(images), [records[i] for i, _ in batch], cfg.max_answer_tokens) \
-            if cfg.self_qa else [None] * len(batch)
+        answers = [None] * len(batch)
+        if cfg.self_qa:
+            answers = answer_images(policy, from_pil(images), [records[i] for i, _ in batch], cfg.max_answer_tokens)
         for j, ((i, k), answer) in enumerate(zip(batch, answers)):
             row = {"index": i, "sample": k, "tag": records[i]["tag"], "prompt": records[i]["prompt"]}
             if answer is not None:
@@ -384,6 +391,8 @@ def analyze_folder(policy, scorer, lines, records, out: Path, indices: list[int]
                 result.pop("detections")
                 row["geneval"] = {"filename": str(sample_path(out, i, k)), **result}
                 row["judge"] = result["correct"]
+            elif judge is not None:
+                row["judge"], row["reason"] = read_verdict(judge(records[i], images[j]))
             rows.append(row)
     return rows
 
@@ -418,22 +427,25 @@ def weights_sha256(folder) -> tuple[str, list[str]]:
     return digest.hexdigest(), [str(p.relative_to(folder)) for p in files]
 
 
-def describe_weights(source: str | None) -> dict | None:
-    """A local folder is pinned by its weights' sha256, a hub id by the cached revision (None if not cached)."""
-    if source is None:
+def hub_revision(source: str | None) -> str | None:
+    """The commit of a hub id's cached snapshot; None for local folders, or when nothing is cached."""
+    if source is None or Path(source).is_dir():
         return None
-    if Path(source).is_dir():
-        sha, files = weights_sha256(source)
-        return {"path": str(Path(source).resolve()), "sha256": sha, "files": files}
-    revision = None
     try:
         from huggingface_hub import try_to_load_from_cache
 
         cached = try_to_load_from_cache(source, "config.json")  # .../snapshots/<commit>/config.json
-        revision = Path(cached).parent.name if isinstance(cached, str) else None
+        return Path(cached).parent.name if isinstance(cached, str) else None
     except Exception:  # not a valid repo id, or no cache: nothing more to record
-        pass
-    return {"hub_id": source, "revision": revision}
+        return None
+
+
+def describe_weights(source: str) -> dict:
+    """A local folder is pinned by its weights' sha256, a hub id by its cached revision."""
+    if Path(source).is_dir():
+        sha, files = weights_sha256(source)
+        return {"path": str(Path(source).resolve()), "sha256": sha, "files": files}
+    return {"hub_id": source, "revision": hub_revision(source)}
 
 
 def checkpoint_sha256(cfg: Config, policy) -> str:
@@ -494,7 +506,6 @@ def main(argv: list[str] | None = None) -> None:
 def run(cfg: Config, rank: int, world: int, device: torch.device, judge=None) -> dict | None:
     """Export, score, self-QA, imbalance; rank 0 writes results.json and returns it. `judge` (code only)
     replaces the scorer: judge(record, image) -> bool | (bool, reason), as in evaluate_policy."""
-    import transformers
     from checkpoint import atomic_write_text
     from models import load_policy
     from train import gather_lists, is_main, print0
@@ -511,17 +522,19 @@ def run(cfg: Config, rank: int, world: int, device: torch.device, judge=None) ->
         try:
             scorer = geneval.GenEvalScorer.from_pretrained(cfg.detector, cfg.clip, device=str(device))
         except OSError as err:
-            raise ValueError(f"cannot load the GenEval scorer (--detector {cfg.detector}, --clip {cfg.clip}): {err}. "
+            raise ValueError(f"cannot load the GenEval scorer (--detector {cfg.detector}, --clip {cfg.clip}): "
+                             f"{str(err).rstrip('.')}. "
                              "Without hub access, download both elsewhere and pass the folders, or use --scorer none")
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[cfg.dtype]
     policy = load_policy(cfg.model, cfg.model_path, device=device, dtype=dtype).eval()
-    steps = cfg.steps if policy.decoding == "masked" else None  # an autoregressive sampler has no steps
+    # an autoregressive sampler has no steps; a masked one records the steps it really uses
+    steps = (cfg.steps or policy.default_timesteps) if policy.decoding == "masked" else None
     if cfg.steps is not None and steps is None:
         print0(f"note: --steps is ignored, {cfg.model} decodes {policy.decoding!r}")
     cfg_scale = policy.default_cfg_scale if cfg.cfg_scale is None else cfg.cfg_scale
     pinned = None
     if is_main():  # what the images depend on; world size and batch size are deliberately absent
-        pinned = {"model": cfg.model, "model_path": cfg.model_path, "checkpoint_sha256": checkpoint_sha256(cfg, policy),
+        pinned = {"model": cfg.model, "checkpoint_sha256": checkpoint_sha256(cfg, policy),
                   "metadata_sha256": file_sha256(metadata).hexdigest(), "n_samples": cfg.n_samples,
                   "cfg_scale": cfg_scale, "temperature": cfg.temperature, "steps": steps, "seed": cfg.seed,
                   "dtype": cfg.dtype}
@@ -533,11 +546,7 @@ def run(cfg: Config, rank: int, world: int, device: torch.device, judge=None) ->
     print0(f"world {world} | prompts {len(records)} ({len(mine)} on rank 0) | images {len(records) * cfg.n_samples} | "
            f"decoding {policy.decoding} | cfg {cfg_scale} | scorer {scorer_name} | self-QA {cfg.self_qa}")
     written = export_geneval(policy, [r["prompt"] for r in records], lines, out, mine, cfg, progress=is_main())
-    rows = analyze_folder(policy, scorer, lines, records, out, mine, cfg)
-    if judge is not None:
-        for row in rows:
-            row["judge"], row["reason"] = read_verdict(judge(records[row["index"]], Image.open(
-                sample_path(out, row["index"], row["sample"])).convert("RGB")))
+    rows = analyze_folder(policy, scorer, judge, lines, records, out, mine, cfg, progress=is_main())
     rows, written = gather_lists(rows), sum(gather_lists([written]))
     if not is_main():
         return None
@@ -555,31 +564,41 @@ def run(cfg: Config, rank: int, world: int, device: torch.device, judge=None) ->
         if missing:
             print0(f"warning: {cfg.official_results} has no verdict for {missing} of {len(rows)} exported images")
     summary = summarize_rows([{k: v for k, v in r.items() if k != "geneval"} for r in rows])
+    settings = record_settings(cfg, metadata, pinned, policy, scorer_name, device, world, out)
+    result = {"settings": settings, "geneval": scores or summary["judge"], "self_qa": summary["self_qa"],
+              "imbalance": summary["imbalance"], "prompts": len(records), "images": len(rows),
+              "written_this_run": written}
+    atomic_write_text(out / "results.json", json.dumps(result, indent=1))
+    print0(format_report(result))
+    print0(f"wrote {out / 'results.json'}")
+    return result
+
+
+def record_settings(cfg: Config, metadata: Path, pinned: dict, policy, scorer_name: str, device, world: int,
+                    out: Path) -> dict:
+    """Everything a reader needs to reproduce the numbers, for results.json."""
+    import transformers
+
     width, height = Image.open(sample_path(out, 0, 0)).size
-    settings = {
+    builtin = scorer_name == "builtin"
+    return {
         "benchmark": "geneval", "metadata": str(metadata), "metadata_sha256": pinned["metadata_sha256"],
-        "prompts": len(records), "model": cfg.model, "model_path": cfg.model_path,
-        "checkpoint_sha256": pinned["checkpoint_sha256"], "model_weights": describe_weights(cfg.model_path),
+        "model": cfg.model, "model_path": cfg.model_path,
+        "checkpoint_sha256": pinned["checkpoint_sha256"], "model_hub_revision": hub_revision(cfg.model_path),
         "family": policy.family, "decoding": policy.decoding, "resolution": f"{width}x{height}",
-        "num_image_tokens": policy.num_image_tokens, "n_samples": cfg.n_samples, "cfg_scale": cfg_scale,
-        "temperature": cfg.temperature, "steps": steps, "seed": cfg.seed,
+        "num_image_tokens": policy.num_image_tokens, "n_samples": cfg.n_samples, "cfg_scale": pinned["cfg_scale"],
+        "temperature": cfg.temperature, "steps": pinned["steps"], "seed": cfg.seed,
         "seeding": "image k of prompt i: generate.image_uniforms(seed, i, k), i.e. seed_for(seed, i, k)",
         "batch_size": cfg.batch_size, "dtype": cfg.dtype, "self_qa": cfg.self_qa,
         "answers": f"greedy, at most {cfg.max_answer_tokens} tokens", "scorer": scorer_name,
-        "detector": describe_weights(cfg.detector) if scorer else None,
-        "clip": describe_weights(cfg.clip) if scorer else None,
+        "detector": describe_weights(cfg.detector) if builtin else None,
+        "clip": describe_weights(cfg.clip) if builtin else None,
         "official_results": {"path": cfg.official_results, "sha256": file_sha256(cfg.official_results).hexdigest()}
         if cfg.official_results else None,
         "device": device_name(device), "world_size": world, "python": platform.python_version(),
         "torch": torch.__version__, "transformers": transformers.__version__, "command": sys.argv,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
-    result = {"settings": settings, "geneval": scores or summary["judge"], "self_qa": summary["self_qa"],
-              "imbalance": summary["imbalance"], "images": len(rows), "written_this_run": written}
-    atomic_write_text(out / "results.json", json.dumps(result, indent=1))
-    print0(format_report(result))
-    print0(f"wrote {out / 'results.json'}")
-    return result
 
 
 def format_report(result: dict) -> str:

@@ -32,7 +32,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
+
+from parallel import (any_rank, barrier, clip_grads, full_params, gather_lists, gathered_state_dict, is_main, mean_over_ranks, micro_step,
+                      print0, setup_distributed, teardown_distributed, wrap)
 
 
 def opt(default, help: str):
@@ -52,6 +54,9 @@ class Config:
     device: str = opt("auto", "auto | cpu | cuda")
     dtype: str = opt("float32", "weights' dtype: float32 | bfloat16")
     threads: int = opt(0, "torch CPU threads per process; 0 leaves torch's default")
+    fsdp: bool = opt(False, "shard weights, grads and AdamW state with FSDP2 (needed for Janus-Pro-7B); default DDP")
+    grad_ckpt: bool = opt(False, "activation checkpointing in the trained transformer blocks")
+    autocast: bool = opt(False, "bf16 autocast for the training forwards (fp32 weights, fp32 losses)")
     # data
     prompts: str | None = opt(None, "jsonl of GenEval-style records; default: generate --num-prompts")
     num_prompts: int = opt(5000, "size of the generated training pool")
@@ -113,52 +118,6 @@ def parse_config(argv: list[str] | None = None) -> Config:
     if cfg.out is None:  # a fresh folder per run, so re-running a command never collides with an old run
         cfg.out = f"runs/{cfg.model}-{cfg.mode}-{time.strftime('%Y%m%d-%H%M%S')}"
     return cfg
-
-
-# ------------------------------------------------------------------ distributed plumbing
-def setup_distributed(cfg: Config):
-    """torchrun sets RANK/WORLD_SIZE; gloo on CPU, nccl on CUDA. Returns (rank, world, device)."""
-    use_cuda = cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
-    if "RANK" not in os.environ:
-        return 0, 1, torch.device("cuda" if use_cuda else "cpu")
-    dist.init_process_group("nccl" if use_cuda else "gloo")
-    local = int(os.environ.get("LOCAL_RANK", 0))
-    device = torch.device("cuda", local) if use_cuda else torch.device("cpu")
-    if use_cuda:
-        torch.cuda.set_device(device)
-    return dist.get_rank(), dist.get_world_size(), device
-
-
-def teardown_distributed():
-    if dist.is_initialized():
-        dist.destroy_process_group()
-
-
-def is_main() -> bool:
-    return not dist.is_initialized() or dist.get_rank() == 0
-
-
-def print0(*args):
-    if is_main():
-        print(*args, flush=True)
-
-
-def gather_lists(items: list) -> list:
-    """Concatenate every rank's list, in rank order (small Python objects only)."""
-    if not dist.is_initialized():
-        return list(items)
-    parts = [None] * dist.get_world_size()
-    dist.all_gather_object(parts, items)
-    return [x for p in parts for x in p]
-
-
-def mean_over_ranks(stats: dict) -> dict:
-    if not dist.is_initialized() or not stats:
-        return stats
-    keys = sorted(stats)
-    t = torch.tensor([float(stats[k]) for k in keys], dtype=torch.float64)
-    dist.all_reduce(t)
-    return {k: v / dist.get_world_size() for k, v in zip(keys, t.tolist())}
 
 
 # ------------------------------------------------------------------ checks before any heavy work
@@ -224,27 +183,16 @@ def step_records(records: list[dict], cfg: Config, step: int, rank: int, world: 
 def train_step(step, cfg, policy, model, ref, optimizer, records, rank, world) -> dict:
     """Rollout, understand, reward, learn. `model` is the DDP-wrapped policy (or the policy itself)."""
     import reward
-    from generate import image_uniforms, rollout
-    from understand import answer_questions
 
     times, stats = {}, {}
     cfg_scale = cfg.cfg_scale if cfg.cfg_scale is not None else policy.default_cfg_scale
+    # 1. this rank's prompts
     mine, first = step_records(records, cfg, step, rank, world)
-    # 1-2. rollout: G images per prompt, each image with its own random stream
-    t0 = time.perf_counter()
+    # 2-3. rollout (G images per prompt, each with its own random stream) and self-QA, no gradients
     policy.eval()
-    ro = rollout(policy, mine, cfg.group_size, seed=cfg.seed, step=step, first_index=first,
-                 cfg_scale=cfg_scale, temperature=cfg.temperature, timesteps=cfg.timesteps)
-    times["t_rollout"] = time.perf_counter() - t0
-    # 3. understand: the same model answers each image's question
-    t0 = time.perf_counter()
-    n = len(ro.records)
-    ro.und_images = policy.images_for_understanding(ro.image_ids, ro.pixels)
-    answer_u = image_uniforms(cfg.seed + 1, step, first, n, cfg.max_answer_tokens).to(ro.image_ids.device)
-    (ro.question_ids, ro.question_mask, ro.answer_ids, ro.answer_mask, ro.answers) = answer_questions(
-        policy, ro.und_images, [r["question"] for r in ro.records], max_new_tokens=cfg.max_answer_tokens,
-        temperature=cfg.answer_temperature, uniforms=answer_u)
-    times["t_understand"] = time.perf_counter() - t0
+    with full_params(policy):  # FSDP: gather the weights once for all sampling steps
+        ro, answer_stats = sample_and_answer(step, cfg, policy, mine, first, cfg_scale)
+    times["t_rollout"], times["t_understand"] = answer_stats
     # 4. reward: the answer scored against the record's truth; advantages within each group
     ro.rewards = torch.tensor(reward.score_answers(ro.answers, ro.records), dtype=torch.float32)
     groups = ro.rewards.view(-1, cfg.group_size)  # (P, G)
@@ -264,6 +212,33 @@ def train_step(step, cfg, policy, model, ref, optimizer, records, rank, world) -
     stats.update(times)
     stats["zero_var_frac"] = reward.zero_variance_fraction(groups)
     return stats, ro
+
+
+def sample_and_answer(step, cfg, policy, records, first, cfg_scale):
+    """2-3. Rollout and self-QA, no gradients. Returns the Rollout and the two stage times."""
+    from generate import image_uniforms, rollout
+    from understand import answer_questions
+
+    t0 = time.perf_counter()
+    ro = rollout(policy, records, cfg.group_size, seed=cfg.seed, step=step, first_index=first,
+                 cfg_scale=cfg_scale, temperature=cfg.temperature, timesteps=cfg.timesteps)
+    t1 = time.perf_counter()
+    n = len(ro.records)
+    ro.und_images = policy.images_for_understanding(ro.image_ids, ro.pixels)
+    answer_u = image_uniforms(cfg.seed + 1, step, first, n, cfg.max_answer_tokens).to(ro.image_ids.device)
+    (ro.question_ids, ro.question_mask, ro.answer_ids, ro.answer_mask, ro.answers) = answer_questions(
+        policy, ro.und_images, [r["question"] for r in ro.records], max_new_tokens=cfg.max_answer_tokens,
+        temperature=cfg.answer_temperature, uniforms=answer_u)
+    return ro, (t1 - t0, time.perf_counter() - t1)
+
+
+def autocast(cfg, policy):
+    """bf16 autocast around the training forwards when asked for; losses and log-probs are upcast to fp32.
+    Sampling is left out: its static KV cache takes one dtype (use --dtype bfloat16 for bf16 sampling)."""
+    if not cfg.autocast:
+        return contextlib.nullcontext()
+    device = next(policy.parameters()).device
+    return torch.autocast(device.type, dtype=torch.bfloat16)
 
 
 def build_batch(cfg, policy, ro, idx, cfg_scale, targets):
@@ -307,21 +282,22 @@ def learn(cfg, policy, model, optimizer, ro, step, keep=None, advantages=None, r
     chunks = [torch.arange(i, min(i + cfg.micro_batch, n)) for i in range(0, n, cfg.micro_batch)]
     batches = [build_batch(cfg, policy, ro, idx, cfg_scale, targets) for idx in chunks]
     olds = refs = [None] * len(chunks)
-    if cfg.mode == "grpo" and cfg.inner_iters > 1:  # old log-probs from a teacher-forced pass, not the sampler
-        olds = [sample_logprobs(policy, b, temperature) for b in batches]
-    if cfg.mode == "grpo" and ref is not None:
-        refs = [sample_logprobs(ref, b, temperature) for b in batches]
+    with autocast(cfg, policy):
+        if cfg.mode == "grpo" and cfg.inner_iters > 1:  # old log-probs from a teacher-forced pass, not the sampler
+            olds = [sample_logprobs(policy, b, temperature) for b in batches]
+        if cfg.mode == "grpo" and ref is not None:
+            refs = [sample_logprobs(ref, b, temperature) for b in batches]
     stats = {}
     for _ in range(cfg.inner_iters):
         optimizer.zero_grad(set_to_none=True)
         for j, (idx, batch) in enumerate(zip(chunks, batches)):
-            sync = contextlib.nullcontext() if j + 1 == len(chunks) or not hasattr(model, "no_sync") else model.no_sync()
-            with sync:  # forward AND backward inside no_sync for every micro-step but the last
+            with micro_step(model, last=j + 1 == len(chunks)):  # gradients sync on the last micro-step only
                 couple = None
                 if cfg.couple and "und" in batch:
                     u = couple_uniforms(cfg, step, ro, idx, policy.codebook_size)
                     couple = dict(tau=cfg.gumbel_tau, noise=u)
-                out = model(gen=batch.get("gen"), und=batch.get("und"), couple=couple)
+                with autocast(cfg, policy):
+                    out = model(gen=batch.get("gen"), und=batch.get("und"), couple=couple)
                 if cfg.mode == "sft":
                     per_sample, s = sft_step_loss(out, batch, keep[idx])
                 else:
@@ -332,9 +308,8 @@ def learn(cfg, policy, model, optimizer, ro, step, keep=None, advantages=None, r
             for k, v in s.items():
                 stats[k] = stats.get(k, 0.0) + v * len(idx) / n
             stats["loss"] = stats.get("loss", 0.0) + loss.item()
-        params = [p for p in policy.parameters() if p.requires_grad]
         if cfg.grad_clip > 0:
-            stats["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip))
+            stats["grad_norm"] = clip_grads([p for p in policy.parameters() if p.requires_grad], cfg.grad_clip)
         optimizer.step()
     return {k: v / cfg.inner_iters for k, v in stats.items()}
 
@@ -352,10 +327,7 @@ def couple_uniforms(cfg, step, ro, idx, codebook_size):
 
 def check_finite(loss: torch.Tensor, step: int, stats: dict) -> None:
     """A NaN or inf loss stops every rank together, before it reaches the weights."""
-    bad = torch.tensor([0.0 if torch.isfinite(loss) else 1.0], device=loss.device)
-    if dist.is_initialized():
-        dist.all_reduce(bad)
-    if bad.item() > 0:
+    if any_rank(not bool(torch.isfinite(loss)), loss.device):
         raise FloatingPointError(f"step {step}: the loss is not finite ({loss.item()}; terms {stats}). "
                                  f"Lower --lr, use --dtype float32, or resume from the last checkpoint.")
 
@@ -379,7 +351,7 @@ def step_metrics(step, cfg, ro_all, stats, lr, seconds) -> dict:
 # ------------------------------------------------------------------ main
 def main(argv: list[str] | None = None) -> None:
     cfg = parse_config(argv)
-    rank, world, device = setup_distributed(cfg)
+    rank, world, device = setup_distributed(cfg.device)
     try:
         run(cfg, rank, world, device)
     finally:
@@ -389,7 +361,8 @@ def main(argv: list[str] | None = None) -> None:
 def run(cfg: Config, rank: int, world: int, device: torch.device):
     from tqdm import tqdm
 
-    from checkpoint import atomic_write_text, load_optimizer, read_trainer_state, restore_rng, save_checkpoint
+    from checkpoint import (atomic_write_text, load_optimizer, optimizer_tensors, read_trainer_state, restore_rng,
+                            save_checkpoint)
     from generate import image_grid
     from models import load_policy
 
@@ -408,19 +381,18 @@ def run(cfg: Config, rank: int, world: int, device: torch.device):
     if cfg.mode == "grpo" and cfg.kl_beta > 0:  # the KL anchor is the starting model, also after a resume
         ref = load_policy(cfg.model, cfg.model_path, device=device, dtype=dtype) if cfg.resume else copy.deepcopy(policy)
         ref.requires_grad_(False).eval()
+    if cfg.grad_ckpt:
+        policy.enable_activation_checkpointing()
+    model = wrap(policy, world, device, cfg.fsdp)  # DDP, or FSDP2 in place; the optimizer sees the result
+    if ref is not None and cfg.fsdp and world > 1:
+        wrap(ref, world, device, fsdp=True)
     params = [p for p in policy.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     start = 0
     if cfg.resume:
-        load_optimizer(optimizer, cfg.resume)
+        load_optimizer(policy, optimizer, cfg.resume)
         restore_rng(cfg.resume)
         start = read_trainer_state(cfg.resume)["step"]
-    model = policy
-    if world > 1:
-        from torch.nn.parallel import DistributedDataParallel as DDP
-
-        # find_unused_parameters: gen-only or und-only steps leave whole towers without gradients
-        model = DDP(policy, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True)
     out = Path(cfg.out)
     if is_main():
         (out / "samples").mkdir(parents=True, exist_ok=True)
@@ -446,10 +418,12 @@ def run(cfg: Config, rank: int, world: int, device: torch.device):
                 image_grid(ro.pixels, cfg.group_size).save(grid.with_suffix(".tmp.png"))
                 os.replace(grid.with_suffix(".tmp.png"), grid)
         if (step + 1) % cfg.save_every == 0 or step + 1 == cfg.steps:
+            optimizer_state = optimizer_tensors(policy, optimizer)  # collective: every rank joins the gathers
+            weights = gathered_state_dict(policy)  # FSDP only
             if is_main():
-                save_checkpoint(out, step + 1, policy, optimizer, dataclasses.asdict(cfg), keep=cfg.keep_checkpoints)
-            if dist.is_initialized():
-                dist.barrier()  # nobody races ahead of a half-written checkpoint
+                save_checkpoint(out, step + 1, policy, optimizer_state, dataclasses.asdict(cfg),
+                                keep=cfg.keep_checkpoints, state_dict=weights)
+            barrier()  # nobody races ahead of a half-written checkpoint
     print0(f"done: {out}")
     return policy
 

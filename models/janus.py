@@ -255,11 +255,18 @@ class JanusPolicy(nn.Module):
         dtype = self.model.model.vision_model.embeddings.patch_embedding.weight.dtype
         return (self.codec.decode_onehot(onehot) * 2 - 1).clamp(-1, 1).to(dtype)
 
+    def enable_activation_checkpointing(self) -> None:
+        """Recompute each block's activations in backward instead of storing them (--grad-ckpt)."""
+        self.model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+
     # ---------------------------------------------------------------- saving
-    def save(self, folder: str | os.PathLike) -> None:
-        """Write a transformers-format folder that `--model-path` (and from_pretrained) loads back."""
+    def save(self, folder: str | os.PathLike, state_dict: dict | None = None) -> None:
+        """Write a transformers-format folder that `--model-path` (and from_pretrained) loads back.
+        state_dict: this policy's whole state, when it had to be gathered (FSDP)."""
         self.model.generation_config._from_model_config = False
-        self.model.save_pretrained(folder)
+        if state_dict is not None:
+            state_dict = {k[len("model."):]: v for k, v in state_dict.items() if k.startswith("model.")}
+        self.model.save_pretrained(folder, state_dict=state_dict)
         self.processor.save_pretrained(folder)
 
 

@@ -316,14 +316,15 @@ def load_magvitv2(path_or_hub_id: str, device=None, dtype=None) -> MAGVITv2:
     return (model if device is None else model.to(device)).eval()
 
 
-def save_magvitv2(model: MAGVITv2, directory) -> None:
+def save_magvitv2(model: MAGVITv2, directory, state_dict: dict | None = None) -> None:
     """Write config.json + pytorch_model.safetensors atomically (temp folder, then rename)."""
     directory = Path(directory)
     tmp, old = directory.with_name(directory.name + ".tmp"), directory.with_name(directory.name + ".old")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     (tmp / "config.json").write_text(json.dumps({"_class_name": "MAGVITv2", **asdict(model.config)}, indent=2))
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    source = model.state_dict() if state_dict is None else state_dict  # a gathered one under FSDP
+    state = {k: v.detach().contiguous().cpu() for k, v in source.items()}
     save_file(state, tmp / WEIGHTS_NAME, metadata={"format": "pt"})
     if directory.exists():
         os.replace(directory, old)

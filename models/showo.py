@@ -402,7 +402,7 @@ def load_showo(path_or_hub_id: str, device=None, dtype=None) -> Showo:
     return (model if device is None else model.to(device)).eval()
 
 
-def save_showo(model: Showo, directory) -> None:
+def save_showo(model: Showo, directory, state_dict: dict | None = None) -> None:
     """Write config.json + pytorch_model.safetensors (`showo.` keys) atomically: temp folder, then rename.
 
     config.json keeps the released keys (the original loader ignores extra ones) plus our
@@ -415,7 +415,8 @@ def save_showo(model: Showo, directory) -> None:
     meta = {"_class_name": "Showo", "_diffusers_version": "0.30.1", "llm_model_path": "microsoft/phi-1_5",
             "load_from_showo": True, "w_clip_vit": False, **asdict(model.config)}
     (tmp / "config.json").write_text(json.dumps(meta, indent=2))
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    source = model.state_dict() if state_dict is None else state_dict  # a gathered one under FSDP
+    state = {k: v.detach().contiguous().cpu() for k, v in source.items()}
     save_file(state, tmp / WEIGHTS_NAME, metadata={"format": "pt"})
     if directory.exists():
         os.replace(directory, old)

@@ -247,13 +247,20 @@ class ShowoPolicy(nn.Module):
         """Show-o reads its own generated ids directly (as UniRL's evaluation does): no lossy re-encode."""
         return image_ids
 
-    def save(self, folder) -> None:
-        """Show-o's hub layout at the top, the tokenizer next to it, MAGVIT-v2 in magvitv2/."""
+    def enable_activation_checkpointing(self) -> None:
+        """Recompute each block's activations in backward instead of storing them (--grad-ckpt)."""
+        self.model.showo.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+
+    def save(self, folder, state_dict: dict | None = None) -> None:
+        """Show-o's hub layout at the top, the tokenizer next to it, MAGVIT-v2 in magvitv2/.
+        state_dict: this policy's whole state, when it had to be gathered (FSDP)."""
         folder = Path(folder)
-        S.save_showo(self.model, folder)
+        part = (lambda prefix: None if state_dict is None else
+                {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)})
+        S.save_showo(self.model, folder, part("model."))
         self.tokenizer.save_pretrained(folder)
         if self.vq is not None:
-            save_magvitv2(self.vq, folder / "magvitv2")
+            save_magvitv2(self.vq, folder / "magvitv2", part("vq."))
 
 
 # -------------------------------------------------------------------- loading

@@ -1,0 +1,155 @@
+"""All distributed plumbing in one place: process group, rank-0 helpers, DDP or FSDP2, micro-step sync.
+
+torchrun sets RANK / WORLD_SIZE / LOCAL_RANK; without them everything runs as one process. gloo on CPU,
+nccl on CUDA, so `torchrun --standalone --nproc_per_node 2 train.py` works on a laptop.
+
+DDP (the default, right for 1B-class models) keeps a full copy of weights, gradients and AdamW state
+on every GPU: Janus-Pro-7B would need about 111 GiB per GPU. `--fsdp` shards all three with FSDP2
+(`torch.distributed.fsdp.fully_shard`): every transformer block is its own unit, the root holds the
+rest. Rollouts and answers run many small no-grad steps, so under FSDP the parameters are gathered
+ONCE before them (`full_params`), not per layer per step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+import torch
+import torch.distributed as dist
+
+
+def setup_distributed(device: str = "auto"):
+    """Returns (rank, world, device). device: auto | cpu | cuda."""
+    use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+    if "RANK" not in os.environ:
+        return 0, 1, torch.device("cuda" if use_cuda else "cpu")
+    dist.init_process_group("nccl" if use_cuda else "gloo")
+    local = int(os.environ.get("LOCAL_RANK", 0))
+    where = torch.device("cuda", local) if use_cuda else torch.device("cpu")
+    if use_cuda:
+        torch.cuda.set_device(where)
+    return dist.get_rank(), dist.get_world_size(), where
+
+
+def teardown_distributed() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def is_main() -> bool:
+    return not dist.is_initialized() or dist.get_rank() == 0
+
+
+def print0(*args) -> None:
+    if is_main():
+        print(*args, flush=True)
+
+
+def barrier() -> None:
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def gather_lists(items: list) -> list:
+    """Concatenate every rank's list, in rank order (small Python objects only)."""
+    if not dist.is_initialized():
+        return list(items)
+    parts = [None] * dist.get_world_size()
+    dist.all_gather_object(parts, items)
+    return [x for p in parts for x in p]
+
+
+def mean_over_ranks(stats: dict) -> dict:
+    """Average a flat dict of floats over ranks (every rank must hold the same keys)."""
+    if not dist.is_initialized() or not stats:
+        return stats
+    keys = sorted(stats)
+    t = torch.tensor([float(stats[k]) for k in keys], dtype=torch.float64)
+    dist.all_reduce(t)
+    return {k: v / dist.get_world_size() for k, v in zip(keys, t.tolist())}
+
+
+def any_rank(flag: bool, device) -> bool:
+    """True on every rank if it is true on one (so all ranks stop together)."""
+    t = torch.tensor([1.0 if flag else 0.0], device=device)
+    if dist.is_initialized():
+        dist.all_reduce(t)
+    return t.item() > 0
+
+
+# ------------------------------------------------------------------ wrapping
+def blocks_of(module) -> list:
+    """The transformer blocks: each becomes one FSDP unit (Llama, Phi and SigLIP layers alike)."""
+    return [m for m in module.modules() if type(m).__name__.endswith(("DecoderLayer", "EncoderLayer"))]
+
+
+def shard(module) -> None:
+    """FSDP2 in place: every block, then the root. Parameters become sharded DTensors."""
+    from torch.distributed.fsdp import fully_shard
+
+    for block in blocks_of(module):
+        fully_shard(block)
+    fully_shard(module)
+    module._get_fsdp_state()._lazy_init()  # the sampling loops call sub-modules before any root forward
+
+
+def is_sharded(module) -> bool:
+    return hasattr(module, "reshard") and hasattr(module, "unshard")
+
+
+def wrap(policy, world: int, device, fsdp: bool):
+    """The module every gradient-carrying call goes through: DDP, the FSDP-sharded policy, or the policy."""
+    if world == 1:
+        return policy
+    if fsdp:
+        shard(policy)
+        return policy
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    # find_unused_parameters: gen-only or und-only steps leave whole towers without gradients
+    return DDP(policy, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True)
+
+
+@contextlib.contextmanager
+def full_params(module):
+    """Under FSDP, gather the whole parameters once for a stretch of no-grad work (rollout, answers,
+    saving) and keep them gathered across forwards; a no-op otherwise."""
+    units = [m for m in module.modules() if is_sharded(m)]
+    if not units:
+        yield
+        return
+    for m in units:
+        m.unshard()
+        m.set_reshard_after_forward(False)
+    try:
+        yield
+    finally:
+        for m in units:
+            m.reshard()
+            m.set_reshard_after_forward(True)
+
+
+def gathered_state_dict(module) -> dict | None:
+    """Under FSDP, the whole state dict on rank 0 (collective: every rank calls it); None otherwise."""
+    if not any(is_sharded(m) for m in module.modules()):
+        return None
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    return get_model_state_dict(module, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
+def micro_step(model, last: bool):
+    """Gradient accumulation: sync gradients only on the last micro-step. For DDP, no_sync() must wrap
+    the forward AND the backward; FSDP2 takes a flag instead."""
+    if hasattr(model, "no_sync"):
+        return contextlib.nullcontext() if last else model.no_sync()
+    if hasattr(model, "set_requires_gradient_sync"):
+        model.set_requires_gradient_sync(last)
+    return contextlib.nullcontext()
+
+
+def clip_grads(params, max_norm: float) -> float:
+    """Clip the global gradient norm (sharded or not) and return it as a float."""
+    norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+    return float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
