@@ -73,7 +73,8 @@ def main() -> None:
     policy = load_policy(args.model, args.model_path).eval()
     ro = rollout(policy, [{"prompt": args.prompt}], args.n, seed=0, step=0, first_index=0,
                  cfg_scale=policy.default_cfg_scale)
-    *_, answers = answer_questions(policy, policy.encode_images(ro.pixels), [args.question] * args.n)
+    images = policy.images_for_understanding(ro.image_ids, ro.pixels)
+    *_, answers = answer_questions(policy, images, [args.question] * args.n)
     for i, a in enumerate(answers):
         print(f"image {i}: {a!r}")
 

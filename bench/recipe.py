@@ -186,10 +186,14 @@ def format_plan(plan: Plan) -> str:
                  f"(usable {plan.usable / GiB:.1f})")
     if plan.fits:
         lines.append("fits.")
-        launch = "torchrun --nproc_per_node" if not plan.fsdp else "(needs an FSDP launcher) torchrun --nproc_per_node"
-        lines.append(f"command: {launch} {plan.gpus} train.py --model {plan.model} --mode grpo --prompts-per-step "
-                     f"{plan.prompts_per_step} --group-size {plan.group_size} --micro-batch {plan.micro_batch} "
-                     f"--dtype bfloat16")
+        dtype = "float32" if plan.precision == "fp32" else "bfloat16"
+        launch = "torchrun" if not plan.fsdp else "(an FSDP launcher; train.py is DDP-only) torchrun"
+        lines.append(f"command: {launch} --nproc_per_node {plan.gpus} train.py --model {plan.model} --mode grpo "
+                     f"--prompts-per-step {plan.prompts_per_step} --group-size {plan.group_size} "
+                     f"--micro-batch {plan.micro_batch} --dtype {dtype}")
+        if plan.precision == "mixed":
+            lines.append("note: train.py has no fp32-master mixed precision; its --dtype bfloat16 keeps AdamW states "
+                         "in bf16 (8 B/param, less than planned here: --precision bf16)")
     else:
         lines.append("does NOT fit, even at micro-batch 1" if plan.micro_batch == 1 else "does NOT fit")
         lines += [f"  - {a}" for a in plan.advice]

@@ -1,7 +1,7 @@
 """The one contract between the stage files and a model family.
 
 generate.py, understand.py, sft.py, grpo.py and train.py only ever talk to a *policy*: an `nn.Module`
-with the attributes and methods below. A family (Janus in models/janus.py, Show-o in models/showo.py)
+with the attributes and methods below. A family (Janus in models/janus.py, Show-o in models/showo_policy.py)
 implements them; nothing else in the repository knows which family it is running.
 
 Attributes
@@ -9,7 +9,9 @@ Attributes
     decoding           "ar" (one image token per step) | "masked" (parallel decoding, MaskGIT-style)
     num_image_tokens   T, tokens per image (576 for Janus at 384 px, 1024 for Show-o at 512 px)
     codebook_size      K, the image vocabulary
-    default_cfg_scale  the family's usual guidance scale
+    default_cfg_scale  the family's usual guidance scale, in its own convention: guide(cond, uncond, scale)
+                       is Janus' uncond + s (cond - uncond) and Show-o's (1 + w) cond - w uncond
+    default_timesteps  masked decoding only: sampler steps for training rollouts
     eos_id, pad_id     for answers
 
 Text to ids, no gradients
@@ -22,6 +24,7 @@ Text to ids, no gradients
 The gradient path: forward
     forward(gen=None, und=None, couple=None) -> dict
       gen    {prompt_ids, prompt_mask, image_ids, cfg_scale} -> gen_logits (guided), gen_cond_logits (N, T, K)
+             masked decoding adds token_mask (re-mask estimator) or commit_step (trajectory estimator)
       und    {images, prompt_ids, prompt_mask, answer_ids, answer_mask} -> und_logits (N, A, V)
       couple {tau, noise}: the understanding images are rebuilt from straight-through one-hot image
              tokens of gen_logits, so the answer loss reaches generation (UniRL's end-to-end regime).
@@ -30,12 +33,18 @@ The gradient path: forward
     silently skip it.
 
 Sampling helpers, no gradients
+    guide(cond, uncond, scale)                   the family's classifier-free guidance on logits
     new_cache(batch, max_len)                    a KV cache allocated once
     gen_step(cache, mask, prompt_ids | image_ids) -> next image-token logits (B, K)   [decoding "ar"]
     und_step(cache, mask, ids, images=None)       -> next text-token logits (B, V)
+    masked_logits(prompt_ids, codes, cfg_scale)  -> guided logits (N, T, K) of a partly masked image
+                                                    (codes == mask_code where masked)  [decoding "masked"]
     decode_images(image_ids) -> pixels (N, 3, H, W) in [0, 1]
-    encode_images(pixels)    -> what `und["images"]` takes (Janus: SigLIP pixels; Show-o: VQ codes)
-    save(folder)             a folder that `load_policy(name, folder)` loads back
+    images_for_understanding(image_ids, pixels) -> what `und["images"]` takes for the model's own images
+                             (Janus: SigLIP pixels of the decoded image; Show-o: the token ids themselves)
+    encode_images(pixels)    -> the same for external pixels (Show-o: MAGVIT-v2 encoding)
+    save(folder, state_dict=None)  a folder that `load_policy(name, folder)` loads back
+    enable_activation_checkpointing()
 """
 
 from __future__ import annotations
