@@ -195,10 +195,17 @@ def from_pil(images: list) -> torch.Tensor:
                         for im in images])
 
 
-def answer_images(policy, pixels: torch.Tensor, records: list[dict], max_answer_tokens: int = 24) -> list[str]:
-    """The model's greedy answer to each record's question about its image."""
+def answer_images(policy, pixels: torch.Tensor, records: list[dict], max_answer_tokens: int = 24,
+                  image_ids: torch.Tensor | None = None) -> list[str]:
+    """The model's greedy answer to each record's question about its image.
+
+    With the image's tokens at hand the model reads them as in training (Show-o: the ids themselves, as
+    UniRL's evaluation does); from saved PNGs it encodes the pixels (Show-o: MAGVIT-v2 re-encoding)."""
     device = next(policy.parameters()).device
-    und = policy.encode_images(pixels.to(device))
+    if image_ids is not None:
+        und = policy.images_for_understanding(image_ids.to(device), pixels.to(device))
+    else:
+        und = policy.encode_images(pixels.to(device))
     *_, answers = answer_questions(policy, und, [r["question"] for r in records], max_new_tokens=max_answer_tokens)
     return answers
 
@@ -293,10 +300,11 @@ def evaluate_policy(policy, records: list[dict], *, n_samples: int = 2, cfg_scal
     try:
         for start in range(0, len(jobs), batch_size):
             batch = jobs[start:start + batch_size]
-            _, pixels = sample_images(policy, [r["prompt"] for r in records], batch, seed=seed, cfg_scale=cfg_scale,
-                                      temperature=temperature, steps=steps)
+            image_ids, pixels = sample_images(policy, [r["prompt"] for r in records], batch, seed=seed,
+                                              cfg_scale=cfg_scale, temperature=temperature, steps=steps)
             images = [to_pil(p) for p in pixels]  # 8-bit, as exported: model and judge see the same image
-            answers = answer_images(policy, from_pil(images), [records[i] for i, _ in batch], max_answer_tokens)
+            answers = answer_images(policy, from_pil(images), [records[i] for i, _ in batch], max_answer_tokens,
+                                    image_ids=image_ids)
             for (i, k), image, answer in zip(batch, images, answers):
                 record = records[i]
                 row = {"index": i, "sample": k, "tag": record["tag"], "prompt": record["prompt"], "answer": answer,
@@ -493,10 +501,10 @@ def device_name(device: torch.device) -> str:
 
 # ------------------------------------------------------------------ main
 def main(argv: list[str] | None = None) -> None:
-    from train import setup_distributed, teardown_distributed
+    from parallel import setup_distributed, teardown_distributed
 
     cfg = parse_config(argv)
-    rank, world, device = setup_distributed(cfg)
+    rank, world, device = setup_distributed(cfg.device)
     try:
         run(cfg, rank, world, device)
     finally:
@@ -508,7 +516,7 @@ def run(cfg: Config, rank: int, world: int, device: torch.device, judge=None) ->
     replaces the scorer: judge(record, image) -> bool | (bool, reason), as in evaluate_policy."""
     from checkpoint import atomic_write_text
     from models import load_policy
-    from train import gather_lists, is_main, print0
+    from parallel import gather_lists, is_main, print0
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)

@@ -146,6 +146,19 @@ def remask_positions(seed: int, step: int, first_image: int, num_images: int, gr
     return torch.stack(rows)
 
 
+def trajectory_subset(commit_steps: torch.Tensor, k: int, seed: int, step: int) -> torch.Tensor:
+    """The trajectory estimator on k of the sampler's steps (0 = all): (N, T) bool of the tokens scored.
+
+    Each chosen step costs one forward pass, so k trades variance for compute (Mask-GRPO scores one)."""
+    total = int(commit_steps.max()) + 1
+    if k <= 0 or k >= total:
+        return torch.ones_like(commit_steps, dtype=torch.bool)
+    from generate import seed_for
+
+    chosen = torch.randperm(total, generator=torch.Generator().manual_seed(seed_for(seed, step, 9)))[:k]
+    return torch.isin(commit_steps, chosen.to(commit_steps.device))
+
+
 @torch.no_grad()
 def entropy(logits: torch.Tensor, mask: torch.Tensor, temperature: float = 1.0) -> float:
     """Mean per-token entropy of softmax(logits / T) over mask: a collapse detector for the log."""

@@ -82,6 +82,7 @@ class Config:
     inner_iters: int = opt(1, "mu: updates per rollout; 1 makes the ratio exactly 1")
     ratio_dist: str = opt("guided", "guided | cond: the distribution in the ratio under CFG")
     estimator: str = opt("remask", "masked decoding: remask | trajectory, what an image token's log-prob means (grpo.py)")
+    traj_steps: int = opt(0, "trajectory estimator: score the tokens of this many random sampler steps (0 = all)")
     # optim
     lr: float = opt(1e-5, "AdamW learning rate (the paper: 1e-5)")
     weight_decay: float = opt(0.0, "AdamW weight decay")
@@ -90,6 +91,9 @@ class Config:
     micro_batch: int = opt(8, "images per forward/backward; gradients accumulate over micro-batches")
     # logging
     sample_every: int = opt(10, "write a sample grid every k steps (and at the last)")
+    eval_every: int = opt(0, "held-out evaluation every k steps, before the first and at the last (0 = off)")
+    eval_prompts: int = opt(12, "held-out prompts, kept out of the training pool")
+    eval_samples: int = opt(2, "images per held-out prompt")
     save_every: int = opt(10, "checkpoint every k steps (and at the last)")
     keep_checkpoints: int = opt(2, "how many recent checkpoints to keep")
 
@@ -144,8 +148,8 @@ def validate(cfg: Config, world: int) -> None:
                          f"--resume {cfg.out}, or choose a new --out")
 
 
-def load_records(cfg: Config) -> list[dict]:
-    """The training prompts: a jsonl file or the generator, minus any evaluation prompts."""
+def load_records(cfg: Config) -> tuple[list[dict], list[dict]]:
+    """The training prompts (a jsonl file or the generator, minus any evaluation prompts) and the held-out ones."""
     import prompts
 
     if cfg.prompts:
@@ -161,7 +165,11 @@ def load_records(cfg: Config) -> list[dict]:
         print0(f"excluded {dropped} training prompts that appear in {cfg.exclude_prompts}")
     if not records:
         raise ValueError("no training prompts left: check --prompts / --exclude-prompts")
-    return records
+    if not cfg.eval_every:
+        return records, []
+    if cfg.eval_prompts >= len(records):
+        raise ValueError(f"--eval-prompts {cfg.eval_prompts} leaves no training prompts out of {len(records)}")
+    return records[: -cfg.eval_prompts], records[-cfg.eval_prompts :]  # the held-out tail never trains
 
 
 def step_records(records: list[dict], cfg: Config, step: int, rank: int, world: int) -> tuple[list[dict], int]:
@@ -254,6 +262,7 @@ def build_batch(cfg, policy, ro, idx, cfg_scale, targets):
         if policy.decoding == "masked":  # which tokens are hidden and scored (grpo.py, --estimator)
             if cfg.mode == "grpo" and cfg.estimator == "trajectory":
                 batch["gen"]["commit_step"] = ro.commit_steps[idx]
+                batch["gen"]["token_mask"] = ro.token_mask[idx]
             else:  # re-mask; for SFT this is Show-o's own masked-token objective
                 batch["gen"]["token_mask"] = ro.token_mask[idx]
     if train_und:
@@ -274,10 +283,13 @@ def learn(cfg, policy, model, optimizer, ro, step, keep=None, advantages=None, r
     else:
         targets = (ro.answer_ids, ro.answer_mask)
     if policy.decoding == "masked":
-        from grpo import remask_positions
+        from grpo import remask_positions, trajectory_subset
 
-        ro.token_mask = remask_positions(cfg.seed, step, ro.first_index, n, cfg.group_size,
-                                         policy.num_image_tokens).to(ro.image_ids.device)
+        if cfg.mode == "grpo" and cfg.estimator == "trajectory":
+            ro.token_mask = trajectory_subset(ro.commit_steps, cfg.traj_steps, cfg.seed, step)
+        else:
+            ro.token_mask = remask_positions(cfg.seed, step, ro.first_index, n, cfg.group_size,
+                                             policy.num_image_tokens).to(ro.image_ids.device)
     temperature = cfg.temperature if policy.decoding == "ar" else 1.0  # Show-o samples the untempered softmax
     chunks = [torch.arange(i, min(i + cfg.micro_batch, n)) for i in range(0, n, cfg.micro_batch)]
     batches = [build_batch(cfg, policy, ro, idx, cfg_scale, targets) for idx in chunks]
@@ -333,6 +345,31 @@ def check_finite(loss: torch.Tensor, step: int, stats: dict) -> None:
 
 
 # ------------------------------------------------------------------ metrics
+def held_out_eval(cfg, policy, held_out: list[dict]) -> dict:
+    """Generation and self-QA on the held-out prompts, as flat `eval/...` numbers (rank 0's work)."""
+    from evaluate import evaluate_policy, flat_metrics
+
+    with full_params(policy):  # FSDP: every rank gathers; only rank 0 evaluates
+        if not is_main():
+            barrier()
+            return {}
+        result = evaluate_policy(policy, held_out, n_samples=cfg.eval_samples, cfg_scale=cfg.cfg_scale,
+                                 temperature=cfg.temperature, seed=cfg.seed + 3, steps=cfg.timesteps,
+                                 max_answer_tokens=cfg.max_answer_tokens, judge=world_judge(cfg))
+        barrier()
+    return flat_metrics(result)
+
+
+def world_judge(cfg):
+    """An exact judge where one exists (the shapes world renders its scenes), else none."""
+    if not cfg.model.startswith("shapes-"):
+        return None
+    import shapes
+
+    return lambda record, image: shapes.judge(record, shapes.parse_image(image))
+
+
+
 def step_metrics(step, cfg, ro_all, stats, lr, seconds) -> dict:
     """Reward mean/std overall and per category, self-QA accuracy, plus the learner's statistics."""
     rewards = torch.tensor([r for r, _ in ro_all], dtype=torch.float64)
@@ -369,7 +406,7 @@ def run(cfg: Config, rank: int, world: int, device: torch.device):
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     validate(cfg, world)
-    records = load_records(cfg)
+    records, held_out = load_records(cfg)
     per_rank = cfg.prompts_per_step // world
     print0(json.dumps(dataclasses.asdict(cfg), indent=1))
     print0(f"world {world} | prompts per rank {per_rank} | images per step {cfg.prompts_per_step * cfg.group_size} | "
@@ -398,6 +435,8 @@ def run(cfg: Config, rank: int, world: int, device: torch.device):
         (out / "samples").mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / "run_config.json", json.dumps(dataclasses.asdict(cfg), indent=1))
         trim_metrics(out / "metrics.jsonl", start)
+    if cfg.eval_every and start == 0:  # the starting point of every curve
+        write_metrics(out, {"step": 0, **held_out_eval(cfg, policy, held_out)})
     bar = tqdm(range(start, cfg.steps), disable=not is_main(), desc="unirl", dynamic_ncols=True)
     for step in bar:
         t0 = time.perf_counter()
@@ -408,9 +447,10 @@ def run(cfg: Config, rank: int, world: int, device: torch.device):
         stats = mean_over_ranks(stats)
         everyone = gather_lists([(float(r), rec["tag"]) for r, rec in zip(ro.rewards, ro.records)])
         m = step_metrics(step + 1, cfg, everyone, stats, lr, time.perf_counter() - t0)
+        if cfg.eval_every and ((step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps):
+            m.update(held_out_eval(cfg, policy, held_out))
         if is_main():
-            with open(out / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(m) + "\n")
+            write_metrics(out, m)
             bar.write(f"step {step + 1:5d} | reward {m['reward_mean']:.3f} ± {m['reward_std']:.3f} | "
                       f"self-QA {m['self_qa_acc']:.3f} | loss {m['loss']:+.4f} | {m['seconds']:.1f}s")
             if (step + 1) % cfg.sample_every == 0 or step + 1 == cfg.steps:
@@ -424,8 +464,18 @@ def run(cfg: Config, rank: int, world: int, device: torch.device):
                 save_checkpoint(out, step + 1, policy, optimizer_state, dataclasses.asdict(cfg),
                                 keep=cfg.keep_checkpoints, state_dict=weights)
             barrier()  # nobody races ahead of a half-written checkpoint
+    if is_main():  # the curves of the whole run, next to its metrics
+        from plot import plot_metrics, read_metrics
+
+        plot_metrics(read_metrics(out / "metrics.jsonl"), path=out / "curves.png")
     print0(f"done: {out}")
     return policy
+
+
+def write_metrics(out: Path, m: dict) -> None:
+    if is_main():
+        with open(out / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(m) + "\n")
 
 
 def trim_metrics(path: Path, step: int) -> None:

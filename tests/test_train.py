@@ -89,10 +89,14 @@ def test_run_checkpoints_and_resumes_exactly(tmp_path, model, mode):
 
 
 @pytest.mark.parametrize("model", FAMILIES)
-def test_sft_run_trains_both_paths(tmp_path, model):
+def test_sft_run_trains_both_paths_and_evaluates(tmp_path, model):
     out = tmp_path / "sft"
-    train.main(SMALL + ["--model", model, "--mode", "sft", "--sft-min-reward", "0", "--steps", "1", "--out", str(out)])
-    line = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+    train.main(SMALL + ["--model", model, "--mode", "sft", "--sft-min-reward", "0", "--steps", "1", "--out", str(out),
+                        "--eval-every", "1", "--eval-prompts", "2", "--eval-samples", "1"])
+    lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in lines] == [0, 1] and "eval/self_qa_acc" in lines[0] and "eval/self_qa_acc" in lines[1]
+    assert (out / "curves.png").exists()
+    line = lines[-1]
     assert line["gen_nll"] > 0 and line["und_nll"] > 0 and line["sft_keep_frac"] > 0
     assert (out / "ckpt-000001" / "optimizer.safetensors").exists()
 
