@@ -49,6 +49,11 @@ Sampling helpers, no gradients
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
+from pathlib import Path
+
 import torch
 
 # name -> "module:function" that builds it as f(name, path, dtype). `--model-path` overrides the weights.
@@ -79,3 +84,42 @@ def load_policy(name: str, path: str | None = None, device: str | torch.device =
     module, function = PRESETS[name].split(":")
     policy = getattr(importlib.import_module(module), function)(name, path, dtype=dtype)
     return policy.to(device)
+
+
+def training_forward(policy, gen: dict | None, und: dict | None, couple: dict | None) -> dict:
+    """The body of every family's forward: generation logits, answer logits, and the coupling between them.
+
+    The family supplies _gen_logits(**gen) -> (guided, cond), _und_logits(images, ...) and
+    onehot_to_und_images(onehot), which turns straight-through one-hot image tokens into its
+    understanding input (Janus: the VQ decoder's pixels; Show-o: the one-hot rows themselves)."""
+    out = {}
+    if gen is not None:
+        out["gen_logits"], out["gen_cond_logits"] = policy._gen_logits(**gen)
+    if und is not None:
+        images = und["images"]
+        if couple is not None:
+            from sft import straight_through_onehot  # the estimator lives with the loss that uses it
+
+            onehot = straight_through_onehot(out["gen_logits"], gen["image_ids"], couple["tau"], couple.get("noise"))
+            images = policy.onehot_to_und_images(onehot)
+        out["und_logits"] = policy._und_logits(images, und["prompt_ids"], und["prompt_mask"], und["answer_ids"],
+                                               und["answer_mask"])
+    return out
+
+
+@contextlib.contextmanager
+def atomic_folder(directory):
+    """Yield a temporary sibling folder to fill; it replaces `directory` only once the block succeeded."""
+    directory = Path(directory)
+    tmp, old = directory.with_name(directory.name + ".tmp"), directory.with_name(directory.name + ".old")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if directory.exists():
+        os.replace(directory, old)
+    os.replace(tmp, directory)
+    shutil.rmtree(old, ignore_errors=True)

@@ -151,18 +151,9 @@ class JanusPolicy(nn.Module):
                 are rebuilt from the straight-through one-hot of gen_logits, so the answer loss reaches
                 the generation head (UniRL's end-to-end regime).
         """
-        out = {}
-        if gen is not None:
-            out["gen_logits"], out["gen_cond_logits"] = self._gen_logits(**gen)
-        if und is not None:
-            images = und["images"]
-            if couple is not None:
-                from sft import straight_through_onehot  # the estimator lives with the loss that uses it
+        from models import training_forward
 
-                onehot = straight_through_onehot(out["gen_logits"], gen["image_ids"], couple["tau"], couple.get("noise"))
-                images = self.onehot_to_und_images(onehot)
-            out["und_logits"] = self._und_logits(images, und["prompt_ids"], und["prompt_mask"], und["answer_ids"], und["answer_mask"])
-        return out
+        return training_forward(self, gen, und, couple)
 
     def _gen_logits(self, prompt_ids, prompt_mask, image_ids, cfg_scale=None):
         """One teacher-forced pass over [cond; uncond] rows: the logits the sampler saw at every step."""

@@ -21,8 +21,6 @@ losses on every encode and throws them away), no attention outside the middle bl
 
 import json
 import math
-import os
-import shutil
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -318,15 +316,10 @@ def load_magvitv2(path_or_hub_id: str, device=None, dtype=None) -> MAGVITv2:
 
 def save_magvitv2(model: MAGVITv2, directory, state_dict: dict | None = None) -> None:
     """Write config.json + pytorch_model.safetensors atomically (temp folder, then rename)."""
-    directory = Path(directory)
-    tmp, old = directory.with_name(directory.name + ".tmp"), directory.with_name(directory.name + ".old")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    (tmp / "config.json").write_text(json.dumps({"_class_name": "MAGVITv2", **asdict(model.config)}, indent=2))
-    source = model.state_dict() if state_dict is None else state_dict  # a gathered one under FSDP
-    state = {k: v.detach().contiguous().cpu() for k, v in source.items()}
-    save_file(state, tmp / WEIGHTS_NAME, metadata={"format": "pt"})
-    if directory.exists():
-        os.replace(directory, old)
-    os.replace(tmp, directory)
-    shutil.rmtree(old, ignore_errors=True)
+    from models import atomic_folder
+
+    with atomic_folder(directory) as tmp:
+        (tmp / "config.json").write_text(json.dumps({"_class_name": "MAGVITv2", **asdict(model.config)}, indent=2))
+        source = model.state_dict() if state_dict is None else state_dict  # a gathered one under FSDP
+        state = {k: v.detach().contiguous().cpu() for k, v in source.items()}
+        save_file(state, tmp / WEIGHTS_NAME, metadata={"format": "pt"})

@@ -26,8 +26,6 @@ sampler. Usage:
 """
 
 import json
-import os
-import shutil
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -408,17 +406,12 @@ def save_showo(model: Showo, directory, state_dict: dict | None = None) -> None:
     config.json keeps the released keys (the original loader ignores extra ones) plus our
     architecture fields, so tiny models round-trip through load_showo.
     """
-    directory = Path(directory)
-    tmp, old = directory.with_name(directory.name + ".tmp"), directory.with_name(directory.name + ".old")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    meta = {"_class_name": "Showo", "_diffusers_version": "0.30.1", "llm_model_path": "microsoft/phi-1_5",
-            "load_from_showo": True, "w_clip_vit": False, **asdict(model.config)}
-    (tmp / "config.json").write_text(json.dumps(meta, indent=2))
-    source = model.state_dict() if state_dict is None else state_dict  # a gathered one under FSDP
-    state = {k: v.detach().contiguous().cpu() for k, v in source.items()}
-    save_file(state, tmp / WEIGHTS_NAME, metadata={"format": "pt"})
-    if directory.exists():
-        os.replace(directory, old)
-    os.replace(tmp, directory)
-    shutil.rmtree(old, ignore_errors=True)
+    from models import atomic_folder
+
+    with atomic_folder(directory) as tmp:
+        meta = {"_class_name": "Showo", "_diffusers_version": "0.30.1", "llm_model_path": "microsoft/phi-1_5",
+                "load_from_showo": True, "w_clip_vit": False, **asdict(model.config)}
+        (tmp / "config.json").write_text(json.dumps(meta, indent=2))
+        source = model.state_dict() if state_dict is None else state_dict  # a gathered one under FSDP
+        state = {k: v.detach().contiguous().cpu() for k, v in source.items()}
+        save_file(state, tmp / WEIGHTS_NAME, metadata={"format": "pt"})

@@ -20,7 +20,6 @@ This file adds what UniRL's loop needs on top:
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -29,7 +28,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from models import showo as S
-from models.magvitv2 import MAGVITv2, load_magvitv2, magvitv2_config, magvitv2_tiny_config, save_magvitv2
+from models.magvitv2 import MAGVITv2, load_magvitv2, magvitv2_tiny_config, save_magvitv2
 
 HUB = {  # preset -> (Show-o weights, MAGVIT-v2 weights, text tokenizer)
     "showo": ("showlab/show-o-512x512", "showlab/magvitv2", "microsoft/phi-1_5"),
@@ -155,17 +154,9 @@ class ShowoPolicy(nn.Module):
                     at step s reveals exactly the tokens with commit_step < s. Scored positions are
                     token_mask (all, or a subsample of steps).
         """
-        out = {}
-        if gen is not None:
-            out["gen_logits"], out["gen_cond_logits"] = self._gen_logits(**gen)
-        if und is not None:
-            images = und["images"]
-            if couple is not None:
-                from sft import straight_through_onehot
+        from models import training_forward
 
-                images = straight_through_onehot(out["gen_logits"], gen["image_ids"], couple["tau"], couple.get("noise"))
-            out["und_logits"] = self._und_logits(images, und["prompt_ids"], und["prompt_mask"], und["answer_ids"], und["answer_mask"])
-        return out
+        return training_forward(self, gen, und, couple)
 
     def _gen_logits(self, prompt_ids, prompt_mask, image_ids, cfg_scale=None, token_mask=None, commit_step=None):
         if commit_step is None:  # re-mask (or, with no mask, the finished image as input)
@@ -182,6 +173,10 @@ class ShowoPolicy(nn.Module):
         return guided, cond
 
     # ---------------------------------------------------------------- understanding
+    def onehot_to_und_images(self, onehot: torch.Tensor) -> torch.Tensor:
+        """Show-o reads one-hot image tokens as one-hot @ embedding rows (see _und_embeds), as UniRL does."""
+        return onehot
+
     def _und_embeds(self, images, ids):
         """[<|mmu|>, <|soi|>, image, <|eoi|>] + ids as embeddings. images: codes (N, T) or one-hot (N, T, K)."""
         c, table = self.config, self.model.embed_tokens.weight
