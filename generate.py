@@ -104,7 +104,8 @@ def sample_images_ar(policy, prompt_ids, prompt_mask, uniforms, *, cfg_scale=Non
 
 
 @torch.no_grad()
-def sample_images_masked(policy, prompt_ids, generators, *, cfg_scale=None, timesteps=18, temperature=1.0):
+def sample_images_masked(policy, prompt_ids, generators, *, cfg_scale=None, timesteps=18, temperature=1.0,
+                         reuse_prefix=True):
     """Show-o's MaskGIT-style parallel decoding, exactly as the original `t2i_generate` does it.
 
     generators: one torch.Generator for the batch (the original's draws: one multinomial over all rows,
@@ -123,8 +124,10 @@ def sample_images_masked(policy, prompt_ids, generators, *, cfg_scale=None, time
     commit = torch.full_like(codes, timesteps - 1)
     tau = temperature
     per_row = isinstance(generators, (list, tuple))
+    # the prompt's keys and values do not change between steps: compute them once (reuse_prefix=False: every step)
+    prefix = policy.prefix_cache(prompt_ids, cfg_scale) if reuse_prefix and hasattr(policy, "prefix_cache") else None
     for s in range(timesteps):
-        probs = torch.softmax(policy.masked_logits(prompt_ids, codes, cfg_scale), -1)  # (N, T, K)
+        probs = torch.softmax(policy.masked_logits(prompt_ids, codes, cfg_scale, prefix), -1)  # (N, T, K)
         if per_row:
             sampled = torch.stack([torch.multinomial(probs[i], 1, generator=g)[:, 0] for i, g in enumerate(generators)])
         else:

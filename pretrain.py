@@ -57,7 +57,7 @@ class PretrainConfig:
     hidden: int = opt(64, "width of the language model")
     layers: int = opt(2, "language-model layers")
     vocab_size: int = opt(512, "BPE vocabulary cap (the world's text needs ~450)")
-    steps: int = opt(600, "optimizer steps; short on purpose, so the base leaves room to improve")
+    steps: int = opt(1000, "optimizer steps; short on purpose, so the base leaves room to improve")
     batch: int = opt(32, "scenes per step; each one trains both generation and understanding")
     lr: float = opt(3e-3, "AdamW peak learning rate, after warm-up, cosine-decayed to a tenth")
     beta2: float = opt(0.95, "AdamW beta2. Not torch's 0.999: that remembers the huge first gradients for thousands "

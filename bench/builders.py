@@ -56,7 +56,8 @@ def janus_config(size: str, tokenizer):
     text = LlamaConfig(vocab_size=s["vocab"] or len(tokenizer), hidden_size=s["hidden"], intermediate_size=s["mlp"],
                        num_hidden_layers=s["layers"], num_attention_heads=s["heads"], num_key_value_heads=s["heads"],
                        max_position_embeddings=16384, rms_norm_eps=1e-6, rope_theta=10000.0,
-                       bos_token_id=ids["bos"], eos_token_id=ids["eos"], pad_token_id=ids["pad"], tie_word_embeddings=False)
+                       bos_token_id=ids["bos"], eos_token_id=ids["eos"], pad_token_id=ids["pad"],
+                       tie_word_embeddings=False)
     tokens = (s["image_size"] // 16) ** 2
     vision = JanusVisionConfig(projection_dim=s["hidden"], image_size=s["image_size"], num_image_tokens=tokens,
                                **(s["vision"] or {}))
@@ -155,5 +156,6 @@ def count_parameters(model: str) -> dict:
         frozen = sum(p.numel() for p in vq.parameters())
         total = sum(p.numel() for p in net.parameters()) + frozen
     else:
-        raise ValueError(f"no parameter count for {model!r}: janus-pro-1b | janus-pro-7b | janus-1.3b | showo | showo-256")
+        raise ValueError(f"no parameter count for {model!r}: "
+                         "janus-pro-1b | janus-pro-7b | janus-1.3b | showo | showo-256")
     return {"total": total, "frozen": frozen, "trainable": total - frozen}

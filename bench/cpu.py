@@ -227,7 +227,8 @@ def speed_ratios(janus, showo, batch: int, repeats: int) -> list[dict]:
         growing = timed(lambda: greedy_ar(janus, ids, mask))
     out = [ratio(f"janus: speedup over transformers generate() (B={batch}, greedy, CFG 5)", theirs, ours,
                  "generate", "ours"),
-           ratio(f"janus: speedup of the KV cache over no cache (B={batch}, N={n})", uncached, ours, "uncached", "cached"),
+           ratio(f"janus: speedup of the KV cache over no cache (B={batch}, N={n})", uncached, ours,
+                 "uncached", "cached"),
            ratio(f"janus: speedup of the static over a growing cache (B={batch})", growing, ours, "growing", "static")]
     for name, policy, images in [
         ("janus", janus, janus.encode_images(torch.rand(batch, 3, janus.image_size, janus.image_size))),

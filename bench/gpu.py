@@ -48,7 +48,7 @@ if __package__ in (None, ""):  # run as a script (python bench/gpu.py): make the
 from bench import roofline as R  # noqa: E402
 from bench.builders import build_janus_policy, build_showo_policy  # noqa: E402
 from bench.harness import (count_flops, environment, fixed_janus_prompts, fmt, image_tokens, median_time,  # noqa: E402
-                           no_eos, replaced, sample_images_uncached, synchronize, wrap_method, write_jsonl)
+                           no_eos, replaced, sample_images_uncached, synchronize, write_jsonl)
 
 GiB = R.GiB
 QUESTION = "How many items in this image?"
@@ -63,6 +63,7 @@ class Suite:
         self.dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
         if self.device.type == "cpu":
             torch.set_num_threads(1)  # a dry run on shared cores: more threads only fight each other
+        self.bytes_per = torch.finfo(self.dtype).bits // 8
         self.tiny, self.full = args.tiny, args.full
         self.prompt_len = 8 if args.tiny else 32  # P: GenEval-style prompts (performance.md assumes 32)
         self.repeats = 1 if args.dry_run else args.repeats
@@ -97,10 +98,24 @@ class Suite:
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
 
+    def wants(self, *cids: str) -> bool:
+        """Whether any of these cases is selected (--cases; G0, the peaks, always is)."""
+        return not self.args.cases or "G0" in cids or any(c in self.args.cases for c in cids)
+
+    def build(self, label: str, make):
+        """Build a model; a failure (an OOM, say) is recorded and its cases are skipped, the rest still run."""
+        try:
+            with torch.no_grad():
+                return make()
+        except Exception as err:
+            traceback.print_exc()
+            self.emit({"case": "build", "model": label, "error": f"{type(err).__name__}: {err}"})
+            self.free()
+            return None
+
     def case(self, cid: str, fn, *args, **kwargs) -> None:
         """Run one case unless filtered out or out of time; a failing case is recorded, not fatal."""
-        wanted = self.args.cases
-        if wanted and cid not in wanted:
+        if not self.wants(cid):
             return
         if time.perf_counter() - self.t0 > self.args.budget_s:
             self.emit({"case": cid, "skipped": f"time budget of {self.args.budget_s:.0f} s spent"})
@@ -171,27 +186,32 @@ def janus_gen(s: Suite, policy, name: str, batches: list, growing_at: int | None
         ids, mask = (x.to(s.device) for x in fixed_janus_prompts(policy, b, p))
         base = s.allocated()
         s.reset_peak()
-        ours_tokens = ar_rollout(policy, ids, mask)  # warm-up run, also the parity check and the memory peak
+        ours_tokens = ar_rollout(policy, ids, mask)  # warm-up run, also the parity tokens and the memory peak
         peak = s.peak()
-        theirs_tokens = hf_rollout(policy, ids, mask)
         ours = s.time(lambda: ar_rollout(policy, ids, mask), repeats=s.rollout_repeats, warmup=0)
-        theirs = s.time(lambda: hf_rollout(policy, ids, mask), repeats=s.rollout_repeats, warmup=0)
-        ideal = R.janus_rollout_floor(g, b, p, n, s.peaks)
-        static = R.janus_rollout_floor(g, b, p, n, s.peaks, static_cache=True)
+        # generate() shares our kernels, already warm: its first run is timed and gives its tokens
+        out = {}
+        theirs = s.time(lambda: out.update(tokens=hf_rollout(policy, ids, mask)), repeats=s.rollout_repeats, warmup=0)
+        ideal = R.janus_rollout_floor(g, b, p, n, s.peaks, s.bytes_per)
+        static = R.janus_rollout_floor(g, b, p, n, s.peaks, s.bytes_per, static_cache=True)
+        table = R.janus_rollout_floor(g, b, p, n, R.PERFORMANCE_MD_H100)  # performance.md's own numbers
         logits = 4 * 2 * b * g.codebook * 4  # fp32 logits, guided, softmax: a few (2B, K) tensors
         row = {"model": name, "batch": b, "tokens": n, "prompt": p,
                "ms_per_image": 1e3 * ours / b, "ms_per_step": 1e3 * ours / n,
                "transformers_ms_per_image": 1e3 * theirs / b, "speedup_vs_transformers": theirs / ours,
-               "tokens_equal_fraction": float((ours_tokens == theirs_tokens).float().mean()),
+               "tokens_equal_fraction": float((ours_tokens == out["tokens"]).float().mean()),
                "floor_ms_per_image": ideal["ms_per_image"], "roofline_frac": frac(ideal["seconds"], ours),
+               "transformers_roofline_frac": frac(ideal["seconds"], theirs),
                "static_cache_floor_ms_per_image": static["ms_per_image"],
                "static_roofline_frac": frac(static["seconds"], ours),
+               "performance_md_floor_ms_per_image": table["ms_per_image"],
                "bandwidth_frac": ideal["bytes_per_step"] / (ours / n) / s.peaks.bandwidth,
                "kv_cache_gib": gib(ideal["kv_cache_bytes"]),
-               "peak_gib": gib(peak), "pred_gib": gib(None if base is None else base + ideal["kv_cache_bytes"] + logits)}
+               "peak_gib": gib(peak),
+               "pred_gib": gib(None if base is None else base + ideal["kv_cache_bytes"] + logits)}
         if b == growing_at:  # the official loop's growing cache (torch.cat per step) vs our static one
             with replaced(policy, "new_cache", lambda rows, max_len: DynamicCache()):
-                growing = s.time(lambda: ar_rollout(policy, ids, mask), repeats=s.rollout_repeats)
+                growing = s.time(lambda: ar_rollout(policy, ids, mask), repeats=s.rollout_repeats, warmup=0)
             row["speedup_static_vs_growing_cache"] = growing / ours
         yield row
 
@@ -265,10 +285,10 @@ def showo_gen(s: Suite, policy, batches: list, timesteps: list):
             flops = t_steps * R.showo_step_flops(lm, policy.codebook_size, policy.num_image_tokens, seq, 2 * b)
             released = t_steps * R.showo_step_flops(lm, policy.codebook_size, policy.num_image_tokens, seq, 2 * b,
                                                     vocab=c.vocab_size)
-            weights = 2 * (lm.trunk_params() + c.hidden_size * c.codebook_size)
+            weights = s.bytes_per * (lm.trunk_params() + c.hidden_size * c.codebook_size)
             floor = s.peaks.floor(flops, t_steps * weights)
-            transients = 2 * b * seq * seq * 2 + 4 * 4 * b * policy.num_image_tokens * policy.codebook_size \
-                + 2 * 2 * b * seq * c.intermediate_size * 2  # mask, fp32 logits/probs, MLP activations [est]
+            transients = 2 * b * seq * seq * s.bytes_per + 4 * 4 * b * policy.num_image_tokens * policy.codebook_size \
+                + 2 * 2 * b * seq * c.intermediate_size * s.bytes_per  # mask, fp32 logits/probs, MLP [est]
             yield {"batch": b, "timesteps": t_steps, "seq": seq, "ms_per_image": 1e3 * seconds / b,
                    "floor_ms_per_image": 1e3 * floor / b, "roofline_frac": frac(floor, seconds),
                    "achieved_TFLOPs": flops / seconds / 1e12,
@@ -279,8 +299,8 @@ def showo_gen(s: Suite, policy, batches: list, timesteps: list):
 # ------------------------------------------------------------------------------ pixel decode
 def pixel_decode(s: Suite, policy, name: str, batches: list, channels: int):
     """G6: image tokens -> pixels; floor = counted conv FLOPs / matmul peak (compute-bound convolutions)."""
-    n, size = policy.num_image_tokens, policy.decode_images(torch.zeros(1, policy.num_image_tokens, dtype=torch.long,
-                                                                         device=s.device)).shape[-1]
+    n = policy.num_image_tokens
+    size = 16 * int(round(n ** 0.5))  # both tokenizers downsample x16
     with torch.no_grad():
         flops_one = count_flops(lambda: policy.decode_images(torch.zeros(1, n, dtype=torch.long, device=s.device)))
     for b in batches:
@@ -288,7 +308,7 @@ def pixel_decode(s: Suite, policy, name: str, batches: list, channels: int):
         base = s.allocated()
         s.reset_peak()
         seconds = s.time(lambda: policy.decode_images(ids))
-        act = 4 * b * channels * size * size * (2 if s.dtype == torch.bfloat16 else 4)  # ~4 full-res maps [est]
+        act = 4 * b * channels * size * size * s.bytes_per  # ~4 full-resolution feature maps live [est]
         floor = s.peaks.floor(flops_one * b, 0)
         yield {"codec": name, "batch": b, "px": size, "ms_per_image": 1e3 * seconds / b,
                "gflop_per_image": flops_one / 1e9, "floor_ms_per_image": 1e3 * floor / b,
@@ -323,14 +343,16 @@ def understand(s: Suite, policy, name: str, batches: list, answer_tokens: int = 
             s.reset_peak()
             seconds = s.time(run, warmup=0)
             peak = s.peak()
-            prompt = policy.tokenize_und_prompts(questions[:1])[0].shape[1] + (0 if policy.family == "janus" else policy.prefix)
-            kv_reads = sum(b * (prompt + t) for t in range(answer_tokens)) * lm.kv_bytes_per_token()
-            nbytes = 2 * (encoder + (answer_tokens + 1) * (lm.trunk_params() + head)) + kv_reads
+            prompt = policy.tokenize_und_prompts(questions[:1])[0].shape[1]
+            prompt += 0 if policy.family == "janus" else policy.prefix  # Show-o's image block before the question
+            kv_reads = sum(b * (prompt + t) for t in range(answer_tokens)) * lm.kv_bytes_per_token(s.bytes_per)
+            nbytes = s.bytes_per * (encoder + (answer_tokens + 1) * (lm.trunk_params() + head)) + kv_reads
             floor = s.peaks.floor(flops, nbytes)
             row = {"model": name, "batch": b, "answer_tokens": answer_tokens, "ms_per_image": 1e3 * seconds / b,
                    "floor_ms_per_image": 1e3 * floor / b, "roofline_frac": frac(floor, seconds),
                    "peak_gib": gib(peak),
-                   "pred_gib": gib(None if base is None else base + b * (prompt + answer_tokens) * lm.kv_bytes_per_token())}
+                   "pred_gib": gib(None if base is None else
+                                   base + b * (prompt + answer_tokens) * lm.kv_bytes_per_token(s.bytes_per))}
             if b == batches[-1] and b > 1:
                 one = s.time(lambda: [answer_questions(policy, images[i:i + 1], questions[i:i + 1],
                                                        max_new_tokens=answer_tokens) for i in range(b)])
@@ -348,7 +370,8 @@ def train_batch(s: Suite, policy, m: int) -> dict:
     else:
         import prompts as P
 
-        ids, mask = (x.to(s.device) for x in policy.tokenize_gen_prompts([r["prompt"] for r in P.make_records(m, seed=0)]))
+        texts = [r["prompt"] for r in P.make_records(m, seed=0)]
+        ids, mask = (x.to(s.device) for x in policy.tokenize_gen_prompts(texts))
         gen = dict(prompt_ids=ids, prompt_mask=mask, cfg_scale=None,
                    token_mask=torch.rand(m, policy.num_image_tokens, device=s.device) < 0.5)
     gen["image_ids"] = torch.randint(0, policy.codebook_size, (m, policy.num_image_tokens), device=s.device)
@@ -382,29 +405,36 @@ def train_step(s: Suite, policy, name: str, micro_batches: list):
     trainable = sum(x.numel() for x in policy.parameters() if x.requires_grad)
     policy.train()
     try:
-        flops_one = count_flops(lambda: fwd_bwd(policy, train_batch(s, policy, 1)))  # also a warm-up
+        one = train_batch(s, policy, 1)
+        counted = {}  # FLOPs of one image's fwd+bwd; checkpointing adds a second forward (~8ND instead of 6ND)
+        for ckpt in (False, True):
+            set_checkpointing(policy, ckpt)
+            counted[ckpt] = count_flops(lambda: fwd_bwd(policy, one))  # also a warm-up
+        set_checkpointing(policy, False)
+        with torch.no_grad():
+            counted["reference"] = count_flops(lambda: policy(gen=one))
         for m in micro_batches:
+            gen = train_batch(s, policy, m)
             for ckpt in ([False, True] if m == micro_batches[-1] else [False]):
                 set_checkpointing(policy, ckpt)
-                gen = train_batch(s, policy, m)
                 base = s.allocated()
                 s.reset_peak()
                 seconds = s.time(lambda: fwd_bwd(policy, gen))
-                acts = R.activation_bytes(lm, m, seq, ckpt)
-                pred = None if base is None else base + 2 * trainable + acts + R.logits_bytes(m, policy.num_image_tokens, vocab)
-                counted = flops_one * m * ((8 / 6) if ckpt else 1)  # checkpointing re-runs the forward: 8ND, not 6ND
-                row = {"model": name, "micro_batch": m, "checkpointing": ckpt, "tokens": seq,
-                       "ms_per_image": 1e3 * seconds / m, "mfu": counted / seconds / s.peaks.flops,
-                       "mfu_6nd": 6 * active * seq * m / seconds / s.peaks.flops,
-                       "floor_ms_per_image": 1e3 * s.peaks.floor(counted, 0) / m,
-                       "roofline_frac": frac(s.peaks.floor(counted, 0), seconds),
-                       "peak_gib": gib(s.peak()), "pred_gib": gib(pred)}
                 set_checkpointing(policy, False)
+                flops = counted[ckpt] * m
+                extra = s.bytes_per * trainable + R.activation_bytes(lm, m, seq, ckpt) \
+                    + R.logits_bytes(m, policy.num_image_tokens, vocab)  # grads + activations + fp32 logits
+                row = {"model": name, "micro_batch": m, "checkpointing": ckpt, "tokens": seq,
+                       "ms_per_image": 1e3 * seconds / m, "mfu": flops / seconds / s.peaks.flops,
+                       "mfu_6nd": 6 * active * seq * m / seconds / s.peaks.flops,
+                       "floor_ms_per_image": 1e3 * s.peaks.floor(flops, 0) / m,
+                       "roofline_frac": frac(s.peaks.floor(flops, 0), seconds),
+                       "peak_gib": gib(s.peak()), "pred_gib": gib(None if base is None else base + extra)}
                 if m == micro_batches[-1] and not ckpt:
-                    with torch.no_grad():  # the reference (or old-policy) forward: 2ND
+                    with torch.no_grad():  # the reference (or old-policy) forward: ~2ND
                         ref = s.time(lambda: policy(gen=gen))
                     row["reference_ms_per_image"] = 1e3 * ref / m
-                    row["reference_roofline_frac"] = frac(s.peaks.floor(flops_one * m / 3, 0), ref)
+                    row["reference_roofline_frac"] = frac(s.peaks.floor(counted["reference"] * m, 0), ref)
                 yield row
     finally:
         set_checkpointing(policy, False)
@@ -456,12 +486,19 @@ def iteration(s: Suite, policy, name: str, group: int, timesteps: int | None = N
         split["train_fwd_bwd"] = stats["t_learn"] - split["reference"] - split["optimizer"]
         trainable = sum(x.numel() for x in params)
         total_params = sum(x.numel() for x in policy.parameters())
-        # bf16 (what train.py --dtype bfloat16 does): weights + reference + grads + AdamW m, v in bf16 [est]
-        states = 2 * total_params * 2 + 2 * trainable + 4 * trainable
+        # weights + reference + grads + AdamW m, v, all in the policy's dtype (train.py --dtype) [est]
+        states = s.bytes_per * (2 * total_params + 3 * trainable)
+        pred = None
+        if not s.tiny:  # the recipe's memory model (bench/recipe.py) at this setting, on one GPU
+            from bench.recipe import rollout_bytes, training_bytes
+
+            work = max(sum(rollout_bytes(name, group, s.bytes_per).values()),
+                       sum(training_bytes(name, group, False, cfg.ratio_dist, cfg.grpo_on).values()))
+            pred = states + work
         yield {"model": name, "images": group, "seconds": total,
                **{f"share_{k}": v / total for k, v in split.items()},
                "rollout_share": (split["generation"] + split["pixel_decode"]) / total,
-               "peak_gib": gib(s.peak()), "states_pred_gib": gib(states)}
+               "peak_gib": gib(s.peak()), "states_pred_gib": gib(states), "pred_gib": gib(pred)}
     finally:
         policy.zero_grad(set_to_none=True)
         policy.eval()
@@ -479,43 +516,49 @@ def run(args) -> list:
     if s.peaks is None:
         raise RuntimeError("the peaks could not be measured; nothing can be put against a roofline")
     tiny = "tiny-" if s.tiny else "janus-pro-"
-    with torch.no_grad():
-        policy = build_janus_policy(f"{tiny}1b", s.device, s.dtype)
     janus_name = "janus-pro-1b" + (" (tiny)" if s.tiny else "")
-    s.case("G1", janus_gen, policy, janus_name, s.batches([1, 8, 64], [1, 8, 16, 64, 256]), growing_at=8 if not args.dry_run else 2)
-    s.case("G6", pixel_decode, policy, "janus-vq16", s.batches([1, 16], [1, 16, 64]), policy.model.config.vq_config.base_channels)
-    s.case("G7", understand, policy, janus_name, s.batches([1, 8], [1, 8, 64]))
-    s.case("G8", train_step, policy, janus_name, s.batches([1, 4, 8], [1, 4, 8]))
-    s.case("G9", iteration, policy, "janus-pro-1b", 8 if not args.dry_run else 2)
-    s.case("G3", kv_vs_nocache, policy, s.batches([1, 16], [1, 16]))
-    s.case("G4", cfg_batching, policy, s.batches([1, 8, 64], [1, 8, 64]))
-    del policy
-    s.free()
-    with torch.no_grad():
-        showo = build_showo_policy(s.tiny, s.device, s.dtype)
-    showo_name = "showo-512" + (" (tiny)" if s.tiny else "")
-    steps = [4] if args.dry_run else ([12, 50] if args.full else [12])
-    s.case("G5", showo_gen, showo, s.batches([1, 3, 16], [1, 3, 16]), steps)
-    if not args.full and not args.dry_run:
-        s.case("G5", showo_gen, showo, [3], [50])  # UniRL's evaluation T at its per-GPU batch
-    s.case("G6", pixel_decode, showo, "magvit-v2", s.batches([1, 16], [1, 16, 64]), showo.vq.config.ch)
-    s.case("G7", understand, showo, showo_name, s.batches([1, 8], [1, 8, 64]))
-    s.case("G8", train_step, showo, showo_name, s.batches([1, 3], [1, 3, 8]))
-    s.case("G9", iteration, showo, "showo", 3, 4 if args.dry_run else None)
-    del showo
-    s.free()
-    if not args.cases or "G2" in args.cases:
-        with torch.no_grad():
-            policy = build_janus_policy(f"{tiny}7b", s.device, s.dtype)
-        s.case("G2", janus_gen, policy, "janus-pro-7b" + (" (tiny)" if s.tiny else ""), s.batches([1, 16], [1, 16, 64]))
+    policy = s.build(janus_name, lambda: build_janus_policy(f"{tiny}1b", s.device, s.dtype)) \
+        if s.wants("G1", "G3", "G4", "G6", "G7", "G8", "G9") else None
+    if policy is not None:
+        s.case("G1", janus_gen, policy, janus_name, s.batches([1, 8, 64], [1, 8, 16, 64, 256]),
+               growing_at=2 if args.dry_run else 8)
+        s.case("G6", pixel_decode, policy, "janus-vq16", s.batches([1, 16], [1, 16, 64]),
+               policy.model.config.vq_config.base_channels)
+        s.case("G7", understand, policy, janus_name, s.batches([1, 8], [1, 8, 64]))
+        s.case("G8", train_step, policy, janus_name, s.batches([1, 4, 8], [1, 4, 8]))
+        s.case("G9", iteration, policy, "janus-pro-1b", 2 if args.dry_run else 8)
+        s.case("G3", kv_vs_nocache, policy, s.batches([1, 16], [1, 16]))
+        s.case("G4", cfg_batching, policy, s.batches([1, 8, 64], [1, 8, 64]))
         del policy
+        s.free()
+    showo_name = "showo-512" + (" (tiny)" if s.tiny else "")
+    showo = s.build(showo_name, lambda: build_showo_policy(s.tiny, s.device, s.dtype)) \
+        if s.wants("G5", "G6", "G7", "G8", "G9") else None
+    if showo is not None:
+        steps = [4] if args.dry_run else ([12, 50] if args.full else [12])
+        s.case("G5", showo_gen, showo, s.batches([1, 3, 16], [1, 3, 16]), steps)
+        if not args.full and not args.dry_run:
+            s.case("G5", showo_gen, showo, [3], [50])  # UniRL's evaluation T at its per-GPU batch
+        s.case("G6", pixel_decode, showo, "magvit-v2", s.batches([1, 16], [1, 16, 64]), showo.vq.config.ch)
+        s.case("G7", understand, showo, showo_name, s.batches([1, 8], [1, 8, 64]))
+        s.case("G8", train_step, showo, showo_name, s.batches([1, 3], [1, 3, 8]))
+        s.case("G9", iteration, showo, "showo", 3, 4 if args.dry_run else None)
+        del showo
+        s.free()
+    # last: the largest model, the case the time budget may have to skip (then run it alone: --cases G2)
+    big_name = "janus-pro-7b" + (" (tiny)" if s.tiny else "")
+    big = s.build(big_name, lambda: build_janus_policy(f"{tiny}7b", s.device, s.dtype)) if s.wants("G2") else None
+    if big is not None:
+        s.case("G2", janus_gen, big, big_name, s.batches([1, 16], [1, 16, 64]))
+        del big
         s.free()
     print(f"done in {time.perf_counter() - s.t0:.0f} s: {s.out}")
     return s.rows
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description="GPU benchmark suite (performance.md §4.1) on random-weight real architectures.")
+    ap = argparse.ArgumentParser(description="GPU benchmark suite (performance.md §4.1), real architectures, "
+                                             "random weights.")
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "gpu.jsonl"), help="JSON lines file")
     ap.add_argument("--cases", default="", help="comma-separated subset of G0..G9 (G0, the peaks, always runs)")
     ap.add_argument("--full", action="store_true", help="every batch size of the plan and T = 50 (longer than 10 min)")

@@ -170,7 +170,7 @@ def fmt(x) -> str:
     if x is None:
         return "-"
     if isinstance(x, bool):
-        return "yes" if x else "NO"
+        return "yes" if x else "no"
     if isinstance(x, float):
         return f"{x:.4g}"
     return str(x)
@@ -193,11 +193,13 @@ def write_jsonl(path, rows: list[dict], mode: str = "w") -> None:
 
 def environment(device) -> dict:
     """Device and versions, recorded with every result file (timings compare only on the same device kind)."""
+    import os
     import platform
 
     import transformers
 
     dev = torch.device(device)
-    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"{platform.processor() or platform.machine()} CPU"
+    cpu = f"{platform.processor() or platform.machine()} CPU, {os.cpu_count()} cores"
+    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else cpu
     return {"device": name, "torch": torch.__version__, "transformers": transformers.__version__,
             "threads": torch.get_num_threads(), "date": time.strftime("%Y-%m-%d %H:%M:%S")}

@@ -153,7 +153,8 @@ def plan_recipe(model: str, gpus: int, gpu_mem_gib: float, *, fsdp: bool = False
         if peak <= usable:
             break
     micro, accum, train, peak = chosen
-    memory = {**fixed, **{f"rollout: {k}": v for k, v in rollout.items()}, **{f"train: {k}": v for k, v in train.items()}}
+    memory = {**fixed, **{f"rollout: {k}": v for k, v in rollout.items()},
+              **{f"train: {k}": v for k, v in train.items()}}
     plan = Plan(model, gpus, gpu_mem_gib, fsdp, precision, checkpointing, prompts, group, per_rank, images, micro,
                 accum, memory, peak, usable, peak <= usable)
     if not plan.fits:
@@ -210,7 +211,8 @@ def main(argv: list[str] | None = None) -> None:
                     help="mixed: bf16 + fp32 AdamW (16 B/param); bf16: train.py --dtype bfloat16 (8 B/param)")
     ap.add_argument("--checkpointing", action="store_true", help="activation checkpointing in the training forward")
     ap.add_argument("--no-kl", action="store_true", help="kl_beta = 0: no reference model")
-    ap.add_argument("--ratio-dist", default="guided", choices=["guided", "cond"], help="as train.py: guided trains both CFG rows")
+    ap.add_argument("--ratio-dist", default="guided", choices=["guided", "cond"],
+                    help="as train.py: guided trains both CFG rows")
     ap.add_argument("--train-on", default="both", choices=["gen", "und", "both"], help="as train.py --grpo-on")
     ap.add_argument("--prompts-per-step", type=int, default=None, help="override the paper's 8")
     ap.add_argument("--group-size", type=int, default=None, help="override the paper's G (Janus 8, Show-o 3)")

@@ -137,7 +137,8 @@ def janus_uncached_rollout_flops(g: JanusGen, images: int, prompt_len: int, toke
 
 
 # ------------------------------------------------------------------------------ Show-o FLOPs
-def showo_step_flops(lm: LM, codebook: int, image_tokens: int, seq_len: int, rows: int, vocab: int | None = None) -> int:
+def showo_step_flops(lm: LM, codebook: int, image_tokens: int, seq_len: int, rows: int,
+                     vocab: int | None = None) -> int:
     """One masked-decoding step (ShowoPolicy.masked_logits) over `rows` sequences of seq_len tokens.
 
     2 * trunk * rows * S + attention(rows, S, S) (omni-attention: a full mask, nothing to skip)

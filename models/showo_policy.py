@@ -123,11 +123,21 @@ class ShowoPolicy(nn.Module):
             rows = torch.cat([rows, torch.cat([self.uncond_prompt_ids(prompt_ids), soi, image, eoi], 1)])
         return rows
 
-    def image_logits(self, prompt_ids, codes, cfg_scale) -> tuple[torch.Tensor, torch.Tensor]:
-        """Logits over the codebook at every image position: (guided, cond), each (N, T, K), float32."""
+    def image_logits(self, prompt_ids, codes, cfg_scale, prefix=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits over the codebook at every image position: (guided, cond), each (N, T, K), float32.
+
+        prefix: the text block's keys and values from `prefix_cache` (sampling only); then only the
+        image part of the rows runs."""
         rows = self._t2i_rows(prompt_ids, codes, cfg_scale)
         mask = S.t2i_attention_mask(rows, self.config, dtype=self.model.embed_tokens.weight.dtype)
-        hidden = self.model.showo.model(input_ids=rows, attention_mask=mask, use_cache=False).last_hidden_state
+        if prefix is None:
+            hidden = self.model.showo.model(input_ids=rows, attention_mask=mask, use_cache=False).last_hidden_state
+        else:
+            text = prompt_ids.shape[1]
+            positions = torch.arange(text, rows.shape[1], device=rows.device)[None]  # arange, as without the cache
+            hidden = self.model.showo.model(input_ids=rows[:, text:], attention_mask=mask[:, :, text:],
+                                            position_ids=positions, past_key_values=prefix, use_cache=True).last_hidden_state
+            prefix.crop(-(rows.shape[1] - text))  # drop this step's image keys: the next step has new image tokens
         t = self.num_image_tokens
         logits = self._codebook_head(hidden[:, -(t + 1) : -1])  # the positions between soi and eoi
         n = prompt_ids.shape[0]
@@ -141,9 +151,25 @@ class ShowoPolicy(nn.Module):
         return F.linear(hidden, head.weight[rows], head.bias[rows]).float()
 
     @torch.no_grad()
-    def masked_logits(self, prompt_ids, codes, cfg_scale) -> torch.Tensor:
+    def masked_logits(self, prompt_ids, codes, cfg_scale, prefix=None) -> torch.Tensor:
         """The sampler's step: guided logits (N, T, K) for the current partly-masked codes."""
-        return self.image_logits(prompt_ids, codes, cfg_scale)[0]
+        return self.image_logits(prompt_ids, codes, cfg_scale, prefix)[0]
+
+    @torch.no_grad()
+    def prefix_cache(self, prompt_ids, cfg_scale):
+        """Keys and values of the text block of the [cond; uncond] rows, computed once per rollout.
+
+        Text rows are causal and never see the image, so their keys and values are the same at every
+        sampler step; only the soi/image/eoi rows need to run again (the rest of each step's work)."""
+        from transformers import DynamicCache
+
+        codes = torch.full((prompt_ids.shape[0], self.num_image_tokens), self.mask_code, device=prompt_ids.device)
+        rows = self._t2i_rows(prompt_ids, codes, cfg_scale)
+        text = prompt_ids.shape[1]
+        mask = S.t2i_attention_mask(rows, self.config, dtype=self.model.embed_tokens.weight.dtype)[:, :, :text, :text]
+        cache = DynamicCache(config=self.model.showo.config)
+        self.model.showo.model(input_ids=rows[:, :text], attention_mask=mask, past_key_values=cache, use_cache=True)
+        return cache
 
     # ---------------------------------------------------------------- the gradient path
     def forward(self, gen: dict | None = None, und: dict | None = None, couple: dict | None = None) -> dict:

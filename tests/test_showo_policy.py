@@ -27,7 +27,7 @@ class RandomLogits:
     def __init__(self, length):
         self.num_image_tokens, self.mask_code = length, 16
 
-    def masked_logits(self, prompt_ids, codes, cfg_scale):
+    def masked_logits(self, prompt_ids, codes, cfg_scale, prefix=None):
         return torch.randn(codes.shape[0], codes.shape[1], self.codebook_size)
 
 
@@ -54,6 +54,20 @@ def test_sampler_is_deterministic_per_generator_and_batch_independent(showo_tiny
     alone, _ = sample_images_masked(p, ids[1:2], row_generators(0, 0, 1, 1, "cpu")[0], cfg_scale=5.0, timesteps=6)
     assert torch.equal(alone[0], a[1])
     assert int(a.min()) >= 0 and int(a.max()) < p.codebook_size
+
+
+def test_prompt_keys_computed_once_give_the_same_logits_and_tokens(showo_tiny, records):
+    p = showo_tiny
+    ids, _ = p.tokenize_gen_prompts([r["prompt"] for r in records[:3]])
+    codes = torch.randint(0, p.codebook_size, (3, p.num_image_tokens))
+    codes[:, ::3] = p.mask_code
+    prefix = p.prefix_cache(ids, 5.0)
+    for _ in range(2):  # the cache is cropped back after each step, so it serves every step
+        assert (p.masked_logits(ids, codes, 5.0, prefix) - p.masked_logits(ids, codes, 5.0)).abs().max() < 1e-4
+    fast, _ = sample_images_masked(p, ids, row_generators(0, 0, 0, 3, "cpu"), cfg_scale=5.0, timesteps=5)
+    slow, _ = sample_images_masked(p, ids, row_generators(0, 0, 0, 3, "cpu"), cfg_scale=5.0, timesteps=5,
+                                   reuse_prefix=False)
+    assert torch.equal(fast, slow)
 
 
 def test_trajectory_logprobs_equal_the_sampling_time_ones(showo_tiny, records, monkeypatch):

@@ -1,0 +1,185 @@
+"""The benchmark suite's deterministic counters, its cost formulas, the recipe helper and the GPU script's
+code paths (on CPU). No timing is asserted anywhere: timings are machine noise, counters are not."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from bench import cpu, recipe
+from bench import roofline as R
+from conftest import ROOT
+
+# Parameter counts of the real architectures, counted on the meta device (bench/builders.count_parameters).
+JANUS_1B = {"total": 2_076_636_811, "frozen": 71_883_403, "trainable": 2_004_753_408}  # frozen = VQ-16
+JANUS_7B = {"total": 7_407_773_323, "frozen": 71_883_403, "trainable": 7_335_889_920}
+SHOWO = {"total": 1_543_563_774, "frozen": 95_387_004, "trainable": 1_448_176_770}  # frozen = MAGVIT-v2
+
+
+# ------------------------------------------------------------------------------ forward calls
+def test_ar_rollout_is_one_forward_per_token_for_the_whole_batch(janus_tiny):
+    """N calls for B images: 1 prefill over the prompt + N - 1 single-token steps, both CFG rows in each."""
+    r = cpu.ar_forward_calls(janus_tiny, batch=3)
+    n = janus_tiny.num_image_tokens
+    assert r["measured"] == n and r["lm_calls"] == n
+    assert r["rows_per_call"] == [6]  # 3 cond + 3 uncond rows in every call: no second pass for CFG
+    assert r["step_tokens"] == [1] and r["prefill_tokens"] > 1
+    assert r["ok"]
+
+
+def test_masked_rollout_is_one_forward_per_timestep(showo_tiny):
+    r = cpu.masked_forward_calls(showo_tiny, batch=2, timesteps=5)
+    assert r["measured"] == 5 and r["trunk_calls"] == 5  # T, not 2T: CFG rides in the same call
+    assert r["rows_per_call"] == [4]
+    assert r["ok"]
+
+
+# ------------------------------------------------------------------------------ KV cache
+def test_static_kv_cache_is_allocated_once_with_the_formula_bytes(janus_tiny):
+    r = cpu.static_cache_allocation(janus_tiny, batch=2)
+    ids, _ = cpu.janus_prompts(janus_tiny, 2)
+    max_len = ids.shape[1] + janus_tiny.num_image_tokens
+    text = janus_tiny.model.config.text_config
+    # by hand: 2 (K, V) * layers * rows * kv_heads * max_len * head_dim * 4 bytes (fp32)
+    want = 2 * text.num_hidden_layers * 4 * text.num_key_value_heads * max_len * text.head_dim * 4
+    assert r["expected"] == want == r["measured"]
+    assert r["caches_made"] == 1 and r["same_storage_every_step"]
+    assert r["tensors"] == 2 * text.num_hidden_layers
+    assert r["ok"]
+
+
+def test_growing_cache_moves_at_every_step(janus_tiny):
+    """The contrast that makes the static cache worth it: torch.cat growth copies the cache every call."""
+    r = cpu.dynamic_cache_allocation(janus_tiny, batch=2)
+    assert r["measured"] == janus_tiny.num_image_tokens - 1 and r["ok"]
+    assert r["bytes_allocated_over_final"] > 10
+
+
+# ------------------------------------------------------------------------------ FLOPs
+def test_janus_flops_match_the_formulas(janus_tiny):
+    """FlopCounterMode vs bench/roofline.py within 1 %: teacher-forced pass, cached and uncached rollouts."""
+    rows = cpu.janus_flops(janus_tiny, batch=2)
+    assert len(rows) == 4
+    for r in rows:
+        assert abs(r["rel_err"]) <= cpu.FLOP_TOLERANCE, r
+        assert r["ok"], r
+    assert rows[-1]["measured"] > 10  # the cache saves over an order of magnitude of FLOPs even at 64 tokens
+
+
+def test_showo_step_flops_match_the_formula(showo_tiny):
+    r = cpu.showo_flops(showo_tiny, batch=2)
+    assert abs(r["rel_err"]) <= cpu.FLOP_TOLERANCE and r["ok"]
+
+
+def test_roofline_reproduces_performance_md():
+    """The floors of performance.md §1.3 / §1.1 from our formulas at its peaks (790 TFLOP/s, 3.0 TB/s)."""
+    lm1, lm7 = R.LM(24, 2048, 16, 16, 128, 5632, 3), R.LM(30, 4096, 32, 32, 128, 11008, 3)
+    g1, g7 = R.JanusGen(lm1, 16384, 8), R.JanusGen(lm7, 16384, 8)
+    peaks = R.PERFORMANCE_MD_H100
+    for g, batch, ms in [(g1, 1, 515), (g1, 8, 85), (g1, 16, 55), (g1, 64, 32), (g1, 256, 26), (g7, 1, 2435),
+                         (g7, 16, 210), (g7, 64, 98)]:
+        assert R.janus_rollout_floor(g, batch, 32, 576, peaks)["ms_per_image"] == pytest.approx(ms, rel=0.02)
+    assert R.janus_rollout_floor(g1, 64, 32, 576, peaks)["kv_cache_bytes"] / R.GiB == pytest.approx(14.2, rel=0.01)
+    # Show-o 512, T = 50, CFG, as released (full lm_head): 333 TFLOP per image
+    show = R.LM(24, 2048, 32, 32, 64, 8192, 2)
+    assert 50 * R.showo_step_flops(show, 8192, 1024, 1155, 2, vocab=58498) / 1e12 == pytest.approx(333, rel=0.01)
+    # a static cache read in full by SDPA costs more than the ideal floor at large batch
+    assert R.janus_rollout_floor(g1, 64, 32, 576, peaks, static_cache=True)["ms_per_image"] > 1.5 * 32
+
+
+# ------------------------------------------------------------------------------ parity
+def test_tokens_equal_transformers_generate_and_the_no_cache_sampler(janus_tiny):
+    generate_row, plain_row = cpu.token_parity(janus_tiny, batch=2)
+    assert generate_row["ok"] and generate_row["equal_fraction"] == 1.0
+    assert plain_row["ok"] and plain_row["equal_fraction"] == 1.0
+
+
+# ------------------------------------------------------------------------------ recipe
+def test_parameter_counts_of_the_real_architectures():
+    from bench.builders import count_parameters
+
+    assert count_parameters("janus-pro-1b") == JANUS_1B
+    assert count_parameters("janus-pro-7b") == JANUS_7B
+    assert count_parameters("showo") == SHOWO
+    assert SHOWO["trainable"] == 1_448_176_770  # performance.md's exact Show-o count
+
+
+def test_recipe_janus_pro_1b_on_8x80_ddp():
+    """Hand-checked: 8 prompts x G 8 over 8 GPUs, mixed precision (bf16 weights and grads, fp32 AdamW)."""
+    plan = recipe.plan_recipe("janus-pro-1b", 8, 80, params=JANUS_1B)
+    assert (plan.group_size, plan.prompts_per_rank, plan.images_per_rank) == (8, 1, 8)
+    assert (plan.micro_batch, plan.grad_accum, plan.fits) == (8, 1, True)
+    gib = {k: v / R.GiB for k, v in plan.memory.items()}
+    assert gib["weights"] == pytest.approx(3.868, abs=1e-3)  # 2 B x 2,076,636,811
+    assert gib["grads"] == pytest.approx(3.734, abs=1e-3)  # 2 B x 2,004,753,408 (VQ frozen)
+    assert gib["adamw"] == pytest.approx(22.405, abs=1e-3)  # 12 B x 2,004,753,408
+    assert gib["reference"] == pytest.approx(3.868, abs=1e-3)
+    assert gib["rollout: kv_cache"] == pytest.approx(1.781, abs=1e-3)  # 16 rows x 608 x 192 KiB
+    assert plan.peak <= plan.usable == 0.9 * 80 * R.GiB
+
+
+def test_recipe_janus_pro_7b_needs_fsdp():
+    ddp = recipe.plan_recipe("janus-pro-7b", 8, 80, params=JANUS_7B)
+    states = (ddp.memory["weights"] + ddp.memory["grads"] + ddp.memory["adamw"]) / R.GiB
+    assert states == pytest.approx(109.45, abs=0.01)  # ~16 B per parameter: performance.md's "111 GiB"
+    assert not ddp.fits and any("--fsdp" in a for a in ddp.advice)
+    fsdp = recipe.plan_recipe("janus-pro-7b", 8, 80, fsdp=True, params=JANUS_7B)
+    assert fsdp.fits and fsdp.memory["adamw"] == ddp.memory["adamw"] / 8
+    assert fsdp.micro_batch * fsdp.grad_accum >= fsdp.images_per_rank == 8
+    assert fsdp.grad_accum > 1  # 8 images of 7B activations do not fit next to the gathered weights
+    assert "does NOT fit" in recipe.format_plan(ddp) and "fits." in recipe.format_plan(fsdp)
+
+
+def test_recipe_keeps_the_global_batch_and_never_splits_a_group():
+    plan = recipe.plan_recipe("showo", 4, 80, params=SHOWO)
+    assert (plan.group_size, plan.prompts_per_step, plan.prompts_per_rank, plan.images_per_rank) == (3, 8, 2, 6)
+    with pytest.raises(ValueError, match="never leaves its rank"):
+        recipe.plan_recipe("showo", 16, 80, params=SHOWO)
+    with pytest.raises(ValueError, match="unknown --model"):
+        recipe.plan_recipe("llama", 8, 80, params=SHOWO)
+
+
+# ------------------------------------------------------------------------------ the GPU script on CPU
+def test_checkpointing_switch_recomputes_each_layer():
+    """G8's checkpointing rows mean something only if the switch really recomputes the layers in backward."""
+    from types import SimpleNamespace
+
+    from bench import gpu
+    from bench.builders import build_janus_policy, build_showo_policy
+
+    suite = SimpleNamespace(device=torch.device("cpu"), prompt_len=8)
+    for policy, mlp in [(build_janus_policy("tiny-1b"), lambda p: p.model.model.language_model.layers[0].mlp),
+                        (build_showo_policy(tiny=True), lambda p: p.model.showo.model.layers[0].mlp)]:
+        policy.train()
+        for on, calls in [(False, 1), (True, 2)]:
+            gpu.set_checkpointing(policy, on)
+            seen = []
+            # a pre-hook: the recompute stops right after the last saved tensor, before a forward hook would fire
+            handle = mlp(policy).register_forward_pre_hook(lambda *a: seen.append(1))
+            gpu.fwd_bwd(policy, gpu.train_batch(suite, policy, 2))
+            handle.remove()
+            assert len(seen) == calls, (policy.family, on)
+        gpu.set_checkpointing(policy, False)
+
+
+def test_gpu_script_dry_run_tiny(tmp_path):
+    """`bench/gpu.py --dry-run --tiny` runs every case's code on CPU; greedy tokens agree with generate()."""
+    out = tmp_path / "gpu.jsonl"
+    proc = subprocess.run([sys.executable, "bench/gpu.py", "--dry-run", "--tiny", "--out", str(out)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert rows[0]["case"] == "environment" and rows[0]["dry_run"]
+    assert not [r for r in rows if "error" in r or "skipped" in r]
+    assert {r["case"] for r in rows[1:]} == {f"G{i}" for i in range(10)}
+    for r in rows:
+        if r["case"] in ("G1", "G2", "G3"):
+            assert r["tokens_equal_fraction"] == 1.0, r
+        if "roofline_frac" in r:
+            assert r["roofline_frac"] > 0
+    shares = [r for r in rows if r["case"] == "G9"]
+    assert len(shares) == 2
+    for r in shares:  # the phases add up to the iteration
+        assert sum(v for k, v in r.items() if k.startswith("share_")) == pytest.approx(1.0, abs=0.05)
