@@ -1,0 +1,1 @@
+"""Benchmarks: cpu.py, gpu.py, recipe.py (see bench/README.md)."""

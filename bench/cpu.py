@@ -5,20 +5,21 @@ janus-tiny and showo-tiny (the real architectures at toy width, random weights, 
 
   counters (exact, asserted by tests/test_bench.py)
     - model forward calls per rollout: AR = N for the whole batch (1 prefill + N - 1 steps) with both CFG
-      branches in each call; masked = T calls (one per timestep), CFG batched the same way;
+      branches in each call; masked = T calls (one per timestep), CFG batched the same way, after one
+      prefill of the text block that every step reuses;
     - the KV cache is allocated once: the StaticCache's K/V tensors keep their storage from the prefill to
       the last step, and their bytes equal 2 * layers * rows * kv_heads * max_len * head_dim * dtype size
       (a growing DynamicCache, for contrast, gets new storage at every step);
     - FLOPs per image from FlopCounterMode against the formulas of bench/roofline.py;
     - token parity: our greedy sampler = transformers' generate(generation_mode="image") and = a sampler
-      without any cache.
+      without any cache; Show-o's tokens with = without the text-prefix reuse.
   ratios (median of --repeats, time.perf_counter, same process; only ratios are printed)
     - ours vs transformers' generate() (greedy, CFG 5, same batch);
     - cached vs uncached (uncached = one teacher-forced pass over the whole prefix per step);
-    - static vs growing KV cache;
+    - static vs growing KV cache; Show-o's text-prefix reuse vs full passes;
     - batched vs one-by-one answering (understand.answer_questions), Janus and Show-o.
 
-Run:  python bench/cpu.py                 (about a minute on 2 cores; writes bench/cpu.jsonl)
+Run:  python bench/cpu.py                 (10-20 s on 2 cores; writes bench/cpu.jsonl)
       python bench/cpu.py --batch 8 --repeats 9 --out /tmp/cpu.jsonl
 """
 
@@ -52,20 +53,23 @@ def row(case, measured, expected=None, ok=None, **extra) -> dict:
 
 
 def janus_prompts(policy, batch: int):
+    """Left-padded t2i prompts (ids, mask) for `batch` images."""
     return policy.tokenize_gen_prompts([PROMPTS[i % len(PROMPTS)] for i in range(batch)])
 
 
+showo_prompts = janus_prompts  # the contract's tokenize_gen_prompts serves both families
+
+
 def greedy_ar(policy, ids, mask, cfg_scale=5.0):
-    u = torch.zeros(ids.shape[0], policy.num_image_tokens)
+    """Our AR rollout (generate.sample_images_ar), greedy so that it can be compared token for token."""
     from generate import sample_images_ar
 
+    u = torch.zeros(ids.shape[0], policy.num_image_tokens)
     return sample_images_ar(policy, ids, mask, u, cfg_scale=cfg_scale, temperature=0.0)
 
 
 def janus_gen(policy):
-    from bench.roofline import janus_gen_from_config
-
-    return janus_gen_from_config(policy.model.config)
+    return R.janus_gen_from_config(policy.model.config)
 
 
 # ------------------------------------------------------------------------------ counters
@@ -87,19 +91,28 @@ def ar_forward_calls(policy, batch: int, cfg_scale: float = 5.0) -> dict:
 
 
 def masked_forward_calls(policy, batch: int, timesteps: int, cfg_scale: float = 5.0) -> dict:
-    """masked_logits calls and transformer forwards for one Show-o rollout of `batch` images."""
+    """masked_logits calls and transformer forwards for one Show-o rollout of `batch` images.
+
+    The sampler prefills the text block once (`prefix_cache`, when the policy has it) and then runs only
+    the image part, [<|soi|>, T tokens, <|eoi|>], at each of the T steps: T + 1 trunk calls, T steps."""
     from generate import sample_images_masked
 
-    ids, _ = policy.tokenize_gen_prompts([PROMPTS[i % len(PROMPTS)] for i in range(batch)])
+    ids, _ = showo_prompts(policy, batch)
     calls = []
     with wrap_method(policy, "masked_logits", lambda out, *a, **k: calls.append(out.shape[0])), \
             record_forwards(policy.model.showo.model) as trunk:
         sample_images_masked(policy, ids, torch.Generator().manual_seed(0), cfg_scale=cfg_scale, timesteps=timesteps)
+    prefix = int(hasattr(policy, "prefix_cache"))
+    steps = trunk[prefix:]
     rows = sorted({b for b, _ in trunk})
-    ok = len(calls) == timesteps and len(trunk) == timesteps and rows == [2 * batch]
+    step_len = policy.num_image_tokens + 2 if prefix else ids.shape[1] + policy.num_image_tokens + 2
+    ok = len(calls) == timesteps and len(trunk) == timesteps + prefix and rows == [2 * batch] \
+        and all(length == step_len for _, length in steps) and (not prefix or trunk[0][1] == ids.shape[1])
     return row(f"showo: forward calls per rollout of B={batch} (T={timesteps})", len(calls), timesteps, ok,
-               trunk_calls=len(trunk), rows_per_call=rows,
-               detail=f"{timesteps} calls, each over {2 * batch} rows (cond + uncond)")
+               trunk_calls=len(trunk), prefix_calls=prefix, rows_per_call=rows,
+               step_tokens=sorted({length for _, length in steps}),
+               detail=f"{prefix} text-prefix prefill + {timesteps} steps over the image part, each over "
+                      f"{2 * batch} rows (cond + uncond)")
 
 
 def static_cache_allocation(policy, batch: int) -> dict:
@@ -176,18 +189,37 @@ def janus_flops(policy, batch: int, cfg_scale: float = 5.0) -> list[dict]:
     return rows
 
 
-def showo_flops(policy, batch: int, cfg_scale: float = 5.0) -> dict:
-    """One masked-decoding step: FlopCounterMode vs bench/roofline.showo_step_flops (codebook-sliced head)."""
-    ids, _ = policy.tokenize_gen_prompts([PROMPTS[i % len(PROMPTS)] for i in range(batch)])
-    t = policy.num_image_tokens
+def showo_flops(policy, batch: int, timesteps: int = 4, cfg_scale: float = 5.0) -> list[dict]:
+    """One full masked-decoding step, and whole rollouts with and without the text-prefix reuse:
+    FlopCounterMode vs bench/roofline.py (codebook-sliced head)."""
+    from generate import sample_images_masked
+
+    ids, _ = showo_prompts(policy, batch)
+    t, lm, k = policy.num_image_tokens, R.lm_from_showo(policy.config), policy.codebook_size
     codes = torch.full((batch, t), policy.mask_code)
-    got = count_flops(lambda: policy.masked_logits(ids, codes, cfg_scale))
     seq = ids.shape[1] + t + 2  # [text block, <|soi|>, image, <|eoi|>]
-    want = R.showo_step_flops(R.lm_from_showo(policy.config), policy.codebook_size, t, seq, 2 * batch)
-    r = row(f"showo: FLOPs per image per step (B={batch}, S={seq}, T={t})", got / batch, want / batch,
-            formula="rows*S*2*trunk + rows*layers*4*S^2*width + rows*T*2*d*K, rows=2B")
-    r["ok"] = abs(r["rel_err"]) <= FLOP_TOLERANCE
-    return r
+    step = count_flops(lambda: policy.masked_logits(ids, codes, cfg_scale))
+
+    def rollout(reuse):
+        gen = torch.Generator().manual_seed(0)
+        return sample_images_masked(policy, ids, gen, cfg_scale=cfg_scale, timesteps=timesteps, reuse_prefix=reuse)
+
+    reused, full = count_flops(lambda: rollout(True)), count_flops(lambda: rollout(False))
+    rows = []
+    for name, got, want, formula in [
+        (f"one full step (S={seq}, T={t})", step, R.showo_step_flops(lm, k, t, seq, 2 * batch),
+         "rows*S*2*trunk + rows*layers*4*S^2*width + rows*T*2*d*K, rows=2B"),
+        (f"rollout, {timesteps} steps, text prefix reused", reused,
+         R.showo_rollout_flops(lm, k, t, ids.shape[1], 2 * batch, timesteps),
+         "prefix once + steps * (image part over all keys + head); see roofline.showo_rollout_flops"),
+        (f"rollout, {timesteps} steps, no reuse", full,
+         R.showo_rollout_flops(lm, k, t, ids.shape[1], 2 * batch, timesteps, reuse_prefix=False),
+         "steps * one full step"),
+    ]:
+        r = row(f"showo: FLOPs per image, {name} (B={batch})", got / batch, want / batch, formula=formula)
+        r["ok"] = abs(r["rel_err"]) <= FLOP_TOLERANCE
+        rows.append(r)
+    return rows
 
 
 # ------------------------------------------------------------------------------ parity
@@ -202,6 +234,18 @@ def token_parity(policy, batch: int) -> list[dict]:
                 ok=bool(torch.equal(ours, theirs)), equal_fraction=float((ours == theirs).float().mean())),
             row(f"janus: tokens equal to the no-cache sampler (B={batch})", bool(torch.equal(ours, plain)), True,
                 ok=bool(torch.equal(ours, plain)), equal_fraction=float((ours == plain).float().mean()))]
+
+
+def showo_prefix_parity(policy, batch: int, timesteps: int = 8) -> dict:
+    """The text-prefix reuse changes the arithmetic order, not the model: same generator, same tokens."""
+    from generate import sample_images_masked
+
+    ids, _ = showo_prompts(policy, batch)
+    runs = [sample_images_masked(policy, ids, torch.Generator().manual_seed(0), cfg_scale=5.0, timesteps=timesteps,
+                                 reuse_prefix=reuse)[0] for reuse in (True, False)]
+    same = float((runs[0] == runs[1]).float().mean())
+    return row(f"showo: tokens equal with and without the prefix reuse (B={batch}, T={timesteps})", same == 1.0, True,
+               ok=same == 1.0, equal_fraction=same)
 
 
 # ------------------------------------------------------------------------------ ratios
@@ -230,6 +274,15 @@ def speed_ratios(janus, showo, batch: int, repeats: int) -> list[dict]:
            ratio(f"janus: speedup of the KV cache over no cache (B={batch}, N={n})", uncached, ours,
                  "uncached", "cached"),
            ratio(f"janus: speedup of the static over a growing cache (B={batch})", growing, ours, "growing", "static")]
+    from generate import sample_images_masked
+
+    show_ids, _ = showo_prompts(showo, batch)
+    masked = {reuse: timed(lambda: sample_images_masked(showo, show_ids, torch.Generator().manual_seed(0),
+                                                        cfg_scale=5.0, timesteps=showo.default_timesteps,
+                                                        reuse_prefix=reuse))
+              for reuse in (True, False)}
+    out.append(ratio(f"showo: speedup of the text-prefix reuse (B={batch}, T={showo.default_timesteps})",
+                     masked[False], masked[True], "no reuse", "reuse"))
     for name, policy, images in [
         ("janus", janus, janus.encode_images(torch.rand(batch, 3, janus.image_size, janus.image_size))),
         ("showo", showo, torch.randint(0, showo.codebook_size, (batch, showo.num_image_tokens))),
@@ -253,8 +306,9 @@ def run(batch: int = 4, repeats: int = 5, timesteps: int | None = None) -> list[
     rows = [ar_forward_calls(janus, batch), masked_forward_calls(showo, batch, timesteps),
             static_cache_allocation(janus, batch), dynamic_cache_allocation(janus, batch)]
     rows += janus_flops(janus, batch)
-    rows.append(showo_flops(showo, batch))
+    rows += showo_flops(showo, batch)
     rows += token_parity(janus, batch)
+    rows.append(showo_prefix_parity(showo, batch))
     rows += speed_ratios(janus, showo, batch, repeats)
     return rows
 

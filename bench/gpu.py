@@ -13,7 +13,7 @@ next to its roofline floor built from those peaks: `roofline_frac` = floor / mea
   G2 janus_gen_7b the same for Janus-Pro-7B
   G3 kv_vs_nocache  first 64 tokens with the KV cache vs a teacher-forced pass per step
   G4 cfg_batching one 2B-row decode step vs two B-row steps
-  G5 showo_gen    Show-o 512 masked decoding, CFG, T steps
+  G5 showo_gen    Show-o 512 masked decoding, CFG, T steps; the sampler's text-prefix reuse vs full passes
   G6 decode       Janus VQ-16 (384 px) and MAGVIT-v2 (512 px) pixel decode
   G7 understand   answers (16 tokens, EOS off): batched, and batched vs one by one
   G8 train_step   teacher-forced fwd+bwd: MFU (counted FLOPs and 6ND), checkpointing, reference forward
@@ -264,36 +264,47 @@ def cfg_batching(s: Suite, policy, batches: list, steps: int = 32):
 
 
 # ------------------------------------------------------------------------------ Show-o generation
-def showo_gen(s: Suite, policy, batches: list, timesteps: list):
-    """G5: masked decoding ms per image vs the compute floor (codebook-sliced head), achieved TFLOP/s."""
+def showo_gen(s: Suite, policy, batches: list, timesteps: list, reuse_at: int | None = None):
+    """G5: masked decoding ms per image vs the compute floor (text prefix reused, codebook-sliced head),
+    achieved TFLOP/s; at batch `reuse_at`, the speedup of the text-prefix reuse over full passes."""
     import prompts as P
     from generate import sample_images_masked
 
-    lm, c = R.lm_from_showo(policy.config), policy.config
+    lm, c, t = R.lm_from_showo(policy.config), policy.config, policy.num_image_tokens
     texts = [r["prompt"] for r in P.make_records(max(batches), seed=0)]
     for t_steps in timesteps:
         for b in batches:
             ids = policy.tokenize_gen_prompts(texts[:b])[0].to(s.device)
-            seq = ids.shape[1] + policy.num_image_tokens + 2
-            gen = torch.Generator(device=s.device).manual_seed(0)
-            run = lambda: sample_images_masked(policy, ids, gen, cfg_scale=5.0, timesteps=t_steps)  # noqa: E731
+            seq = ids.shape[1] + t + 2
+
+            def run(reuse=True):
+                gen = torch.Generator(device=s.device).manual_seed(0)
+                return sample_images_masked(policy, ids, gen, cfg_scale=5.0, timesteps=t_steps, reuse_prefix=reuse)
+
             base = s.allocated()
             s.reset_peak()
-            sample_images_masked(policy, ids, gen, cfg_scale=5.0, timesteps=2)  # warm-up
+            sample_images_masked(policy, ids, torch.Generator(device=s.device).manual_seed(0), cfg_scale=5.0,
+                                 timesteps=2)  # warm-up, and the memory peak of a step
             peak = s.peak()
-            seconds = s.time(run, repeats=s.rollout_repeats if t_steps > 12 else s.repeats, warmup=0)
-            flops = t_steps * R.showo_step_flops(lm, policy.codebook_size, policy.num_image_tokens, seq, 2 * b)
-            released = t_steps * R.showo_step_flops(lm, policy.codebook_size, policy.num_image_tokens, seq, 2 * b,
-                                                    vocab=c.vocab_size)
+            repeats = s.rollout_repeats if t_steps > 12 else s.repeats
+            seconds = s.time(run, repeats=repeats, warmup=0)
+            flops = R.showo_rollout_flops(lm, policy.codebook_size, t, ids.shape[1], 2 * b, t_steps)
+            released = t_steps * R.showo_step_flops(lm, policy.codebook_size, t, seq, 2 * b, vocab=c.vocab_size)
             weights = s.bytes_per * (lm.trunk_params() + c.hidden_size * c.codebook_size)
             floor = s.peaks.floor(flops, t_steps * weights)
-            transients = 2 * b * seq * seq * s.bytes_per + 4 * 4 * b * policy.num_image_tokens * policy.codebook_size \
+            transients = 2 * b * seq * seq * s.bytes_per + 4 * 4 * b * t * policy.codebook_size \
                 + 2 * 2 * b * seq * c.intermediate_size * s.bytes_per  # mask, fp32 logits/probs, MLP [est]
-            yield {"batch": b, "timesteps": t_steps, "seq": seq, "ms_per_image": 1e3 * seconds / b,
+            row = {"batch": b, "timesteps": t_steps, "seq": seq, "ms_per_image": 1e3 * seconds / b,
                    "floor_ms_per_image": 1e3 * floor / b, "roofline_frac": frac(floor, seconds),
                    "achieved_TFLOPs": flops / seconds / 1e12,
                    "as_released_floor_ms_per_image": 1e3 * s.peaks.floor(released, 0) / b,
                    "peak_gib": gib(peak), "pred_gib": gib(None if base is None else base + transients)}
+            if b == reuse_at:
+                full = s.time(lambda: run(False), repeats=repeats, warmup=0)
+                row["speedup_prefix_reuse"] = full / seconds
+                row["flops_ratio_prefix_reuse"] = R.showo_rollout_flops(
+                    lm, policy.codebook_size, t, ids.shape[1], 2 * b, t_steps, reuse_prefix=False) / flops
+            yield row
 
 
 # ------------------------------------------------------------------------------ pixel decode
@@ -507,6 +518,7 @@ def iteration(s: Suite, policy, name: str, group: int, timesteps: int | None = N
 
 # ------------------------------------------------------------------------------ main
 def run(args) -> list:
+    torch.manual_seed(0)  # random inputs (image ids, pixels, masks) repeat from run to run
     s = Suite(args)
     Path(s.out).parent.mkdir(parents=True, exist_ok=True)
     env = environment(s.device)
@@ -536,7 +548,7 @@ def run(args) -> list:
         if s.wants("G5", "G6", "G7", "G8", "G9") else None
     if showo is not None:
         steps = [4] if args.dry_run else ([12, 50] if args.full else [12])
-        s.case("G5", showo_gen, showo, s.batches([1, 3, 16], [1, 3, 16]), steps)
+        s.case("G5", showo_gen, showo, s.batches([1, 3, 16], [1, 3, 16]), steps, reuse_at=3)
         if not args.full and not args.dry_run:
             s.case("G5", showo_gen, showo, [3], [50])  # UniRL's evaluation T at its per-GPU batch
         s.case("G6", pixel_decode, showo, "magvit-v2", s.batches([1, 16], [1, 16, 64]), showo.vq.config.ch)

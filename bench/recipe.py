@@ -37,11 +37,12 @@ from bench import roofline as R  # noqa: E402
 GiB = R.GiB
 PAPER = {"janus": dict(prompts_per_step=8, group_size=8), "showo": dict(prompts_per_step=8, group_size=3)}
 
-# What one image costs in tokens, per family. Janus: 32-token prompt + 576 image tokens; the question
-# carries 576 SigLIP slots; answers are ~16 tokens. Show-o: 128-token text block + 3 + 1024 image tokens as
-# released (the UniRL preset uses 64, which is a bit cheaper), the question reads the 1024 codes.
+# What one image costs in tokens, per family. Janus: 32-token prompt + 576 image tokens; the question is
+# 681 tokens (system prompt + 576 SigLIP slots + text, measured on the real config); answers ~16 tokens.
+# Show-o: 128-token text block + 3 + 1024 image tokens as released (the UniRL preset uses 64, a bit
+# cheaper); the question reads the 1024 codes.
 FAMILY = {
-    "janus": dict(prompt=32, image_tokens=576, question=600, answer=16, codebook=16384, text_vocab=102400,
+    "janus": dict(prompt=32, image_tokens=576, question=680, answer=16, codebook=16384, text_vocab=102400,
                   vision=dict(tokens=576, hidden=1024, layers=24)),
     "showo": dict(prompt=131, image_tokens=1024, question=1060, answer=16, codebook=8192, text_vocab=58498,
                   vision=None),  # Show-o answers from the image codes: no vision tower

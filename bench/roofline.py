@@ -149,6 +149,26 @@ def showo_step_flops(lm: LM, codebook: int, image_tokens: int, seq_len: int, row
     return 2 * lm.trunk_params() * rows * seq_len + attention_flops(lm, rows, seq_len, seq_len) + rows * head
 
 
+def showo_rollout_flops(lm: LM, codebook: int, image_tokens: int, text_len: int, rows: int, steps: int,
+                        reuse_prefix: bool = True) -> int:
+    """A whole masked-decoding rollout (generate.sample_images_masked) of `steps` steps.
+
+    Without prefix reuse every step is a full pass over S = L_text + T + 2 positions. With it (the sampler's
+    default) the text block's keys and values are computed once, and a step runs only the T + 2 image-part
+    positions, attending over all S keys:
+        2 * trunk * rows * L_text + attention(rows, L_text, L_text)                      once
+      + steps * (2 * trunk * rows * (T+2) + attention(rows, T+2, S) + rows * 2 * d * K * T)
+    """
+    seq = text_len + image_tokens + 2
+    if not reuse_prefix:
+        return steps * showo_step_flops(lm, codebook, image_tokens, seq, rows)
+    part = image_tokens + 2
+    prefix = 2 * lm.trunk_params() * rows * text_len + attention_flops(lm, rows, text_len, text_len)
+    step = 2 * lm.trunk_params() * rows * part + attention_flops(lm, rows, part, seq)
+    step += rows * 2 * lm.hidden * codebook * image_tokens
+    return prefix + steps * step
+
+
 # ------------------------------------------------------------------------------ floors
 @dataclass(frozen=True)
 class Peaks:

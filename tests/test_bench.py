@@ -30,9 +30,12 @@ def test_ar_rollout_is_one_forward_per_token_for_the_whole_batch(janus_tiny):
 
 
 def test_masked_rollout_is_one_forward_per_timestep(showo_tiny):
+    """T steps (not 2T: CFG rides in the same call), plus one prefill of the text block that every step reuses."""
     r = cpu.masked_forward_calls(showo_tiny, batch=2, timesteps=5)
-    assert r["measured"] == 5 and r["trunk_calls"] == 5  # T, not 2T: CFG rides in the same call
+    assert r["measured"] == 5 and r["trunk_calls"] == 5 + r["prefix_calls"]
     assert r["rows_per_call"] == [4]
+    if r["prefix_calls"]:  # each step then runs only [<|soi|>, T image tokens, <|eoi|>]
+        assert r["step_tokens"] == [showo_tiny.num_image_tokens + 2]
     assert r["ok"]
 
 
@@ -68,9 +71,13 @@ def test_janus_flops_match_the_formulas(janus_tiny):
     assert rows[-1]["measured"] > 10  # the cache saves over an order of magnitude of FLOPs even at 64 tokens
 
 
-def test_showo_step_flops_match_the_formula(showo_tiny):
-    r = cpu.showo_flops(showo_tiny, batch=2)
-    assert abs(r["rel_err"]) <= cpu.FLOP_TOLERANCE and r["ok"]
+def test_showo_flops_match_the_formulas(showo_tiny):
+    """One full step, and whole rollouts with and without the text-prefix reuse, within 1 %."""
+    rows = cpu.showo_flops(showo_tiny, batch=2)
+    assert len(rows) == 3
+    for r in rows:
+        assert abs(r["rel_err"]) <= cpu.FLOP_TOLERANCE and r["ok"], r
+    assert rows[1]["measured"] < rows[2]["measured"]  # the reuse saves the text block's work at every step
 
 
 def test_roofline_reproduces_performance_md():
@@ -94,6 +101,11 @@ def test_tokens_equal_transformers_generate_and_the_no_cache_sampler(janus_tiny)
     generate_row, plain_row = cpu.token_parity(janus_tiny, batch=2)
     assert generate_row["ok"] and generate_row["equal_fraction"] == 1.0
     assert plain_row["ok"] and plain_row["equal_fraction"] == 1.0
+
+
+def test_showo_prefix_reuse_draws_the_same_tokens(showo_tiny):
+    r = cpu.showo_prefix_parity(showo_tiny, batch=2)
+    assert r["ok"] and r["equal_fraction"] == 1.0
 
 
 # ------------------------------------------------------------------------------ recipe
