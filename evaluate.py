@@ -176,7 +176,7 @@ def sample_images(policy, texts: list[str], jobs: list[tuple[int, int]], *, seed
     elif policy.decoding == "masked":  # one generator per row: each row draws as it would alone
         generators = [row_generators(seed, i, k, 1, device)[0] for i, k in jobs]
         image_ids, _ = sample_images_masked(policy, ids, generators, cfg_scale=cfg_scale, temperature=temperature,
-                                            timesteps=steps or policy.default_timesteps)
+                                            timesteps=steps or getattr(policy, "eval_timesteps", policy.default_timesteps))
     else:
         raise ValueError(f"no sampler for decoding {policy.decoding!r}")
     # decoded one by one: a batched decoder moves pixels by ~1e-6, enough to flip a PNG's rounding
@@ -536,7 +536,7 @@ def run(cfg: Config, rank: int, world: int, device: torch.device, judge=None) ->
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[cfg.dtype]
     policy = load_policy(cfg.model, cfg.model_path, device=device, dtype=dtype).eval()
     # an autoregressive sampler has no steps; a masked one records the steps it really uses
-    steps = (cfg.steps or policy.default_timesteps) if policy.decoding == "masked" else None
+    steps = (cfg.steps or getattr(policy, "eval_timesteps", policy.default_timesteps)) if policy.decoding == "masked" else None
     if cfg.steps is not None and steps is None:
         print0(f"note: --steps is ignored, {cfg.model} decodes {policy.decoding!r}")
     cfg_scale = policy.default_cfg_scale if cfg.cfg_scale is None else cfg.cfg_scale

@@ -56,7 +56,8 @@ class ShowoPolicy(nn.Module):
     family = "showo"
     decoding = "masked"  # MaskGIT-style parallel decoding
     default_cfg_scale = 5.0  # w in (1 + w) * cond - w * uncond; UniRL's GenEval setting
-    default_timesteps = 18  # training rollouts (UniRL evaluates with 50; see --timesteps)
+    default_timesteps = 18  # training rollouts (see --timesteps)
+    eval_timesteps = 50  # evaluation, as UniRL's GenEval runs
 
     def __init__(self, model: S.Showo, tokenizer, vq: MAGVITv2 | None = None, codec=None):
         super().__init__()

@@ -110,8 +110,9 @@ def test_masked_decoding_batches_like_rollout_and_takes_steps():
         ro = rollout(showo, [{"prompt": texts[i]}], 1, seed=4, step=i, first_index=k, cfg_scale=2.0, timesteps=3)
         assert torch.equal(ids[row], ro.image_ids[0]), (i, k)
     default, _ = evaluate.sample_images(showo, texts, jobs[:1], seed=4, cfg_scale=2.0, temperature=1.0)
-    ro = rollout(showo, [{"prompt": texts[0]}], 1, seed=4, step=0, first_index=1, cfg_scale=2.0)
-    assert torch.equal(default[0], ro.image_ids[0])  # steps=None: the family's default
+    ro = rollout(showo, [{"prompt": texts[0]}], 1, seed=4, step=0, first_index=1, cfg_scale=2.0,
+                 timesteps=showo.eval_timesteps)
+    assert torch.equal(default[0], ro.image_ids[0])  # steps=None: the family's evaluation default (50)
 
 
 # ---------------------------------------------------------------------------- resume
