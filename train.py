@@ -44,7 +44,8 @@ def opt(default, help: str):
 @dataclass
 class Config:
     # run
-    model: str = opt("janus-tiny", "preset: janus-pro-1b | janus-pro-7b | janus-1.3b | janus-tiny")
+    model: str = opt("shapes-janus", "preset: shapes-janus (the CPU-sized world) | showo | showo-256 | showo-tiny | "
+                                     "janus-pro-1b | janus-pro-7b | janus-1.3b | janus-tiny")
     model_path: str | None = opt(None, "folder or hub id overriding the preset's weights (also a ckpt-* folder)")
     mode: str = opt("grpo", "sft | grpo")
     out: str | None = opt(None, "run folder (run_config.json, metrics.jsonl, samples/, ckpt-*/); default runs/<model>-<mode>-<time>")
@@ -98,6 +99,18 @@ class Config:
     keep_checkpoints: int = opt(2, "how many recent checkpoints to keep")
 
 
+# Defaults that differ by preset, applied under whatever the command line gives. The shapes world's were
+# measured (bench/shapes_table.py): a small model on 2 CPU cores learns within a few minutes with them.
+PRESET_DEFAULTS = {
+    "shapes-": dict(steps=150, prompts_per_step=8, group_size=8, micro_batch=64, lr=1e-4, kl_beta=0.0,
+                    cfg_scale=3.0, max_answer_tokens=16, eval_every=50, eval_samples=4, threads=2),
+}
+
+
+def preset_defaults(model: str) -> dict:
+    return next((d for prefix, d in PRESET_DEFAULTS.items() if model.startswith(prefix)), {})
+
+
 def parse_config(argv: list[str] | None = None) -> Config:
     """argparse built from the dataclass; unknown flags are errors. With --resume, the saved config
     is the base and only the flags given on this command line override it."""
@@ -118,7 +131,8 @@ def parse_config(argv: list[str] | None = None) -> Config:
         base = read_trainer_state(ckpt)["config"]
         base["out"] = str(ckpt.parent)
         given["resume"] = str(ckpt)
-    cfg = Config(**{**base, **given})
+    model = given.get("model", base.get("model", Config.model))
+    cfg = Config(**{**preset_defaults(model), **base, **given})
     if cfg.out is None:  # a fresh folder per run, so re-running a command never collides with an old run
         cfg.out = f"runs/{cfg.model}-{cfg.mode}-{time.strftime('%Y%m%d-%H%M%S')}"
     return cfg
@@ -158,6 +172,10 @@ def load_records(cfg: Config) -> tuple[list[dict], list[dict]]:
         import shapes
 
         records = shapes.make_shape_records(cfg.num_prompts, seed=cfg.seed)
+        if cfg.eval_every:  # its evaluation prompts, minus the tags too small to hold any out
+            records, dropped = prompts.exclude_records(records, shapes.heldout_records(shapes.eval_records()))
+            print0(f"excluded {dropped} training prompts that the evaluation uses")
+            return records, shapes.eval_records()
     else:
         records = prompts.make_records(cfg.num_prompts, seed=cfg.seed)
     if cfg.exclude_prompts:
@@ -353,20 +371,30 @@ def held_out_eval(cfg, policy, held_out: list[dict]) -> dict:
         if not is_main():
             barrier()
             return {}
-        result = evaluate_policy(policy, held_out, n_samples=cfg.eval_samples, cfg_scale=cfg.cfg_scale,
-                                 temperature=cfg.temperature, seed=cfg.seed + 3, steps=cfg.timesteps,
-                                 max_answer_tokens=cfg.max_answer_tokens, judge=world_judge(cfg))
+        if cfg.model.startswith("shapes-"):  # the world's exact judge, and understanding of true scenes
+            from models.shapes_models import evaluate_world
+
+            result = evaluate_world(policy, held_out, n_samples=cfg.eval_samples, cfg_scale=cfg.cfg_scale,
+                                    temperature=cfg.temperature, seed=cfg.seed + 3)
+            metrics = {f"eval/{k}": v for k, v in result.items() if k not in ("images", "seconds")}
+        else:
+            metrics = flat_metrics(evaluate_policy(
+                policy, held_out, n_samples=cfg.eval_samples, cfg_scale=cfg.cfg_scale, temperature=cfg.temperature,
+                seed=cfg.seed + 3, steps=cfg.timesteps, max_answer_tokens=cfg.max_answer_tokens))
         barrier()
-    return flat_metrics(result)
+    return metrics
 
 
-def world_judge(cfg):
-    """An exact judge where one exists (the shapes world renders its scenes), else none."""
-    if not cfg.model.startswith("shapes-"):
-        return None
-    import shapes
+def before_after(cfg, first: dict, last: dict) -> str:
+    """The held-out evaluation at the start and at the end of the run, side by side."""
+    if cfg.model.startswith("shapes-"):
+        from models.shapes_models import format_table
 
-    return lambda record, image: shapes.judge(record, shapes.parse_image(image))
+        strip = lambda m: {k[len("eval/"):]: v for k, v in m.items() if k.startswith("eval/")}  # noqa: E731
+        return format_table(strip(first), strip(last), names=(f"step {first['step']}", f"step {last['step']}"))
+    keys = sorted(k for k in last if k.startswith("eval/") and k in first)
+    rows = [f"| {k} | {first[k]:.3f} | {last[k]:.3f} | {last[k] - first[k]:+.3f} |" for k in keys]
+    return "\n".join([f"| metric | step {first['step']} | step {last['step']} | change |", "|---|---:|---:|---:|", *rows])
 
 
 
@@ -464,10 +492,17 @@ def run(cfg: Config, rank: int, world: int, device: torch.device):
                 save_checkpoint(out, step + 1, policy, optimizer_state, dataclasses.asdict(cfg),
                                 keep=cfg.keep_checkpoints, state_dict=weights)
             barrier()  # nobody races ahead of a half-written checkpoint
-    if is_main():  # the curves of the whole run, next to its metrics
-        from plot import plot_metrics, read_metrics
+    if is_main():  # the curves of the whole run, next to its metrics, and the before/after table
+        from plot import DEFAULT_KEYS, plot_metrics, read_metrics
 
-        plot_metrics(read_metrics(out / "metrics.jsonl"), path=out / "curves.png")
+        rows = read_metrics(out / "metrics.jsonl")
+        keys = ("reward_mean", "eval/geneval", "eval/self_qa", "eval/und", "eval/imbalance") + DEFAULT_KEYS
+        plot_metrics(rows, keys=[k for k in keys if any(k in r for r in rows) or "*" in k], path=out / "curves.png")
+        evals = [r for r in rows if any(k.startswith("eval/") for k in r)]
+        if len(evals) >= 2:
+            table = before_after(cfg, evals[0], evals[-1])
+            atomic_write_text(out / "before_after.md", table + "\n")
+            print(f"\nheld-out evaluation ({len(held_out)} prompts x {cfg.eval_samples} images):\n{table}")
     print0(f"done: {out}")
     return policy
 
