@@ -4,9 +4,9 @@ UniRL starts from a pretrained unified model that draws and reads, imperfectly. 
 (shapes.py) makes its own: a tiny real Janus (models/shapes_models.py) learns, from random weights,
 
 - text to image: the NLL of a true scene's 16 cell codes given the prompt, teacher-forced through
-  `policy(gen=...)`. With probability `cfg_dropout` (10%, Janus' and LlamaGen's rate) a prompt is
-  replaced by the unconditional one (`policy.uncond_prompt_ids`), so the CFG branch that sampling
-  subtracts is a trained model of "any scene", not noise;
+  `policy(gen=...)`. With probability `cfg_dropout` (10%, the usual rate: LlamaGen trains with 0.1)
+  a prompt is replaced by the unconditional one (`policy.uncond_prompt_ids`), so the CFG branch that
+  sampling subtracts is a trained model of "any scene", not noise;
 - question answering: the NLL of the true answer about a rendered true scene, through
   `policy(und=...)`, the model reading the pixels with its own vision encoder. Answers name objects in
   raster order (shapes.scene_answer), so they are a function of the image.
@@ -63,7 +63,7 @@ class PretrainConfig:
     beta2: float = opt(0.95, "AdamW beta2. Not torch's 0.999: that remembers the huge first gradients for thousands "
                              "of steps and stalls the slow part, learning to read one cell among 16 (measured)")
     warmup: int = opt(50, "linear warm-up steps")
-    cfg_dropout: float = opt(0.1, "share of prompts replaced by the unconditional prompt (Janus: 10%)")
+    cfg_dropout: float = opt(0.1, "share of prompts replaced by the unconditional one (trains the CFG branch)")
     und_weight: float = opt(1.0, "weight of the answer NLL against the image-token NLL")
     num_records: int = opt(2000, "size of the record pool the scenes are drawn for")
 
@@ -136,15 +136,23 @@ def pretrain(cfg: PretrainConfig, log_every: int = 50) -> tuple[torch.nn.Module,
     return policy.eval(), history
 
 
-def save_base(policy, cfg: PretrainConfig, history: list[dict], folder: str | os.PathLike) -> Path:
-    """Write the base to `folder` atomically (a temporary sibling, then a rename), with its settings."""
+def save_base(policy, cfg: PretrainConfig, history: list[dict], folder: str | os.PathLike, replace: bool = True) -> Path:
+    """Write the base to `folder` atomically (a temporary sibling, then a rename), with its settings.
+
+    An existing base there is replaced (or, with replace=False, kept: another process finished first);
+    any other existing folder is refused."""
     folder = Path(folder)
+    if folder.exists() and not (folder / "pretrain_config.json").exists():
+        raise ValueError(f"{folder} exists and is not a pretrained shapes base: choose another --out")
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.tmp-"))
     policy.save(tmp)
     (tmp / "pretrain_config.json").write_text(json.dumps({**dataclasses.asdict(cfg), "version": VERSION}, indent=1))
     (tmp / "pretrain_history.json").write_text(json.dumps(history))
-    if folder.exists():  # someone finished first (another rank), or an explicit --out is overwritten
+    if folder.exists():
+        if not replace:
+            shutil.rmtree(tmp)
+            return folder
         shutil.rmtree(folder)
     os.replace(tmp, folder)
     return folder
@@ -161,7 +169,7 @@ def cached_base(cfg: PretrainConfig) -> Path:
     print(f"shapes world: no cached base at {folder}; pretraining one ({cfg.steps} steps, seed {cfg.seed}, "
           f"a few CPU minutes, once)", flush=True)
     policy, history = pretrain(cfg)
-    save_base(policy, cfg, history, folder)
+    save_base(policy, cfg, history, folder, replace=False)  # under torchrun every rank may get here
     print(f"shapes world: base cached at {folder} ({history[-1]['seconds']:.0f}s)", flush=True)
     return folder
 

@@ -15,7 +15,10 @@ The world:
     palette color: no anti-aliasing. Encoding (`parse_image`) cuts the image into cells and picks the
     nearest tile; all tiles differ, so render -> parse is an exact round trip.
   * Records are GenEval records (tag / include / exclude / prompt / question / answer) built by
-    prompts.make_records with this vocabulary (see `make_shape_records`).
+    prompts.make_records with this vocabulary (see `make_shape_records`). `eval_records` draws the
+    evaluation prompts and `heldout_records` says which of them training can leave out.
+  * The models that live in this world (a tiny Janus, its exact codec, its evaluation) are in
+    models/shapes_models.py; pretrain.py teaches them the world from rendered ground truth.
 
 The judge follows GenEval's per-image rules (djghosh13/geneval, evaluation/evaluate_images.py):
   * Detections are exact: every non-empty cell is one object, score 1. Its box is its CELL box,

@@ -102,7 +102,7 @@ class Config:
 # Defaults that differ by preset, applied under whatever the command line gives. The shapes world's were
 # measured (bench/shapes_table.py): a small model on 2 CPU cores learns within a few minutes with them.
 PRESET_DEFAULTS = {
-    "shapes-": dict(steps=150, prompts_per_step=8, group_size=8, micro_batch=64, lr=1e-4, kl_beta=0.0,
+    "shapes-": dict(steps=300, prompts_per_step=8, group_size=8, micro_batch=64, lr=1e-4, kl_beta=0.0,
                     cfg_scale=3.0, max_answer_tokens=16, eval_every=50, eval_samples=4, threads=2),
 }
 
@@ -173,9 +173,10 @@ def load_records(cfg: Config) -> tuple[list[dict], list[dict]]:
 
         records = shapes.make_shape_records(cfg.num_prompts, seed=cfg.seed)
         if cfg.eval_every:  # its evaluation prompts, minus the tags too small to hold any out
-            records, dropped = prompts.exclude_records(records, shapes.heldout_records(shapes.eval_records()))
+            held_out = shapes.eval_records(16)  # 16 prompts per tag, as bench/shapes_table.py measures
+            records, dropped = prompts.exclude_records(records, shapes.heldout_records(held_out))
             print0(f"excluded {dropped} training prompts that the evaluation uses")
-            return records, shapes.eval_records()
+            return records, held_out
     else:
         records = prompts.make_records(cfg.num_prompts, seed=cfg.seed)
     if cfg.exclude_prompts:

@@ -16,7 +16,7 @@ Prints a markdown table (mean ± std over seeds) of the judge per category and o
 of true scenes, self-QA and the imbalance, with CPU minutes per run; appends one JSON line per (seed,
 arm) to --out. Extra train.py flags go after `--`, e.g.
 
-    python bench/shapes_table.py --seeds 0 1 2 --steps 60 -- --lr 3e-4
+    python bench/shapes_table.py --seeds 0 1 2 --steps 300 -- --kl-beta 0.05
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ ARMS = {
     "grpo-both-couple": ["--mode", "grpo", "--grpo-on", "both", "--couple"],
 }
 # what worked best in our measurements (see the report); anything after `--` overrides it
-TRAIN_FLAGS = ["--prompts-per-step", "8", "--group-size", "8", "--micro-batch", "64", "--lr", "1e-3",
+TRAIN_FLAGS = ["--prompts-per-step", "8", "--group-size", "8", "--micro-batch", "64", "--lr", "1e-4",
                "--kl-beta", "0", "--cfg-scale", "3", "--max-answer-tokens", "16"]
 COLUMNS = ([(f"geneval/{t}", t) for t in ("single_object", "two_object", "counting", "colors", "position", "color_attr")]
            + [("geneval", "**overall**"), ("und", "und (true scenes)"), ("self_qa", "self-QA"),
@@ -97,6 +97,21 @@ def format_rows(rows: list[dict], arms: list[str]) -> str:
     return "\n".join(lines)
 
 
+def paired_gains(rows: list[dict], arms: list[str], key: str = "geneval") -> str:
+    """Each arm minus the base of the same seed: mean, standard error and their ratio (the done-criterion:
+    GRPO on both tasks beats the base by more than 3 standard errors)."""
+    base = {r["seed"]: r[key] for r in rows if r["arm"] == "base"}
+    lines = []
+    for arm in arms:
+        gains = [r[key] - base[r["seed"]] for r in rows if r["arm"] == arm and arm != "base" and r["seed"] in base]
+        if len(gains) > 1:
+            m, s = mean_std(gains)
+            se = s / math.sqrt(len(gains))
+            lines.append(f"{arm}: {key} gain over base {m:+.3f} ± {se:.3f} (SE, n={len(gains)} seeds) = "
+                         f"{m / se if se > 0 else float('inf'):.1f} SE")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     extra = argv[argv.index("--") + 1:] if "--" in argv else []
@@ -104,13 +119,19 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
-    ap.add_argument("--steps", type=int, default=60, help="train.py steps per arm")
+    ap.add_argument("--steps", type=int, default=300, help="train.py steps per arm")
     ap.add_argument("--per-tag", type=int, default=16, help="evaluation records per tag")
     ap.add_argument("--samples", type=int, default=4, help="images per evaluation record")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--work", default="runs/shapes-bench", help="folder for the runs")
     ap.add_argument("--out", default="runs/shapes-bench/results.jsonl", help="JSON lines, appended")
+    ap.add_argument("--table", default=None, help="only print the table of an existing results file")
     args = ap.parse_args(argv)
+    if args.table:
+        rows = [json.loads(line) for line in open(args.table) if line.strip()]
+        arms = [a for a in ARMS if any(r["arm"] == a for r in rows)]
+        print(format_rows(rows, arms) + "\n\n" + paired_gains(rows, arms))
+        return
 
     import torch
 
@@ -135,7 +156,7 @@ def main(argv: list[str] | None = None) -> None:
                 f.write(json.dumps(row) + "\n")
             print(f"seed {seed} {arm}: judge {row['geneval']:.3f} und {row['und']:.3f} self-QA {row['self_qa']:.3f} "
                   f"({row['cpu_min']:.1f} CPU min)", flush=True)
-    print(format_rows(rows, args.arms))
+    print(format_rows(rows, args.arms) + "\n\n" + paired_gains(rows, args.arms))
 
 
 if __name__ == "__main__":
