@@ -497,7 +497,7 @@ def run(cfg: Config, rank: int, world: int, device: torch.device):
         from plot import DEFAULT_KEYS, plot_metrics, read_metrics
 
         rows = read_metrics(out / "metrics.jsonl")
-        keys = ("reward_mean", "eval/geneval", "eval/self_qa", "eval/und", "eval/imbalance") + DEFAULT_KEYS
+        keys = dict.fromkeys(("reward_mean", "eval/geneval", "eval/self_qa", "eval/und", "eval/imbalance") + DEFAULT_KEYS)
         plot_metrics(rows, keys=[k for k in keys if any(k in r for r in rows) or "*" in k], path=out / "curves.png")
         evals = [r for r in rows if any(k.startswith("eval/") for k in r)]
         if len(evals) >= 2:
