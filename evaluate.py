@@ -45,7 +45,6 @@ In code, for train.py every k steps (no files, no collectives):
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import datetime
 import hashlib
@@ -55,7 +54,7 @@ import platform
 import re
 import shutil
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -64,6 +63,7 @@ import torch.distributed as dist
 from PIL import Image
 
 import geneval
+from cli import given_flags, opt
 import prompts
 import reward
 from geneval import DEFAULT_CLIP, DEFAULT_DETECTOR
@@ -72,10 +72,6 @@ from understand import answer_questions
 
 METADATA_NAMES = ("geneval_metadata.jsonl", "evaluation_metadata.jsonl")  # searched in ./data, then .
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")
-
-
-def opt(default, help: str):
-    return field(default=default, metadata={"help": help})
 
 
 @dataclass
@@ -105,15 +101,7 @@ class Config:
 
 def parse_config(argv: list[str] | None = None) -> Config:
     """argparse built from the dataclass; unknown flags are errors."""
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    for f in dataclasses.fields(Config):
-        flag = "--" + f.name.replace("_", "-")
-        if f.type == "bool":
-            ap.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, help=f.metadata["help"])
-        else:
-            kind = {"int": int, "float": float}.get(f.type.split(" ")[0], str)
-            ap.add_argument(flag, type=kind, default=f.default, help=f"{f.metadata['help']} (default {f.default})")
-    return Config(**vars(ap.parse_args(argv)))
+    return Config(**given_flags(Config, argv, __doc__.split("\n")[0]))
 
 
 def validate(cfg: Config) -> Path:
@@ -497,6 +485,41 @@ def from_rank0(value):
 
 def device_name(device: torch.device) -> str:
     return f"{device} ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else str(device)
+
+
+# ------------------------------------------------------------------ during training (train.py --eval-every)
+def held_out_eval(cfg, policy, held_out: list[dict]) -> dict:
+    """Generation and self-QA on the held-out prompts, as flat `eval/...` numbers (rank 0's work)."""
+    from parallel import barrier, full_params, is_main
+
+    with full_params(policy):  # FSDP: every rank gathers; only rank 0 evaluates
+        if not is_main():
+            barrier()
+            return {}
+        if cfg.model.startswith("shapes-"):  # the world's exact judge, and understanding of true scenes
+            from models.shapes_models import evaluate_world
+
+            result = evaluate_world(policy, held_out, n_samples=cfg.eval_samples, cfg_scale=cfg.cfg_scale,
+                                    temperature=cfg.temperature, seed=cfg.seed + 3)
+            metrics = {f"eval/{k}": v for k, v in result.items() if k not in ("images", "seconds")}
+        else:
+            metrics = flat_metrics(evaluate_policy(
+                policy, held_out, n_samples=cfg.eval_samples, cfg_scale=cfg.cfg_scale, temperature=cfg.temperature,
+                seed=cfg.seed + 3, steps=cfg.timesteps, max_answer_tokens=cfg.max_answer_tokens))
+        barrier()
+    return metrics
+
+
+def before_after(cfg, first: dict, last: dict) -> str:
+    """The held-out evaluation at the start and at the end of the run, side by side."""
+    if cfg.model.startswith("shapes-"):
+        from models.shapes_models import format_table
+
+        strip = lambda m: {k[len("eval/"):]: v for k, v in m.items() if k.startswith("eval/")}  # noqa: E731
+        return format_table(strip(first), strip(last), names=(f"step {first['step']}", f"step {last['step']}"))
+    keys = sorted(k for k in last if k.startswith("eval/") and k in first)
+    rows = [f"| {k} | {first[k]:.3f} | {last[k]:.3f} | {last[k] - first[k]:+.3f} |" for k in keys]
+    return "\n".join([f"| metric | step {first['step']} | step {last['step']} | change |", "|---|---:|---:|---:|", *rows])
 
 
 # ------------------------------------------------------------------ main

@@ -19,7 +19,6 @@ Commands:
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import copy
 import dataclasses
@@ -28,17 +27,15 @@ import math
 import os
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from cli import given_flags, opt
+from evaluate import before_after, held_out_eval
 from parallel import (any_rank, barrier, clip_grads, full_params, gather_lists, gathered_state_dict, is_main, mean_over_ranks, micro_step,
                       print0, setup_distributed, teardown_distributed, wrap)
-
-
-def opt(default, help: str):
-    return field(default=default, metadata={"help": help})
 
 
 @dataclass
@@ -114,15 +111,7 @@ def preset_defaults(model: str) -> dict:
 def parse_config(argv: list[str] | None = None) -> Config:
     """argparse built from the dataclass; unknown flags are errors. With --resume, the saved config
     is the base and only the flags given on this command line override it."""
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0], argument_default=argparse.SUPPRESS)
-    for f in dataclasses.fields(Config):
-        flag = "--" + f.name.replace("_", "-")
-        if f.type in ("bool", bool):
-            ap.add_argument(flag, action=argparse.BooleanOptionalAction, help=f.metadata["help"])
-        else:
-            kind = {"int": int, "float": float}.get(str(f.type).split(" ")[0], str)
-            ap.add_argument(flag, type=kind, help=f"{f.metadata['help']} (default {f.default})")
-    given = vars(ap.parse_args(argv))
+    given = given_flags(Config, argv, __doc__.split("\n")[0])
     base = {}
     if "resume" in given:
         from checkpoint import find_checkpoint, read_trainer_state
@@ -364,41 +353,6 @@ def check_finite(loss: torch.Tensor, step: int, stats: dict) -> None:
 
 
 # ------------------------------------------------------------------ metrics
-def held_out_eval(cfg, policy, held_out: list[dict]) -> dict:
-    """Generation and self-QA on the held-out prompts, as flat `eval/...` numbers (rank 0's work)."""
-    from evaluate import evaluate_policy, flat_metrics
-
-    with full_params(policy):  # FSDP: every rank gathers; only rank 0 evaluates
-        if not is_main():
-            barrier()
-            return {}
-        if cfg.model.startswith("shapes-"):  # the world's exact judge, and understanding of true scenes
-            from models.shapes_models import evaluate_world
-
-            result = evaluate_world(policy, held_out, n_samples=cfg.eval_samples, cfg_scale=cfg.cfg_scale,
-                                    temperature=cfg.temperature, seed=cfg.seed + 3)
-            metrics = {f"eval/{k}": v for k, v in result.items() if k not in ("images", "seconds")}
-        else:
-            metrics = flat_metrics(evaluate_policy(
-                policy, held_out, n_samples=cfg.eval_samples, cfg_scale=cfg.cfg_scale, temperature=cfg.temperature,
-                seed=cfg.seed + 3, steps=cfg.timesteps, max_answer_tokens=cfg.max_answer_tokens))
-        barrier()
-    return metrics
-
-
-def before_after(cfg, first: dict, last: dict) -> str:
-    """The held-out evaluation at the start and at the end of the run, side by side."""
-    if cfg.model.startswith("shapes-"):
-        from models.shapes_models import format_table
-
-        strip = lambda m: {k[len("eval/"):]: v for k, v in m.items() if k.startswith("eval/")}  # noqa: E731
-        return format_table(strip(first), strip(last), names=(f"step {first['step']}", f"step {last['step']}"))
-    keys = sorted(k for k in last if k.startswith("eval/") and k in first)
-    rows = [f"| {k} | {first[k]:.3f} | {last[k]:.3f} | {last[k] - first[k]:+.3f} |" for k in keys]
-    return "\n".join([f"| metric | step {first['step']} | step {last['step']} | change |", "|---|---:|---:|---:|", *rows])
-
-
-
 def step_metrics(step, cfg, ro_all, stats, lr, seconds) -> dict:
     """Reward mean/std overall and per category, self-QA accuracy, plus the learner's statistics."""
     rewards = torch.tensor([r for r, _ in ro_all], dtype=torch.float64)
