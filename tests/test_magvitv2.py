@@ -16,7 +16,7 @@ from models.magvitv2 import (LFQuantizer, MAGVITv2, load_magvitv2, magvitv2_conf
                              pixels_to_pil, preprocess_image, save_magvitv2)
 
 torch.set_num_threads(1)
-REFERENCE = Path(__file__).resolve().parents[2] / "shared/reference"
+REFERENCE = Path(__file__).resolve().parent / "data"  # the released checkpoints' parameter names and shapes
 TINY = magvitv2_tiny_config()  # 16 px <-> 4x4 codes, 64 codes
 
 

@@ -17,7 +17,7 @@ from models.showo import (BLOCKED, Showo, ShowoConfig, config_from_json, encode_
                           tiny_text_tokenizer, uncond_t2i_prompt)
 
 torch.set_num_threads(1)
-REFERENCE = Path(__file__).resolve().parents[2] / "shared/reference"
+REFERENCE = Path(__file__).resolve().parent / "data"  # the released checkpoints' parameter names and shapes
 TINY = showo_tiny_config()  # pad 257, soi 258, eoi 259, t2i 262, mmu 263, bos/eos 256, codes 267.., mask 331
 PAD, SOI, EOI, T2I, MMU, BOS, M = 257, 258, 259, 262, 263, 256, 331
 
