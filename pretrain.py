@@ -36,18 +36,15 @@ import random
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 import shapes
+from cli import opt
 
 VERSION = 1  # bump when a change here alters what a given config trains: old caches are then ignored
-
-
-def opt(default, help: str):
-    return field(default=default, metadata={"help": help})
 
 
 @dataclass

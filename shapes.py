@@ -43,7 +43,6 @@ Nothing runs at import time. `python shapes.py` prints a few records, ground-tru
 verdicts, and writes shapes_demo.png.
 """
 import functools
-import math
 import random
 from collections import namedtuple
 
@@ -211,24 +210,12 @@ def detect(codes):
 
 
 def relative_position(box_a, box_b):
-    """Set of relations of A relative to B, GenEval's rule: shrink the centre offset on each axis by
-    POSITION_THRESHOLD * (size_a + size_b), then call a relation when the shrunk offset, divided by
-    the norm of the raw offset, exceeds 0.5 on that axis. Image y points down ("below" = larger y)."""
-    (ax0, ay0, ax1, ay1), (bx0, by0, bx1, by1) = box_a, box_b
-    dx = (ax0 + ax1) / 2 - (bx0 + bx1) / 2  # raw centre offset
-    dy = (ay0 + ay1) / 2 - (by0 + by1) / 2
-    sx = max(abs(dx) - POSITION_THRESHOLD * ((ax1 - ax0) + (bx1 - bx0)), 0) * math.copysign(1, dx)
-    sy = max(abs(dy) - POSITION_THRESHOLD * ((ay1 - ay0) + (by1 - by0)), 0) * math.copysign(1, dy)
-    if abs(sx) < 1e-3 and abs(sy) < 1e-3:  # too close (or the same box): no relation
-        return set()
-    norm = math.hypot(dx, dy)
-    sx, sy = sx / norm, sy / norm
-    relations = set()
-    if sx < -0.5: relations.add("left of")
-    if sx > 0.5: relations.add("right of")
-    if sy < -0.5: relations.add("above")
-    if sy > 0.5: relations.add("below")
-    return relations
+    """Set of relations of A relative to B by GenEval's rule (geneval.relative_position): shrink the centre
+    offset on each axis by POSITION_THRESHOLD * (size_a + size_b), then call a relation when the shrunk
+    offset, divided by the norm of the raw offset, exceeds 0.5 on that axis. Image y points down."""
+    import geneval
+
+    return geneval.relative_position(box_a, box_b, POSITION_THRESHOLD)
 
 
 def judge(record, codes):
