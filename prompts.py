@@ -15,7 +15,7 @@ GenEval's "benchs") and "an" before a vowel in answers ("a toaster and an oven",
 
 Usage:
     python prompts.py --n 1000 --seed 0 --out train.jsonl \
-        --exclude ../shared/data/geneval_metadata.jsonl   # prints counts per tag, number left out
+        --exclude evaluation_metadata.jsonl   # prints counts per tag, number left out
 """
 import argparse
 import collections

@@ -65,6 +65,18 @@ def straight_through_onehot(logits: torch.Tensor, tokens: torch.Tensor, tau: flo
     return hard - soft.detach() + soft  # value: hard; gradient: soft's
 
 
+def coupling_uniforms(seed: int, step: int, image_ids: torch.Tensor, idx: torch.Tensor, codebook_size: int):
+    """Uniforms for the conditional Gumbel noise of the straight-through tokens: (n, T, K), one stream per
+    image (seeded on its global row), so a run's noise does not depend on micro-batching or ranks."""
+    from generate import seed_for
+
+    rows = []
+    for i in idx.tolist():
+        gen = torch.Generator().manual_seed(seed_for(seed + 2, step, i, image_ids[i, 0].item()))
+        rows.append(torch.rand(image_ids.shape[1], codebook_size, generator=gen))
+    return torch.stack(rows).to(image_ids.device)
+
+
 def sft_step_loss(out: dict, batch: dict, keep: torch.Tensor) -> tuple[torch.Tensor, dict]:
     """Per-sample SFT loss (n,) from one policy.forward output, and its statistics.
 

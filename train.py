@@ -282,7 +282,7 @@ def build_batch(cfg, policy, ro, idx, cfg_scale, targets):
 def learn(cfg, policy, model, optimizer, ro, step, keep=None, advantages=None, ref=None) -> dict:
     """mu optimizer updates on this rollout, each accumulated over micro-batches (no_sync but the last)."""
     from grpo import grpo_step_loss, sample_logprobs
-    from sft import sft_step_loss
+    from sft import coupling_uniforms, sft_step_loss
 
     n = ro.image_ids.shape[0]
     cfg_scale = cfg.cfg_scale if cfg.cfg_scale is not None else policy.default_cfg_scale
@@ -314,7 +314,7 @@ def learn(cfg, policy, model, optimizer, ro, step, keep=None, advantages=None, r
             with micro_step(model, last=j + 1 == len(chunks)):  # gradients sync on the last micro-step only
                 couple = None
                 if cfg.couple and "und" in batch:
-                    u = couple_uniforms(cfg, step, ro, idx, policy.codebook_size)
+                    u = coupling_uniforms(cfg.seed, step, ro.image_ids, idx, policy.codebook_size)
                     couple = dict(tau=cfg.gumbel_tau, noise=u)
                 with autocast(cfg, policy):
                     out = model(gen=batch.get("gen"), und=batch.get("und"), couple=couple)
@@ -332,17 +332,6 @@ def learn(cfg, policy, model, optimizer, ro, step, keep=None, advantages=None, r
             stats["grad_norm"] = clip_grads([p for p in policy.parameters() if p.requires_grad], cfg.grad_clip)
         optimizer.step()
     return {k: v / cfg.inner_iters for k, v in stats.items()}
-
-
-def couple_uniforms(cfg, step, ro, idx, codebook_size):
-    """Uniforms for the conditional Gumbel noise of the straight-through tokens: (n, T, K), seeded per image."""
-    from generate import seed_for
-
-    rows = []
-    for i in idx.tolist():
-        gen = torch.Generator().manual_seed(seed_for(cfg.seed + 2, step, i, ro.image_ids[i, 0].item()))
-        rows.append(torch.rand(ro.image_ids.shape[1], codebook_size, generator=gen))
-    return torch.stack(rows).to(ro.image_ids.device)
 
 
 def check_finite(loss: torch.Tensor, step: int, stats: dict) -> None:

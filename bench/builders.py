@@ -1,7 +1,7 @@
 """Policies of the REAL architectures with random weights, for benchmarks that must not download anything.
 
 Speed and memory do not depend on weight values, so the GPU suite builds Janus-Pro-1B / -7B and Show-o 512
-from their configs (sizes from /work/shared/reference/janus.md §2.6 and models/showo.py) directly on the
+from their configs (sizes from the Janus-Pro hub configs and models/showo.py) directly on the
 device in bf16, and recipe.py counts their parameters on the `meta` device (no memory at all). The same
 code builds toy sizes (`tiny-*`), so `bench/gpu.py --dry-run --tiny` exercises every line on a CPU.
 
@@ -100,23 +100,10 @@ def showo_configs(tiny: bool):
 
 
 def standin_text_tokenizer(config):
-    """A byte-level tokenizer with phi-1_5's layout: 256 byte symbols, fillers, <|endoftext|> at
-    bos_token_id, fillers up to llm_vocab_size, then Show-o's [PAD] and specials (checked by add_showo_tokens).
-    With showo-tiny's config there are no fillers and this is exactly its tokenizer."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
+    """phi-1_5's layout without the hub: models.showo.tiny_text_tokenizer, fillers up to llm_vocab_size."""
+    from models.showo import tiny_text_tokenizer
 
-    from models.showo import add_showo_tokens
-
-    vocab = {ch: i for i, ch in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}
-    while len(vocab) < config.llm_vocab_size:  # fillers are never produced: there are no merges
-        vocab["<|endoftext|>" if len(vocab) == config.bos_token_id else f"<|filler{len(vocab)}|>"] = len(vocab)
-    raw = Tokenizer(models.BPE(vocab=vocab, merges=[]))
-    raw.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    raw.decoder = decoders.ByteLevel()
-    tok = PreTrainedTokenizerFast(tokenizer_object=raw, bos_token="<|endoftext|>", eos_token="<|endoftext|>",
-                                  unk_token="<|endoftext|>")
-    return add_showo_tokens(tok, config)
+    return tiny_text_tokenizer(config)
 
 
 def build_showo_policy(tiny: bool = False, device="cpu", dtype=torch.float32):

@@ -1,6 +1,6 @@
 """GPU benchmark suite: every phase of a UniRL iteration on the real architectures, against the roofline.
 
-The plan is /work/shared/reference/performance.md §4.1. Models are built with the real sizes and random
+The cases are G0–G9 of bench/README.md. Models are built with the real sizes and random
 weights (bench/builders.py: Janus-Pro-1B and -7B from a transformers JanusConfig, Show-o 512 from
 `showo_512_config()` + MAGVIT-v2's real config), in bf16, directly on the GPU; speed does not depend on
 weight values and nothing is downloaded. The device's peaks are measured first, in the same run (a large

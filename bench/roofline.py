@@ -2,7 +2,7 @@
 
 Everything here is plain arithmetic on config numbers, so the CPU suite can check it against
 `FlopCounterMode` on the tiny models, the GPU suite can turn it into floors with the peaks it measured,
-and recipe.py can plan memory without a GPU. Conventions (the same as /work/shared/reference/performance.md):
+and recipe.py can plan memory without a GPU. Conventions:
 
 - A matmul of (m x k) by (k x n) is 2mkn FLOPs; elementwise work (norms, RoPE, softmax, GELU) is not
   counted, as FlopCounterMode does not count it either.

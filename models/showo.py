@@ -330,13 +330,16 @@ def load_text_tokenizer(path: str, config: ShowoConfig):
 
 
 def tiny_text_tokenizer(config: ShowoConfig):
-    """GPT-2-style byte-level BPE with no merges: 256 byte symbols + <|endoftext|> = llm_vocab_size 257."""
+    """GPT-2-style byte-level BPE with no merges and phi-1_5's layout: 256 byte symbols, <|endoftext|> at
+    bos_token_id, never-produced fillers up to llm_vocab_size (none for showo-tiny's 257), then Show-o's
+    [PAD] and specials. Also stands in for phi-1_5 at the real sizes where the hub is out of reach."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
     vocab = {ch: i for i, ch in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}
-    vocab["<|endoftext|>"] = len(vocab)
-    if len(vocab) != config.llm_vocab_size:
-        raise ValueError("the tiny tokenizer needs llm_vocab_size 257")
+    while len(vocab) < config.llm_vocab_size:
+        vocab["<|endoftext|>" if len(vocab) == config.bos_token_id else f"<|filler{len(vocab)}|>"] = len(vocab)
+    if vocab.get("<|endoftext|>") != config.bos_token_id:
+        raise ValueError(f"the byte-level tokenizer needs bos_token_id in [256, {config.llm_vocab_size})")
     raw = Tokenizer(models.BPE(vocab=vocab, merges=[]))
     raw.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     raw.decoder = decoders.ByteLevel()

@@ -6,7 +6,7 @@ and tokenizer files), once as Janus-1.3B ships (model.safetensors) and once as J
 plus an index). The original names are checked against an independent enumeration of DeepSeek's module tree,
 then the folder is converted and reloaded with from_pretrained.
 
-Run: cd /work/main && python -m pytest -q tests/test_convert_janus.py
+Run: python -m pytest -q tests/test_convert_janus.py
 """
 
 import json
