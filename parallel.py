@@ -33,7 +33,10 @@ def setup_distributed(device: str = "auto"):
 
 
 def teardown_distributed() -> None:
+    """Leave together: a rank tearing gloo down while another still talks to it can abort at exit."""
     if dist.is_initialized():
+        with contextlib.suppress(Exception):  # a rank that failed must not hang the others here
+            dist.barrier()
         dist.destroy_process_group()
 
 
