@@ -4,13 +4,12 @@ UniRL trains on the model's answers about its own images; GenEval judges the sam
 detector. This file measures both on GenEval's prompts, for a preset, a released checkpoint or any
 `ckpt-*` folder a run wrote:
 
-  1. Export. --n-samples images per prompt of GenEval's evaluation_metadata.jsonl, in GenEval's layout,
-         <out>/00000/metadata.jsonl      the prompt's metadata line, verbatim: one JSON object
-         <out>/00000/samples/0000.png    sample 0 ... N-1
-         <out>/00000/grid.png            all N side by side (for eyes; GenEval ignores it)
-     so the official evaluator runs on the folder unchanged. Image k of prompt i draws from uniforms
-     seeded on (seed, i, k): the same images on 1 or 8 GPUs and at any --batch-size (up to the
-     floating-point noise between batch shapes, which can flip a near-tied token on a GPU).
+  1. Export. --n-samples images per prompt of GenEval's evaluation_metadata.jsonl, in GenEval's own
+     layout (<out>/00000/metadata.jsonl, <out>/00000/samples/0000.png, ...), so the official evaluator
+     runs on the folder unchanged. Image k of prompt i draws from uniforms seeded on (seed, i, k): the
+     same images on 1 or 8 GPUs and at any --batch-size. Re-running the same command resumes; a folder
+     exported with other settings (export.json) is refused rather than mixed. geneval_export.py writes,
+     reads back and pins the folder; this file decides what runs and summarizes it.
   2. Scores. geneval.py's transformers rebuild of GenEval (--scorer builtin, CPU or GPU), the official
      evaluator's results file (--official-results), or none. Printed as GenEval's summary table.
   3. Self-QA. The model answers each image's templated question (prompts.add_questions) about the saved
@@ -21,14 +20,10 @@ detector. This file measures both on GenEval's prompts, for a preset, a released
          judge_no_self_yes   the judge fails the image, the model's own answer is fully right
                              (the model sees what is not there: a reward that generation can fool)
      each as a count and as a fraction of all those images, overall and per tag.
-  5. One record. results.json (written atomically) holds scores, self-QA, imbalance and every setting:
-     prompt-file sha256, model, weights hash, resolution, sampling settings, scorer checkpoints,
-     device, world size, versions, date. results.jsonl holds the built-in scorer's per-image rows in
-     the official format. export.json pins what the images depend on.
+  5. One record. results.json (written atomically) holds scores, self-QA, imbalance and every setting
+     (hashes of the prompts, weights and scorer checkpoints, sampling settings, device, world size,
+     versions, date); results.jsonl holds the built-in scorer's per-image rows in the official format.
 
-Resume: re-running the same command skips every prompt folder that holds metadata.jsonl and all N
-samples; each folder is written under a temporary name and renamed, so none is ever half-written. A
-folder exported with other settings (export.json differs) is refused rather than mixed.
 Deliberate simplifications: answers are greedy with a fixed token cap; the scorer runs one image at a
 time (as GenEval does).
 
@@ -46,32 +41,22 @@ In code, for train.py every k steps (no files, no collectives):
 from __future__ import annotations
 
 import dataclasses
-import datetime
-import hashlib
 import json
-import os
-import platform
-import re
-import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.distributed as dist
-from PIL import Image
 
 import geneval
 from cli import given_flags, opt
 import prompts
 import reward
 from geneval import DEFAULT_CLIP, DEFAULT_DETECTOR
-from generate import image_grid, image_uniforms, row_generators, sample_images_ar, sample_images_masked
-from understand import answer_questions
-
-METADATA_NAMES = ("geneval_metadata.jsonl", "evaluation_metadata.jsonl")  # searched in ./data, then .
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")
+from geneval_export import (analyze_folder, answer_images, claim_folder, decoding_steps, export_geneval,
+                            find_metadata, from_pil, official_verdicts, pin_settings,
+                            read_metadata, read_verdict, record_settings, sample_images, to_pil)
 
 
 @dataclass
@@ -97,6 +82,8 @@ class Config:
     device: str = opt("auto", "auto | cpu | cuda")
     dtype: str = opt("float32", "weights' dtype: float32 | bfloat16")
     threads: int = opt(0, "torch CPU threads per process; 0 leaves torch's default")
+    kv_bucket: int = opt(128, "AR sampling: attention reads the filled KV slots rounded up to this many (0: all)")
+    compile_decode: str = opt("off", "AR sampling: torch.compile the one-token step: off | default | reduce-overhead")
 
 
 def parse_config(argv: list[str] | None = None) -> Config:
@@ -106,9 +93,10 @@ def parse_config(argv: list[str] | None = None) -> Config:
 
 def validate(cfg: Config) -> Path:
     """Every bad input fails here, naming the fix, before a model loads. Returns the metadata path."""
-    from models import check_model_name
+    from models import check_model_name, check_sampling_flags
 
     check_model_name(cfg.model)
+    check_sampling_flags(cfg.model, cfg.kv_bucket, cfg.compile_decode)
     if not cfg.geneval:
         raise ValueError("nothing to evaluate: pass --geneval (GenEval export + scores + self-QA); "
                          "other benchmarks call evaluate_policy from code")
@@ -124,78 +112,6 @@ def validate(cfg: Config) -> Path:
         raise ValueError(f"--official-results {cfg.official_results}: no such file")
     cfg.out = cfg.out or f"outputs/{cfg.model}-geneval"
     return find_metadata(cfg.metadata)
-
-
-def find_metadata(path: str | None) -> Path:
-    if path:
-        if not Path(path).is_file():
-            raise ValueError(f"--metadata {path}: no such file")
-        return Path(path)
-    for folder in (Path("data"), Path(".")):
-        for name in METADATA_NAMES:
-            if (folder / name).is_file():
-                return folder / name
-    raise ValueError(f"no GenEval metadata found ({' or '.join(METADATA_NAMES)} in ./data or .): download "
-                     "prompts/evaluation_metadata.jsonl from github.com/djghosh13/geneval and pass --metadata PATH")
-
-
-def read_metadata(path) -> tuple[list[str], list[dict]]:
-    """The raw lines (written verbatim into the export) and the records with question and answer added."""
-    with open(path, encoding="utf-8") as f:
-        lines = [line.strip() for line in f if line.strip()]  # read_records skips blank lines the same way
-    return lines, prompts.read_records(path)
-
-
-# ------------------------------------------------------------------ images
-@torch.no_grad()
-def sample_images(policy, texts: list[str], jobs: list[tuple[int, int]], *, seed: int, cfg_scale, temperature: float,
-                  steps: int | None = None):
-    """Image k of prompt i (texts[i]) for each job (i, k), in one batch across prompts.
-
-    Returns image tokens (B, T) and pixels (B, 3, H, W). Every image draws from its own stream seeded on
-    (seed, i, k), exactly what rollout(step=i, first_index=k) would give it, so it is the same image
-    whatever batch or rank it lands in. `steps` is the number of masked-decoding steps (None: the family's)."""
-    device = next(policy.parameters()).device
-    ids, mask = policy.tokenize_gen_prompts([texts[i] for i, _ in jobs])
-    ids, mask = ids.to(device), mask.to(device)
-    if policy.decoding == "ar":  # one uniform per token, row by row
-        uniforms = torch.cat([image_uniforms(seed, i, k, 1, policy.num_image_tokens) for i, k in jobs])
-        image_ids = sample_images_ar(policy, ids, mask, uniforms.to(device), cfg_scale=cfg_scale, temperature=temperature)
-    elif policy.decoding == "masked":  # one generator per row: each row draws as it would alone
-        generators = [row_generators(seed, i, k, 1, device)[0] for i, k in jobs]
-        image_ids, _ = sample_images_masked(policy, ids, generators, cfg_scale=cfg_scale, temperature=temperature,
-                                            timesteps=steps or getattr(policy, "eval_timesteps", policy.default_timesteps))
-    else:
-        raise ValueError(f"no sampler for decoding {policy.decoding!r}")
-    # decoded one by one: a batched decoder moves pixels by ~1e-6, enough to flip a PNG's rounding
-    return image_ids, torch.cat([policy.decode_images(row[None]) for row in image_ids])
-
-
-def to_pil(pixels: torch.Tensor) -> Image.Image:
-    """(3, H, W) in [0, 1] -> an 8-bit RGB image (what GenEval and the self-QA read back)."""
-    array = (pixels.float().clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy()
-    return Image.fromarray(array)
-
-
-def from_pil(images: list) -> torch.Tensor:
-    """PIL images -> pixels (N, 3, H, W) in [0, 1]."""
-    return torch.stack([torch.from_numpy(np.asarray(im.convert("RGB"), dtype=np.float32) / 255).permute(2, 0, 1)
-                        for im in images])
-
-
-def answer_images(policy, pixels: torch.Tensor, records: list[dict], max_answer_tokens: int = 24,
-                  image_ids: torch.Tensor | None = None) -> list[str]:
-    """The model's greedy answer to each record's question about its image.
-
-    With the image's tokens at hand the model reads them as in training (Show-o: the ids themselves, as
-    UniRL's evaluation does); from saved PNGs it encodes the pixels (Show-o: MAGVIT-v2 re-encoding)."""
-    device = next(policy.parameters()).device
-    if image_ids is not None:
-        und = policy.images_for_understanding(image_ids.to(device), pixels.to(device))
-    else:
-        und = policy.encode_images(pixels.to(device))
-    *_, answers = answer_questions(policy, und, [r["question"] for r in records], max_new_tokens=max_answer_tokens)
-    return answers
 
 
 # ------------------------------------------------------------------ summaries (pure)
@@ -262,11 +178,6 @@ def flat_metrics(result: dict, prefix: str = "eval/") -> dict:
     return m
 
 
-def read_verdict(verdict) -> tuple[bool, str]:
-    # a judge returns True/False or (correct, reason)
-    return (bool(verdict[0]), str(verdict[1])) if isinstance(verdict, tuple) else (bool(verdict), "")
-
-
 # ------------------------------------------------------------------ in memory, for training
 @torch.no_grad()
 def evaluate_policy(policy, records: list[dict], *, n_samples: int = 2, cfg_scale: float | None = None,
@@ -314,179 +225,6 @@ def geneval_judge(scorer):
     return judge
 
 
-# ------------------------------------------------------------------ the GenEval folder
-def sample_path(out: Path, i: int, k: int) -> Path:
-    return out / f"{i:05d}" / "samples" / f"{k:04d}.png"
-
-
-def prompt_complete(out: Path, i: int, n_samples: int) -> bool:
-    return (out / f"{i:05d}" / "metadata.jsonl").is_file() and all(
-        sample_path(out, i, k).is_file() for k in range(n_samples))
-
-
-def write_prompt_folder(out: Path, i: int, line: str, pixels: list) -> None:
-    """<out>/<i:05d>/ built under a temporary name GenEval skips (not all digits), then renamed into place."""
-    final, tmp = out / f"{i:05d}", out / f".tmp-{i:05d}"
-    shutil.rmtree(tmp, ignore_errors=True)  # left by a crash
-    (tmp / "samples").mkdir(parents=True)
-    (tmp / "metadata.jsonl").write_text(line + "\n", encoding="utf-8")  # json.load reads exactly one object
-    for k, image in enumerate(pixels):
-        to_pil(image).save(tmp / "samples" / f"{k:04d}.png")
-    image_grid(torch.stack(pixels), columns=min(len(pixels), 4)).save(tmp / "grid.png")
-    if final.exists():  # a half-done folder: regenerated whole (same seeds, so the same images)
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-
-
-def export_geneval(policy, texts, lines, out: Path, indices: list[int], cfg: Config, progress: bool) -> int:
-    """Write every incomplete prompt folder among `indices`; returns how many were written."""
-    from tqdm import tqdm
-
-    cfg_scale = policy.default_cfg_scale if cfg.cfg_scale is None else cfg.cfg_scale
-    for i in indices:  # temporary folders of a crashed run (GenEval would skip them, but they are clutter)
-        shutil.rmtree(out / f".tmp-{i:05d}", ignore_errors=True)
-    pending = [i for i in indices if not prompt_complete(out, i, cfg.n_samples)]
-    jobs = [(i, k) for i in pending for k in range(cfg.n_samples)]
-    images = {}  # prompt index -> its samples so far; a folder is written once all N exist
-    bar = tqdm(total=len(jobs), disable=not progress, desc="geneval export", unit="img", dynamic_ncols=True)
-    for start in range(0, len(jobs), cfg.batch_size):
-        batch = jobs[start:start + cfg.batch_size]
-        _, pixels = sample_images(policy, texts, batch, seed=cfg.seed, cfg_scale=cfg_scale,
-                                  temperature=cfg.temperature, steps=cfg.steps)
-        for (i, _), image in zip(batch, pixels):
-            images.setdefault(i, []).append(image.cpu())
-            if len(images[i]) == cfg.n_samples:
-                write_prompt_folder(out, i, lines[i], images.pop(i))
-        bar.update(len(batch))
-    bar.close()
-    return len(pending)
-
-
-@torch.no_grad()
-def analyze_folder(policy, scorer, judge, lines, records, out: Path, indices: list[int], cfg: Config,
-                   progress: bool = False) -> list[dict]:
-    """Self-QA and the built-in scorer's (or a judge's) verdicts on the saved PNGs of `indices`: the images
-    GenEval sees, also for prompts exported by an earlier, interrupted run."""
-    from tqdm import tqdm
-
-    rows, items = [], [(i, k) for i in indices for k in range(cfg.n_samples)]
-    needed = cfg.self_qa or scorer is not None or judge is not None  # else the rows only list the images
-    for start in tqdm(range(0, len(items), cfg.batch_size), disable=not progress, desc="self-QA and scores",
-                      unit="batch", dynamic_ncols=True):
-        batch = items[start:start + cfg.batch_size]
-        images = [Image.open(sample_path(out, i, k)).convert("RGB") for i, k in batch] if needed else []
-        answers = [None] * len(batch)
-        if cfg.self_qa:
-            answers = answer_images(policy, from_pil(images), [records[i] for i, _ in batch], cfg.max_answer_tokens)
-        for j, ((i, k), answer) in enumerate(zip(batch, answers)):
-            row = {"index": i, "sample": k, "tag": records[i]["tag"], "prompt": records[i]["prompt"]}
-            if answer is not None:
-                row.update(answer=answer, self_reward=reward.score_answer(answer, records[i]))
-            if scorer is not None:  # GenEval's per-image row, for results.jsonl
-                result = scorer.score_image(images[j], json.loads(lines[i]))
-                result.pop("detections")
-                row["geneval"] = {"filename": str(sample_path(out, i, k)), **result}
-                row["judge"] = result["correct"]
-            elif judge is not None:
-                row["judge"], row["reason"] = read_verdict(judge(records[i], images[j]))
-            rows.append(row)
-    return rows
-
-
-def official_verdicts(path) -> dict:
-    """{(prompt index, sample index): correct} from a results jsonl, keyed by .../<digits>/samples/<digits>.png."""
-    verdicts = {}
-    for row in geneval.read_official_results(path):
-        match = re.search(r"(\d+)[/\\]samples[/\\](\d+)\.png$", str(row.get("filename", "")))
-        if match:
-            verdicts[int(match[1]), int(match[2])] = bool(row["correct"])
-    return verdicts
-
-
-# ------------------------------------------------------------------ what the numbers depend on
-def file_sha256(path, digest=None):
-    digest = digest or hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest
-
-
-def weights_sha256(folder) -> tuple[str, list[str]]:
-    """sha256 over a folder's weight files (names and bytes, sorted); a ckpt's optimizer state is not weights."""
-    files = sorted(p for p in Path(folder).rglob("*") if p.is_file() and p.suffix in WEIGHT_SUFFIXES
-                   and not p.name.startswith("optimizer"))
-    digest = hashlib.sha256()
-    for p in files:
-        digest.update(str(p.relative_to(folder)).encode() + b"\0")
-        file_sha256(p, digest)
-    return digest.hexdigest(), [str(p.relative_to(folder)) for p in files]
-
-
-def hub_revision(source: str | None) -> str | None:
-    """The commit of a hub id's cached snapshot; None for local folders, or when nothing is cached."""
-    if source is None or Path(source).is_dir():
-        return None
-    try:
-        from huggingface_hub import try_to_load_from_cache
-
-        cached = try_to_load_from_cache(source, "config.json")  # .../snapshots/<commit>/config.json
-        return Path(cached).parent.name if isinstance(cached, str) else None
-    except Exception:  # not a valid repo id, or no cache: nothing more to record
-        return None
-
-
-def describe_weights(source: str) -> dict:
-    """A local folder is pinned by its weights' sha256, a hub id by its cached revision."""
-    if Path(source).is_dir():
-        sha, files = weights_sha256(source)
-        return {"path": str(Path(source).resolve()), "sha256": sha, "files": files}
-    return {"hub_id": source, "revision": hub_revision(source)}
-
-
-def checkpoint_sha256(cfg: Config, policy) -> str:
-    """The weights files' sha256; "built-in" for tiny presets built from a seed; else the loaded tensors'."""
-    if cfg.model_path and Path(cfg.model_path).is_dir():
-        return weights_sha256(cfg.model_path)[0]
-    if cfg.model_path is None and cfg.model.endswith("-tiny"):
-        return "built-in"
-    digest = hashlib.sha256()
-    for name, tensor in sorted(policy.state_dict().items()):
-        digest.update(name.encode() + b"\0")
-        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    return "state-dict:" + digest.hexdigest()
-
-
-def claim_folder(out: Path, pinned: dict) -> str:
-    """Write export.json, or check that the folder's is the same; returns the problem, "" if none."""
-    path = out / "export.json"
-    if path.exists():
-        old = json.loads(path.read_text())
-        changed = [f"{k}: {old.get(k)!r} -> {v!r}" for k, v in pinned.items() if old.get(k) != v]
-        return (f"--out {out} holds an export made with other settings ({'; '.join(changed)}): choose a new "
-                f"--out, or delete the folder to regenerate") if changed else ""
-    if out.is_dir() and any(p.name.isdigit() for p in out.iterdir()):
-        return f"--out {out} holds prompt folders but no export.json (not written by evaluate.py): choose a new --out"
-    from checkpoint import atomic_write_text
-
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, json.dumps(pinned, indent=1))
-    return ""
-
-
-def from_rank0(value):
-    """Rank 0's value on every rank (so that all ranks stop together on a problem only rank 0 checked)."""
-    if not dist.is_initialized():
-        return value
-    box = [value]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
-
-
-def device_name(device: torch.device) -> str:
-    return f"{device} ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else str(device)
-
-
 # ------------------------------------------------------------------ during training (train.py --eval-every)
 def held_out_eval(cfg, policy, held_out: list[dict]) -> dict:
     """Generation and self-QA on the held-out prompts, as flat `eval/...` numbers (rank 0's work)."""
@@ -500,7 +238,8 @@ def held_out_eval(cfg, policy, held_out: list[dict]) -> dict:
             from models.shapes_models import evaluate_world
 
             result = evaluate_world(policy, held_out, n_samples=cfg.eval_samples, cfg_scale=cfg.cfg_scale,
-                                    temperature=cfg.temperature, seed=cfg.seed + 3)
+                                    temperature=cfg.temperature, timesteps=cfg.timesteps, seed=cfg.seed + 3,
+                                    max_answer_tokens=cfg.max_answer_tokens)
             metrics = {f"eval/{k}": v for k, v in result.items() if k not in ("images", "seconds")}
         else:
             metrics = flat_metrics(evaluate_policy(
@@ -538,8 +277,8 @@ def run(cfg: Config, rank: int, world: int, device: torch.device, judge=None) ->
     """Export, score, self-QA, imbalance; rank 0 writes results.json and returns it. `judge` (code only)
     replaces the scorer: judge(record, image) -> bool | (bool, reason), as in evaluate_policy."""
     from checkpoint import atomic_write_text
-    from models import load_policy
-    from parallel import gather_lists, is_main, print0
+    from models import load_policy, set_sampling
+    from parallel import from_rank0, gather_lists, is_main, print0
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -558,17 +297,13 @@ def run(cfg: Config, rank: int, world: int, device: torch.device, judge=None) ->
                              "Without hub access, download both elsewhere and pass the folders, or use --scorer none")
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[cfg.dtype]
     policy = load_policy(cfg.model, cfg.model_path, device=device, dtype=dtype).eval()
-    # an autoregressive sampler has no steps; a masked one records the steps it really uses
-    steps = (cfg.steps or getattr(policy, "eval_timesteps", policy.default_timesteps)) if policy.decoding == "masked" else None
+    set_sampling(policy, cfg.kv_bucket, cfg.compile_decode)
+    steps = decoding_steps(policy, cfg.steps)  # recorded as the sampler really runs: None when autoregressive
     if cfg.steps is not None and steps is None:
         print0(f"note: --steps is ignored, {cfg.model} decodes {policy.decoding!r}")
     cfg_scale = policy.default_cfg_scale if cfg.cfg_scale is None else cfg.cfg_scale
-    pinned = None
-    if is_main():  # what the images depend on; world size and batch size are deliberately absent
-        pinned = {"model": cfg.model, "checkpoint_sha256": checkpoint_sha256(cfg, policy),
-                  "metadata_sha256": file_sha256(metadata).hexdigest(), "n_samples": cfg.n_samples,
-                  "cfg_scale": cfg_scale, "temperature": cfg.temperature, "steps": steps, "seed": cfg.seed,
-                  "dtype": cfg.dtype}
+    # rank 0 pins what the images depend on (export.json) and checks an existing folder; all ranks stop on a problem
+    pinned = pin_settings(cfg, policy, metadata, cfg_scale, steps) if is_main() else None
     problem = from_rank0(claim_folder(out, pinned) if is_main() else None)
     if problem:
         raise ValueError(problem)
@@ -576,7 +311,7 @@ def run(cfg: Config, rank: int, world: int, device: torch.device, judge=None) ->
     print0(json.dumps(dataclasses.asdict(cfg), indent=1))
     print0(f"world {world} | prompts {len(records)} ({len(mine)} on rank 0) | images {len(records) * cfg.n_samples} | "
            f"decoding {policy.decoding} | cfg {cfg_scale} | scorer {scorer_name} | self-QA {cfg.self_qa}")
-    written = export_geneval(policy, [r["prompt"] for r in records], lines, out, mine, cfg, progress=is_main())
+    written = export_geneval(policy, [r["prompt"] for r in records], lines, out, mine, cfg, cfg_scale, is_main())
     rows = analyze_folder(policy, scorer, judge, lines, records, out, mine, cfg, progress=is_main())
     rows, written = gather_lists(rows), sum(gather_lists([written]))
     if not is_main():
@@ -605,33 +340,6 @@ def run(cfg: Config, rank: int, world: int, device: torch.device, judge=None) ->
     return result
 
 
-def record_settings(cfg: Config, metadata: Path, pinned: dict, policy, scorer_name: str, device, world: int,
-                    out: Path) -> dict:
-    """Everything a reader needs to reproduce the numbers, for results.json."""
-    import transformers
-
-    width, height = Image.open(sample_path(out, 0, 0)).size
-    builtin = scorer_name == "builtin"
-    return {
-        "benchmark": "geneval", "metadata": str(metadata), "metadata_sha256": pinned["metadata_sha256"],
-        "model": cfg.model, "model_path": cfg.model_path,
-        "checkpoint_sha256": pinned["checkpoint_sha256"], "model_hub_revision": hub_revision(cfg.model_path),
-        "family": policy.family, "decoding": policy.decoding, "resolution": f"{width}x{height}",
-        "num_image_tokens": policy.num_image_tokens, "n_samples": cfg.n_samples, "cfg_scale": pinned["cfg_scale"],
-        "temperature": cfg.temperature, "steps": pinned["steps"], "seed": cfg.seed,
-        "seeding": "image k of prompt i: generate.image_uniforms(seed, i, k), i.e. seed_for(seed, i, k)",
-        "batch_size": cfg.batch_size, "dtype": cfg.dtype, "self_qa": cfg.self_qa,
-        "answers": f"greedy, at most {cfg.max_answer_tokens} tokens", "scorer": scorer_name,
-        "detector": describe_weights(cfg.detector) if builtin else None,
-        "clip": describe_weights(cfg.clip) if builtin else None,
-        "official_results": {"path": cfg.official_results, "sha256": file_sha256(cfg.official_results).hexdigest()}
-        if cfg.official_results else None,
-        "device": device_name(device), "world_size": world, "python": platform.python_version(),
-        "torch": torch.__version__, "transformers": transformers.__version__, "command": sys.argv,
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-    }
-
-
 def format_report(result: dict) -> str:
     """GenEval's table, then self-QA per tag, then the imbalance."""
     parts = [geneval.format_table(result["geneval"])] if result["geneval"] else ["GenEval: not scored"]
@@ -655,3 +363,6 @@ if __name__ == "__main__":
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
+    from parallel import end_worker
+
+    end_worker()  # under torchrun: skip the interpreter teardown that can abort a finished rank

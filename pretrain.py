@@ -1,26 +1,31 @@
 """Pretraining a small base model for the shapes world, from scratch, on rendered ground truth.
 
 UniRL starts from a pretrained unified model that draws and reads, imperfectly. The shapes world
-(shapes.py) makes its own: a tiny real Janus (models/shapes_models.py) learns, from random weights,
+(shapes.py) makes its own: a tiny real Janus or Show-o (models/shapes_models.py) learns, from random weights,
 
-- text to image: the NLL of a true scene's 16 cell codes given the prompt, teacher-forced through
-  `policy(gen=...)`. With probability `cfg_dropout` (10%, the usual rate: LlamaGen trains with 0.1)
-  a prompt is replaced by the unconditional one (`policy.uncond_prompt_ids`), so the CFG branch that
+- text to image: the NLL of a true scene's 16 cell codes given the prompt, through `policy(gen=...)`.
+  Janus (autoregressive) is teacher-forced on all 16. Show-o (masked decoding) gets its own objective:
+  a random share of the codes, cos(pi/2 u) with u ~ U(0, 1), is replaced by [MASK] and only those are
+  scored (`masked_positions`). With probability `cfg_dropout` (10%, the usual rate: LlamaGen trains
+  with 0.1) a prompt is replaced by the unconditional one (`policy.uncond_prompt_ids`), so the CFG branch that
   sampling subtracts is a trained model of "any scene", not noise;
 - question answering: the NLL of the true answer about a rendered true scene, through
-  `policy(und=...)`, the model reading the pixels with its own vision encoder. Answers name objects in
+  `policy(und=...)`, the model reading the rendered pixels its own way (Janus: its SigLIP encoder; Show-o:
+  the codes the codec parses from them, as `policy.encode_images` gives). Answers name objects in
   raster order (shapes.scene_answer), so they are a function of the image.
 
 Both losses come from one forward call on the same scenes, for every record tag. The run is short on
 purpose: the base should draw and count imperfectly, so that self-improvement has something to fix,
 while reading well enough for its own answers to be a useful reward. It uses only the policy contract,
-so another family needs only a builder in models/shapes_models.py.
+so another family needs only a builder in models/shapes_models.py (and, if it decodes some other way,
+a line in `pretrain` saying which image tokens it scores).
 
-The result is cached: `--model shapes-janus` without `--model-path` loads
+The result is cached: `--model shapes-janus` (or `shapes-showo`) without `--model-path` loads
 `$UNIRL_CACHE/shapes/<family>-<hash of these settings>` (default ~/.cache/unirl), pretraining it first if
-it is missing. Run it alone:
+it is missing; the family is part of the hash, so each family has its own base. Run it alone:
 
     python pretrain.py --seed 0                        # the default base: fills the cache, prints an evaluation
+    python pretrain.py --family showo                  # the same for Show-o (about 90 s on one core)
     python pretrain.py --seed 1 --out bases/seed1      # another base; then train.py --model-path bases/seed1
 """
 
@@ -70,8 +75,10 @@ class PretrainConfig:
         return f"{self.family}-{hashlib.sha256(text.encode()).hexdigest()[:12]}"
 
 
-def world_batch(policy, records: list[dict], codes: torch.Tensor, drop: torch.Tensor) -> dict:
-    """Forward inputs for true scenes `codes` (B, T) of `records`; `drop` (B,) bool: prompt -> unconditional."""
+def world_batch(policy, records: list[dict], codes: torch.Tensor, drop: torch.Tensor,
+                token_mask: torch.Tensor | None = None) -> dict:
+    """Forward inputs for true scenes `codes` (B, T) of `records`; `drop` (B,) bool: prompt -> unconditional.
+    token_mask (B, T) bool, masked decoding only: the image tokens hidden from the input and scored."""
     device = next(policy.parameters()).device
     prompt_ids, prompt_mask = policy.tokenize_gen_prompts([r["prompt"] for r in records])
     prompt_ids = torch.where(drop[:, None], policy.uncond_prompt_ids(prompt_ids), prompt_ids)
@@ -79,20 +86,38 @@ def world_batch(policy, records: list[dict], codes: torch.Tensor, drop: torch.Te
     answer_ids, answer_mask = policy.tokenize_answers([shapes.scene_answer(r, c) for r, c in zip(records, codes)])
     images = policy.encode_images(shapes.render_tensor(codes).to(device))  # the model reads the rendered pixels
     to = lambda t: t.to(device)
-    return {"gen": dict(prompt_ids=to(prompt_ids), prompt_mask=to(prompt_mask), image_ids=to(codes), cfg_scale=None),
+    gen = dict(prompt_ids=to(prompt_ids), prompt_mask=to(prompt_mask), image_ids=to(codes), cfg_scale=None)
+    if token_mask is not None:
+        gen["token_mask"] = to(token_mask)
+    return {"gen": gen,
             "und": dict(images=images, prompt_ids=to(question_ids), prompt_mask=to(question_mask),
                         answer_ids=to(answer_ids), answer_mask=to(answer_mask))}
 
 
 def pretrain_loss(policy, batch: dict, und_weight: float) -> tuple[torch.Tensor, dict]:
-    """gen NLL (mean over the T image tokens) + und_weight * answer NLL (mean over answer tokens)."""
+    """gen NLL (mean over the scored image tokens) + und_weight * answer NLL (mean over answer tokens).
+
+    Scored: all T tokens for an autoregressive family (each given the ones before it), the masked ones for
+    a masked family (each given the visible ones): Show-o's own masked-token objective."""
     from sft import token_nll
 
     out = policy(gen=batch["gen"], und=batch["und"])
     image_ids = batch["gen"]["image_ids"]
-    gen_nll = token_nll(out["gen_cond_logits"], image_ids, torch.ones_like(image_ids)).mean()  # conditional model
+    scored = batch["gen"].get("token_mask", torch.ones_like(image_ids, dtype=torch.bool))
+    gen_nll = token_nll(out["gen_cond_logits"], image_ids, scored).mean()  # conditional model
     und_nll = token_nll(out["und_logits"], batch["und"]["answer_ids"], batch["und"]["answer_mask"]).mean()
     return gen_nll + und_weight * und_nll, {"gen_nll": gen_nll.item(), "und_nll": und_nll.item()}
+
+
+def masked_positions(rng: random.Random, batch: int, length: int) -> torch.Tensor:
+    """Show-o's training masks (B, T) bool, True = masked: a ratio r = cos(pi/2 u), u ~ U(0, 1), per scene,
+    round(r T) tokens (at least 1) at random positions. The cosine schedule the sampler decodes with, so
+    training sees every masking level the sampler passes through, mostly the heavily masked early ones."""
+    rows = torch.zeros(batch, length, dtype=torch.bool)
+    for row in rows:
+        count = max(1, round(length * math.cos(math.pi / 2 * rng.random())))
+        row[rng.sample(range(length), count)] = True
+    return rows
 
 
 def learning_rate(cfg: PretrainConfig, step: int) -> float:
@@ -110,7 +135,7 @@ def pretrain(cfg: PretrainConfig, log_every: int = 50) -> tuple[torch.nn.Module,
     policy = BUILDERS[cfg.family](seed=cfg.seed, hidden=cfg.hidden, layers=cfg.layers, vocab_size=cfg.vocab_size)
     policy.train()
     records = shapes.make_shape_records(cfg.num_records, seed=cfg.seed)
-    rng = random.Random(cfg.seed)  # records, scenes and the dropout all come from this one stream
+    rng = random.Random(cfg.seed)  # records, scenes, the dropout and Show-o's masks all come from this one stream
     params = [p for p in policy.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, cfg.beta2), weight_decay=0.0)
     history, t0 = [], time.perf_counter()
@@ -120,7 +145,8 @@ def pretrain(cfg: PretrainConfig, log_every: int = 50) -> tuple[torch.nn.Module,
         chosen = [rng.choice(records) for _ in range(cfg.batch)]
         codes = torch.stack([shapes.sample_scene(r, rng) for r in chosen])  # (B, T) true scenes
         drop = torch.tensor([rng.random() < cfg.cfg_dropout for _ in chosen])
-        loss, stats = pretrain_loss(policy, world_batch(policy, chosen, codes, drop), cfg.und_weight)
+        hidden = masked_positions(rng, cfg.batch, policy.num_image_tokens) if policy.decoding == "masked" else None
+        loss, stats = pretrain_loss(policy, world_batch(policy, chosen, codes, drop, hidden), cfg.und_weight)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)

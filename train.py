@@ -24,7 +24,6 @@ import copy
 import dataclasses
 import json
 import math
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -33,7 +32,7 @@ from pathlib import Path
 import torch
 
 from cli import given_flags, opt
-from evaluate import before_after, held_out_eval
+from evaluate import held_out_eval
 from parallel import (any_rank, barrier, clip_grads, full_params, gather_lists, gathered_state_dict, is_main, mean_over_ranks, micro_step,
                       print0, setup_distributed, teardown_distributed, wrap)
 
@@ -41,7 +40,8 @@ from parallel import (any_rank, barrier, clip_grads, full_params, gather_lists, 
 @dataclass
 class Config:
     # run
-    model: str = opt("shapes-janus", "preset: shapes-janus (the CPU-sized world) | showo | showo-256 | showo-tiny | "
+    model: str = opt("shapes-janus", "preset: shapes-janus (the CPU-sized world) | shapes-showo (the same world, "
+                                     "Show-o's family) | showo | showo-256 | showo-tiny | "
                                      "janus-pro-1b | janus-pro-7b | janus-1.3b | janus-tiny")
     model_path: str | None = opt(None, "folder or hub id overriding the preset's weights (also a ckpt-* folder)")
     mode: str = opt("grpo", "sft | grpo")
@@ -54,7 +54,10 @@ class Config:
     threads: int = opt(0, "torch CPU threads per process; 0 leaves torch's default")
     fsdp: bool = opt(False, "shard weights, grads and AdamW state with FSDP2 (needed for Janus-Pro-7B); default DDP")
     grad_ckpt: bool = opt(False, "activation checkpointing in the trained transformer blocks")
-    autocast: bool = opt(False, "bf16 autocast for the training forwards (fp32 weights, fp32 losses)")
+    autocast: bool = opt(False, "bf16 autocast for sampling and the training forwards (fp32 weights, fp32 losses)")
+    kv_bucket: int = opt(128, "AR sampling: attention reads the filled KV slots rounded up to this many (0: all slots)")
+    compile_decode: str = opt("off", "AR sampling: torch.compile the one-token step: off | default | "
+                                     "reduce-overhead (adds CUDA graphs)")
     # data
     prompts: str | None = opt(None, "jsonl of GenEval-style records; default: generate --num-prompts")
     num_prompts: int = opt(5000, "size of the generated training pool")
@@ -98,9 +101,13 @@ class Config:
 
 # Defaults that differ by preset, applied under whatever the command line gives. The shapes world's were
 # measured (bench/shapes_table.py): a small model on 2 CPU cores learns within a few minutes with them.
-PRESET_DEFAULTS = {
-    "shapes-": dict(steps=300, prompts_per_step=8, group_size=8, micro_batch=64, lr=1e-4, kl_beta=0.0,
-                    cfg_scale=3.0, max_answer_tokens=16, eval_every=50, eval_samples=4, threads=2),
+SHAPES_DEFAULTS = dict(steps=300, prompts_per_step=8, group_size=8, micro_batch=64, lr=1e-4, kl_beta=0.0,
+                       cfg_scale=3.0, max_answer_tokens=16, eval_every=50, eval_samples=4, threads=2)
+PRESET_DEFAULTS = {  # the first prefix that matches wins
+    # Show-o's world base overcounts under guidance 3, so every counting group scores alike and GRPO sees no
+    # contrast; at 1 it gains +0.089 +- 0.011 over 3 seeds, at 3 it loses 0.010 (README, the shapes world)
+    "shapes-showo": {**SHAPES_DEFAULTS, "cfg_scale": 1.0},
+    "shapes-": SHAPES_DEFAULTS,
 }
 
 
@@ -130,9 +137,10 @@ def parse_config(argv: list[str] | None = None) -> Config:
 # ------------------------------------------------------------------ checks before any heavy work
 def validate(cfg: Config, world: int) -> None:
     """Every bad input fails here, with the problem and the fix, before models are loaded."""
-    from models import check_model_name
+    from models import check_model_name, check_sampling_flags
 
     check_model_name(cfg.model)
+    check_sampling_flags(cfg.model, cfg.kv_bucket, cfg.compile_decode, cfg.fsdp)
     choices = {"mode": ("sft", "grpo"), "sft_on": ("gen", "und", "both"), "grpo_on": ("gen", "und", "both"),
                "ratio_dist": ("guided", "cond"), "estimator": ("remask", "trajectory"), "dtype": ("float32", "bfloat16"), "device": ("auto", "cpu", "cuda")}
     for name, allowed in choices.items():
@@ -206,7 +214,7 @@ def train_step(step, cfg, policy, model, ref, optimizer, records, rank, world) -
     mine, first = step_records(records, cfg, step, rank, world)
     # 2-3. rollout (G images per prompt, each with its own random stream) and self-QA, no gradients
     policy.eval()
-    with full_params(policy):  # FSDP: gather the weights once for all sampling steps
+    with full_params(policy), autocast(cfg, policy):  # FSDP: gather the weights once for all sampling steps
         ro, answer_stats = sample_and_answer(step, cfg, policy, mine, first, cfg_scale)
     times["t_rollout"], times["t_understand"] = answer_stats
     # 4. reward: the answer scored against the record's truth; advantages within each group
@@ -249,8 +257,9 @@ def sample_and_answer(step, cfg, policy, records, first, cfg_scale):
 
 
 def autocast(cfg, policy):
-    """bf16 autocast around the training forwards when asked for; losses and log-probs are upcast to fp32.
-    Sampling is left out: its static KV cache takes one dtype (use --dtype bfloat16 for bf16 sampling)."""
+    """bf16 autocast around sampling, answering and the training forwards when asked for (fp32 weights stay
+    the master copy). Log-probs and losses are upcast to fp32; the sampling KV cache is stored in bf16.
+    One region spans a whole rollout, so autocast casts each weight to bf16 once, not at every step."""
     if not cfg.autocast:
         return contextlib.nullcontext()
     device = next(policy.parameters()).device
@@ -341,22 +350,6 @@ def check_finite(loss: torch.Tensor, step: int, stats: dict) -> None:
                                  f"Lower --lr, use --dtype float32, or resume from the last checkpoint.")
 
 
-# ------------------------------------------------------------------ metrics
-def step_metrics(step, cfg, ro_all, stats, lr, seconds) -> dict:
-    """Reward mean/std overall and per category, self-QA accuracy, plus the learner's statistics."""
-    rewards = torch.tensor([r for r, _ in ro_all], dtype=torch.float64)
-    tags = [t for _, t in ro_all]
-    m = {"step": step, "reward_mean": rewards.mean().item(), "reward_std": rewards.std(unbiased=False).item(),
-         "self_qa_acc": (rewards >= 1.0).double().mean().item()}
-    for tag in sorted(set(tags)):
-        r = rewards[[i for i, t in enumerate(tags) if t == tag]]
-        m[f"reward/{tag}"] = r.mean().item()
-        m[f"reward_std/{tag}"] = r.std(unbiased=False).item()
-    m.update(stats)
-    m.update(lr=lr, seconds=seconds)
-    return m
-
-
 # ------------------------------------------------------------------ main
 def main(argv: list[str] | None = None) -> None:
     cfg = parse_config(argv)
@@ -372,8 +365,8 @@ def run(cfg: Config, rank: int, world: int, device: torch.device):
 
     from checkpoint import (atomic_write_text, load_optimizer, optimizer_tensors, read_trainer_state, restore_rng,
                             save_checkpoint)
-    from generate import image_grid
-    from models import load_policy
+    from metrics import finish_run, save_grid, step_metrics, trim_metrics, write_metrics
+    from models import load_policy, set_sampling
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -392,6 +385,7 @@ def run(cfg: Config, rank: int, world: int, device: torch.device):
         ref.requires_grad_(False).eval()
     if cfg.grad_ckpt:
         policy.enable_activation_checkpointing()
+    set_sampling(policy, cfg.kv_bucket, cfg.compile_decode)  # after the reference copy: it never samples
     model = wrap(policy, world, device, cfg.fsdp)  # DDP, or FSDP2 in place; the optimizer sees the result
     if ref is not None and cfg.fsdp and world > 1:
         wrap(ref, world, device, fsdp=True)
@@ -408,7 +402,9 @@ def run(cfg: Config, rank: int, world: int, device: torch.device):
         atomic_write_text(out / "run_config.json", json.dumps(dataclasses.asdict(cfg), indent=1))
         trim_metrics(out / "metrics.jsonl", start)
     if cfg.eval_every and start == 0:  # the starting point of every curve
-        write_metrics(out, {"step": 0, **held_out_eval(cfg, policy, held_out)})
+        first = held_out_eval(cfg, policy, held_out)  # every rank evaluates (FSDP gathers are collective)
+        if is_main():
+            write_metrics(out, {"step": 0, **first})
     bar = tqdm(range(start, cfg.steps), disable=not is_main(), desc="unirl", dynamic_ncols=True)
     for step in bar:
         t0 = time.perf_counter()
@@ -418,7 +414,7 @@ def run(cfg: Config, rank: int, world: int, device: torch.device):
         stats, ro = train_step(step, cfg, policy, model, ref, optimizer, records, rank, world)
         stats = mean_over_ranks(stats)
         everyone = gather_lists([(float(r), rec["tag"]) for r, rec in zip(ro.rewards, ro.records)])
-        m = step_metrics(step + 1, cfg, everyone, stats, lr, time.perf_counter() - t0)
+        m = step_metrics(step + 1, everyone, stats, lr, time.perf_counter() - t0)
         if cfg.eval_every and ((step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps):
             m.update(held_out_eval(cfg, policy, held_out))
         if is_main():
@@ -426,9 +422,7 @@ def run(cfg: Config, rank: int, world: int, device: torch.device):
             bar.write(f"step {step + 1:5d} | reward {m['reward_mean']:.3f} ± {m['reward_std']:.3f} | "
                       f"self-QA {m['self_qa_acc']:.3f} | loss {m['loss']:+.4f} | {m['seconds']:.1f}s")
             if (step + 1) % cfg.sample_every == 0 or step + 1 == cfg.steps:
-                grid = out / "samples" / f"step-{step + 1:06d}.png"
-                image_grid(ro.pixels, cfg.group_size).save(grid.with_suffix(".tmp.png"))
-                os.replace(grid.with_suffix(".tmp.png"), grid)
+                save_grid(out, step + 1, ro.pixels, cfg.group_size)
         if (step + 1) % cfg.save_every == 0 or step + 1 == cfg.steps:
             optimizer_state = optimizer_tensors(policy, optimizer)  # collective: every rank joins the gathers
             weights = gathered_state_dict(policy)  # FSDP only
@@ -437,34 +431,9 @@ def run(cfg: Config, rank: int, world: int, device: torch.device):
                                 keep=cfg.keep_checkpoints, state_dict=weights)
             barrier()  # nobody races ahead of a half-written checkpoint
     if is_main():  # the curves of the whole run, next to its metrics, and the before/after table
-        from plot import DEFAULT_KEYS, plot_metrics, read_metrics
-
-        rows = read_metrics(out / "metrics.jsonl")
-        keys = dict.fromkeys(("reward_mean", "eval/geneval", "eval/self_qa", "eval/und", "eval/imbalance") + DEFAULT_KEYS)
-        plot_metrics(rows, keys=[k for k in keys if any(k in r for r in rows) or "*" in k], path=out / "curves.png")
-        evals = [r for r in rows if any(k.startswith("eval/") for k in r)]
-        if len(evals) >= 2:
-            table = before_after(cfg, evals[0], evals[-1])
-            atomic_write_text(out / "before_after.md", table + "\n")
-            print(f"\nheld-out evaluation ({len(held_out)} prompts x {cfg.eval_samples} images):\n{table}")
+        finish_run(cfg, out, len(held_out))
     print0(f"done: {out}")
     return policy
-
-
-def write_metrics(out: Path, m: dict) -> None:
-    if is_main():
-        with open(out / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(m) + "\n")
-
-
-def trim_metrics(path: Path, step: int) -> None:
-    """On resume, drop metric lines past the checkpoint's step so the log reads as one run."""
-    if not path.exists():
-        return
-    lines = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= step]
-    from checkpoint import atomic_write_text
-
-    atomic_write_text(path, "".join(ln + "\n" for ln in lines))
 
 
 if __name__ == "__main__":
@@ -473,3 +442,6 @@ if __name__ == "__main__":
     except (ValueError, FloatingPointError) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
+    from parallel import end_worker
+
+    end_worker()  # under torchrun: skip the interpreter teardown that can abort a finished rank

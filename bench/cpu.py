@@ -10,16 +10,20 @@ janus-tiny and showo-tiny (the real architectures at toy width, random weights, 
     - the KV cache is allocated once: the StaticCache's K/V tensors keep their storage from the prefill to
       the last step, and their bytes equal 2 * layers * rows * kv_heads * max_len * head_dim * dtype size
       (a growing DynamicCache, for contrast, gets new storage at every step);
-    - FLOPs per image from FlopCounterMode against the formulas of bench/roofline.py;
+    - FLOPs per image from FlopCounterMode against the formulas of bench/roofline.py, with the cache read in
+      full (a plain StaticCache) and windowed (attention over the filled slots rounded up to a bucket);
     - token parity: our greedy sampler = transformers' generate(generation_mode="image") and = a sampler
       without any cache; Show-o's tokens with = without the text-prefix reuse.
   ratios (median of --repeats, time.perf_counter, same process; only ratios are printed)
     - ours vs transformers' generate() (greedy, CFG 5, same batch);
     - cached vs uncached (uncached = one teacher-forced pass over the whole prefix per step);
     - static vs growing KV cache; Show-o's text-prefix reuse vs full passes;
-    - batched vs one-by-one answering (understand.answer_questions), Janus and Show-o.
+    - batched vs one-by-one answering (understand.answer_questions), Janus and Show-o;
+    - the windowed KV cache (models/kv_cache.py) vs reading every slot, at Janus' real 576 tokens;
+    - with --compile: the compiled one-token decode step vs eager.
 
-Run:  python bench/cpu.py                 (10-20 s on 2 cores; writes bench/cpu.jsonl)
+Run:  python bench/cpu.py                 (20-30 s on 2 cores; writes bench/cpu.jsonl)
+      python bench/cpu.py --compile       (adds the compiled decode step: ~20 s more)
       python bench/cpu.py --batch 8 --repeats 9 --out /tmp/cpu.jsonl
 """
 
@@ -41,6 +45,7 @@ from bench.harness import (cache_storage, count_flops, environment, median_time,
 # prompts of different lengths, so the batch is left-padded as in training
 PROMPTS = ["a photo of a dog", "a photo of three red umbrellas", "a photo of a purple wine glass and a black apple",
            "a photo of two cats"]
+WINDOW_BUCKET = 16  # a bucket small enough that janus-tiny's 85-slot cache is read through several windows
 FLOP_TOLERANCE = 0.01  # FLOPs counted vs formula; every matmul is in the formula, so they agree to rounding
 
 
@@ -161,10 +166,14 @@ def janus_flops(policy, batch: int, cfg_scale: float = 5.0) -> list[dict]:
     gen = dict(prompt_ids=ids, prompt_mask=mask, image_ids=tokens, cfg_scale=cfg_scale)
     with torch.no_grad():
         teacher = count_flops(lambda: policy(gen=gen))
-    cached = count_flops(lambda: greedy_ar(policy, ids, mask, cfg_scale))
+    with replaced(policy, "kv_bucket", 0):  # attention over all L + N slots (a plain StaticCache)
+        cached = count_flops(lambda: greedy_ar(policy, ids, mask, cfg_scale))
+    with replaced(policy, "kv_bucket", WINDOW_BUCKET):  # over the filled slots rounded up (models/kv_cache.py)
+        windowed = count_flops(lambda: greedy_ar(policy, ids, mask, cfg_scale))
     uncached = count_flops(lambda: sample_images_uncached(policy, ids, mask, n, cfg_scale))
     want_teacher = R.janus_teacher_forced_flops(g, batch, length, n)
-    want_cached = R.janus_cached_rollout_flops(g, batch, length, n, cache_len=length + n)
+    want_cached = R.janus_cached_rollout_flops(g, batch, length, n, bucket=0)
+    want_windowed = R.janus_cached_rollout_flops(g, batch, length, n, bucket=WINDOW_BUCKET)
     want_uncached = R.janus_uncached_rollout_flops(g, batch, length, n)
     rows = []
     for name, got, want, formula in [
@@ -172,6 +181,8 @@ def janus_flops(policy, batch: int, cfg_scale: float = 5.0) -> list[dict]:
          "rows*S*2*trunk + rows*N*2*head + B*(N-1)*2*aligner + rows*layers*4*S^2*width, S=L+N-1, rows=2B"),
         ("cached rollout", cached, want_cached,
          "rows*(L+N-1)*2*trunk + rows*N*2*head + rows*(N-1)*2*aligner + attention over all L+N static slots"),
+        (f"windowed cached rollout, bucket {WINDOW_BUCKET}", windowed, want_windowed,
+         f"as above, attention over the filled slots rounded up to {WINDOW_BUCKET}"),
         ("uncached rollout", uncached, want_uncached, "sum over t of the teacher-forced pass with t tokens"),
     ]:
         r = row(f"janus: FLOPs per image, {name} (B={batch}, L={length}, N={n})", got / batch, want / batch,
@@ -274,6 +285,7 @@ def speed_ratios(janus, showo, batch: int, repeats: int) -> list[dict]:
            ratio(f"janus: speedup of the KV cache over no cache (B={batch}, N={n})", uncached, ours,
                  "uncached", "cached"),
            ratio(f"janus: speedup of the static over a growing cache (B={batch})", growing, ours, "growing", "static")]
+    out.append(window_ratio(batch, timed))
     from generate import sample_images_masked
 
     show_ids, _ = showo_prompts(showo, batch)
@@ -297,8 +309,47 @@ def speed_ratios(janus, showo, batch: int, repeats: int) -> list[dict]:
     return out
 
 
+def window_ratio(batch: int, timed) -> dict:
+    """Reading only the filled KV slots (bucket 64) vs all of them, at Janus' real 576 tokens (384 px) and toy
+    width, where attention over the cache is most of a step, as it is for Janus-Pro at batch 64."""
+    from models.janus import JanusPolicy, build_tiny_janus
+
+    model, processor = build_tiny_janus(image_size=384)
+    policy = JanusPolicy(model, processor).eval()
+    ids, mask = janus_prompts(policy, batch)
+    seconds = {}
+    for bucket in (0, 64):
+        with replaced(policy, "kv_bucket", bucket):
+            seconds[bucket] = timed(lambda: greedy_ar(policy, ids, mask))
+    return ratio(f"janus: speedup of the windowed KV cache over all slots (B={batch}, N=576, bucket 64)",
+                 seconds[0], seconds[64], "all slots", "windowed")
+
+
+def compile_ratio(batch: int, repeats: int) -> dict:
+    """The compiled one-token step (inductor) vs eager, one window (bucket 0: one graph). Opt-in: compiling
+    takes ~20 s of CPU (inductor builds C++ kernels)."""
+    import time
+
+    from models import load_policy
+
+    policy = load_policy("janus-tiny").eval()
+    policy.kv_bucket = 0
+    ids, mask = janus_prompts(policy, batch)
+    eager_tokens = greedy_ar(policy, ids, mask)
+    eager = median_time(lambda: greedy_ar(policy, ids, mask), repeats=repeats, warmup=1)
+    start = time.perf_counter()
+    policy.compile_decode("default")
+    same = torch.equal(greedy_ar(policy, ids, mask), eager_tokens)
+    compile_s = time.perf_counter() - start
+    compiled = median_time(lambda: greedy_ar(policy, ids, mask), repeats=repeats, warmup=1)
+    r = ratio(f"janus: speedup of the compiled decode step over eager (B={batch}, inductor)", eager, compiled,
+              "eager", "compiled")
+    r.update(compile_s=compile_s, tokens_equal=same)
+    return r
+
+
 # ------------------------------------------------------------------------------ main
-def run(batch: int = 4, repeats: int = 5, timesteps: int | None = None) -> list[dict]:
+def run(batch: int = 4, repeats: int = 5, timesteps: int | None = None, compiled: bool = False) -> list[dict]:
     from models import load_policy
 
     janus, showo = load_policy("janus-tiny").eval(), load_policy("showo-tiny").eval()
@@ -310,6 +361,8 @@ def run(batch: int = 4, repeats: int = 5, timesteps: int | None = None) -> list[
     rows += token_parity(janus, batch)
     rows.append(showo_prefix_parity(showo, batch))
     rows += speed_ratios(janus, showo, batch, repeats)
+    if compiled:
+        rows.append(compile_ratio(batch, repeats))
     return rows
 
 
@@ -318,13 +371,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--batch", type=int, default=4, help="images per rollout")
     ap.add_argument("--repeats", type=int, default=5, help="timed repeats per ratio (the median is kept)")
     ap.add_argument("--timesteps", type=int, default=None, help="Show-o sampler steps (default the policy's)")
+    ap.add_argument("--compile", action="store_true", help="add the compiled decode step's ratio (~20 s more)")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (1: steadier ratios)")
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "cpu.jsonl"), help="JSON lines file")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     env = environment("cpu")
     print(f"{env['device']} | torch {env['torch']} | transformers {env['transformers']} | threads {env['threads']}")
-    rows = run(args.batch, args.repeats, args.timesteps)
+    rows = run(args.batch, args.repeats, args.timesteps, args.compile)
     print_table(rows, ["case", "measured", "expected", "rel_err", "ok"])
     write_jsonl(args.out, [{"case": "environment", **env, "batch": args.batch, "repeats": args.repeats}] + rows)
     print(f"wrote {args.out}")

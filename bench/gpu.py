@@ -18,6 +18,8 @@ next to its roofline floor built from those peaks: `roofline_frac` = floor / mea
   G7 understand   answers (16 tokens, EOS off): batched, and batched vs one by one
   G8 train_step   teacher-forced fwd+bwd: MFU (counted FLOPs and 6ND), checkpointing, reference forward
   G9 iteration    one full GRPO iteration (train.train_step) at UniRL's per-GPU settings, split by phase
+  G10 fast_paths  Janus-Pro-1B rollout: all KV slots read vs the windowed cache vs the compiled step
+                  (CUDA graphs), same batch, same run; compile time reported apart
 Peak memory (`peak_gib`, max_memory_allocated) is reported next to its prediction (`pred_gib`, from
 bench/roofline.py; `[est]` where the formula is rough). Timings: CUDA events, median of --repeats after a
 warm-up; the 576-token rollouts default to 1 timed run after the warm-up to stay within 10 minutes.
@@ -193,7 +195,8 @@ def janus_gen(s: Suite, policy, name: str, batches: list, growing_at: int | None
         out = {}
         theirs = s.time(lambda: out.update(tokens=hf_rollout(policy, ids, mask)), repeats=s.rollout_repeats, warmup=0)
         ideal = R.janus_rollout_floor(g, b, p, n, s.peaks, s.bytes_per)
-        static = R.janus_rollout_floor(g, b, p, n, s.peaks, s.bytes_per, static_cache=True)
+        static = R.janus_rollout_floor(g, b, p, n, s.peaks, s.bytes_per, bucket=0)
+        window = R.janus_rollout_floor(g, b, p, n, s.peaks, s.bytes_per, bucket=policy.kv_bucket)
         table = R.janus_rollout_floor(g, b, p, n, R.PERFORMANCE_MD_H100)  # performance.md's own numbers
         logits = 4 * 2 * b * g.codebook * 4  # fp32 logits, guided, softmax: a few (2B, K) tensors
         row = {"model": name, "batch": b, "tokens": n, "prompt": p,
@@ -204,6 +207,8 @@ def janus_gen(s: Suite, policy, name: str, batches: list, growing_at: int | None
                "transformers_roofline_frac": frac(ideal["seconds"], theirs),
                "static_cache_floor_ms_per_image": static["ms_per_image"],
                "static_roofline_frac": frac(static["seconds"], ours),
+               "kv_bucket": policy.kv_bucket, "window_floor_ms_per_image": window["ms_per_image"],
+               "window_roofline_frac": frac(window["seconds"], ours),
                "performance_md_floor_ms_per_image": table["ms_per_image"],
                "bandwidth_frac": ideal["bytes_per_step"] / (ours / n) / s.peaks.bandwidth,
                "kv_cache_gib": gib(ideal["kv_cache_bytes"]),
@@ -213,6 +218,40 @@ def janus_gen(s: Suite, policy, name: str, batches: list, growing_at: int | None
             with replaced(policy, "new_cache", lambda rows, max_len: DynamicCache()):
                 growing = s.time(lambda: ar_rollout(policy, ids, mask), repeats=s.rollout_repeats, warmup=0)
             row["speedup_static_vs_growing_cache"] = growing / ours
+        yield row
+
+
+def fast_paths(s: Suite, policy, batches: list, compile_mode: str | None):
+    """G10: the AR sampler's flags against each other at the same batch: every KV slot read (--kv-bucket 0),
+    the windowed cache (the default bucket), and the windowed cache with the compiled step
+    (--compile-decode; reduce-overhead = CUDA graphs). Compilation time is reported, not hidden in the timing."""
+    g, n, p = R.janus_gen_from_config(policy.model.config), policy.num_image_tokens, s.prompt_len
+    default_bucket = policy.kv_bucket
+    for b in batches:
+        ids, mask = (x.to(s.device) for x in fixed_janus_prompts(policy, b, p))
+        ideal = R.janus_rollout_floor(g, b, p, n, s.peaks, s.bytes_per)
+        row = {"batch": b, "tokens": n, "floor_ms_per_image": ideal["ms_per_image"], "kv_bucket": default_bucket}
+        seconds, tokens = {}, {}
+        for label, bucket in (("all_slots", 0), ("windowed", default_bucket)):
+            with replaced(policy, "kv_bucket", bucket):
+                tokens[label] = ar_rollout(policy, ids, mask)  # warm-up
+                seconds[label] = s.time(lambda: ar_rollout(policy, ids, mask), repeats=s.rollout_repeats, warmup=0)
+        if compile_mode is not None:
+            start = time.perf_counter()
+            policy.compile_decode(compile_mode)
+            try:
+                tokens["compiled"] = ar_rollout(policy, ids, mask)  # compiles one graph per window
+                row["compile_s"] = time.perf_counter() - start
+                seconds["compiled"] = s.time(lambda: ar_rollout(policy, ids, mask), repeats=s.rollout_repeats, warmup=0)
+            finally:
+                policy.compile_decode("off")  # the later cases measure the eager step
+        for label, sec in seconds.items():
+            row[f"{label}_ms_per_image"] = 1e3 * sec / b
+            row[f"{label}_roofline_frac"] = frac(ideal["seconds"], sec)
+            row[f"{label}_tokens_equal_fraction"] = float((tokens[label] == tokens["all_slots"]).float().mean())
+        row["speedup_windowed_vs_all_slots"] = seconds["all_slots"] / seconds["windowed"]
+        if "compiled" in seconds:
+            row["speedup_compiled_vs_eager"] = seconds["windowed"] / seconds["compiled"]
         yield row
 
 
@@ -530,7 +569,7 @@ def run(args) -> list:
     tiny = "tiny-" if s.tiny else "janus-pro-"
     janus_name = "janus-pro-1b" + (" (tiny)" if s.tiny else "")
     policy = s.build(janus_name, lambda: build_janus_policy(f"{tiny}1b", s.device, s.dtype)) \
-        if s.wants("G1", "G3", "G4", "G6", "G7", "G8", "G9") else None
+        if s.wants("G1", "G3", "G4", "G6", "G7", "G8", "G9", "G10") else None
     if policy is not None:
         s.case("G1", janus_gen, policy, janus_name, s.batches([1, 8, 64], [1, 8, 16, 64, 256]),
                growing_at=2 if args.dry_run else 8)
@@ -541,6 +580,9 @@ def run(args) -> list:
         s.case("G9", iteration, policy, "janus-pro-1b", 2 if args.dry_run else 8)
         s.case("G3", kv_vs_nocache, policy, s.batches([1, 16], [1, 16]))
         s.case("G4", cfg_batching, policy, s.batches([1, 8, 64], [1, 8, 64]))
+        # inductor takes ~20 s of CPU per graph: a dry run skips it: the trace itself is checked by tests/test_kv_cache.py
+        s.case("G10", fast_paths, policy, s.batches([8, 64], [8, 64, 256]),
+               None if args.dry_run or args.compile_mode == "off" else args.compile_mode)
         del policy
         s.free()
     showo_name = "showo-512" + (" (tiny)" if s.tiny else "")
@@ -572,10 +614,12 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description="GPU benchmark suite (performance.md §4.1), real architectures, "
                                              "random weights.")
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "gpu.jsonl"), help="JSON lines file")
-    ap.add_argument("--cases", default="", help="comma-separated subset of G0..G9 (G0, the peaks, always runs)")
+    ap.add_argument("--cases", default="", help="comma-separated subset of G0..G10 (G0, the peaks, always runs)")
     ap.add_argument("--full", action="store_true", help="every batch size of the plan and T = 50 (longer than 10 min)")
     ap.add_argument("--repeats", type=int, default=3, help="timed repeats (median) of the short cases")
     ap.add_argument("--budget-s", type=float, default=540, help="start no new case after this many seconds")
+    ap.add_argument("--compile-mode", default="reduce-overhead", choices=["off", "default", "reduce-overhead"],
+                    help="G10: how the decode step is compiled (reduce-overhead adds CUDA graphs)")
     ap.add_argument("--dry-run", action="store_true", help="run on the CPU with one repeat (with --tiny: seconds)")
     ap.add_argument("--tiny", action="store_true", help="toy sizes of the same architectures")
     args = ap.parse_args(argv)

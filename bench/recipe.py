@@ -7,15 +7,19 @@ the largest micro-batch whose memory fits, which fixes the gradient-accumulation
 cannot hold the training states (Janus-Pro-7B: ~110 GiB per GPU with fp32 AdamW states) and FSDP is needed.
 
 Memory model per GPU (bench/roofline.py has each formula):
-    weights, grads, AdamW states   16 B per trainable parameter in mixed precision (ZeRO §3), / GPUs under FSDP
+    weights, grads, AdamW states   16 B per trainable parameter under train.py --autocast (fp32 weights, grads
+                                   and AdamW, bf16 compute), 8 B with --dtype bfloat16; / GPUs under FSDP
     reference model                a frozen copy of the weights for the KL (when --kl-beta > 0), / GPUs under FSDP
     rollout (no grad)              the KV cache of the CFG rows (Janus) or one forward's transients (Show-o),
                                    the answers' KV cache, and under FSDP the whole model gathered once (unshard)
+    kept (--compile-decode)        the compiled Janus step keeps its rollout KV cache between rollouts, so the
+                                   cache stays allocated while training runs
     training (one micro-batch)     activations ~34 * S * h bytes per layer and row (2 * S * h with checkpointing)
                                    and the fp32 logits of the trained tokens
-    peak = states + reference + max(rollout, training); it must stay under --headroom x --gpu-mem.
+    peak = states + reference + kept + max(rollout, training); it must stay under --headroom x --gpu-mem.
 It is an estimate (fragmentation, the CUDA context and allocator caching are in the headroom); the GPU suite
-(bench/gpu.py) measures real peaks next to the same predictions.
+(bench/gpu.py) measures real peaks next to the same predictions. The plan ends with the train.py command
+that runs it.
 
 Run:  python bench/recipe.py --model janus-pro-1b --gpus 8 --gpu-mem 80
       python bench/recipe.py --model janus-pro-7b --gpus 8 --gpu-mem 80 --fsdp
@@ -62,8 +66,12 @@ class Plan:
     gpus: int
     gpu_mem_gib: float
     fsdp: bool
-    precision: str
+    precision: str  # autocast | bf16 | fp32 (train.py's three ways) | mixed (ZeRO's, for comparison only)
     checkpointing: bool
+    kl: bool
+    compile_decode: bool
+    ratio_dist: str
+    train_on: str
     prompts_per_step: int
     group_size: int
     prompts_per_rank: int
@@ -114,16 +122,29 @@ def training_bytes(model: str, micro: int, checkpointing: bool, ratio_dist: str,
     return out
 
 
-def plan_recipe(model: str, gpus: int, gpu_mem_gib: float, *, fsdp: bool = False, precision: str = "mixed",
+PRECISIONS = {  # name -> (bytes per weight element, bytes per compute element: caches and activations)
+    "autocast": (4, 2),  # train.py --autocast: fp32 weights (and reference), bf16 caches and activations
+    "bf16": (2, 2),  # train.py --dtype bfloat16
+    "fp32": (4, 4),  # train.py's default, no autocast
+    "mixed": (2, 2),  # ZeRO's bf16 weights + fp32 master copy: not what train.py does, kept to compare
+}
+
+
+def plan_recipe(model: str, gpus: int, gpu_mem_gib: float, *, fsdp: bool = False, precision: str = "autocast",
                 checkpointing: bool = False, kl: bool = True, ratio_dist: str = "guided", train_on: str = "both",
-                prompts_per_step: int | None = None, group_size: int | None = None, headroom: float = 0.9,
-                params: dict | None = None) -> Plan:
+                compile_decode: bool = False, prompts_per_step: int | None = None, group_size: int | None = None,
+                headroom: float = 0.9, params: dict | None = None) -> Plan:
     """Keep the paper's global batch and group size; choose the micro-batch; predict the per-GPU peak.
 
     params: {"total", "frozen", "trainable"} parameter counts; default: counted from the real architecture
     on the meta device (bench/builders.count_parameters).
     """
     fam = family_of(model)
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown --precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
+    if compile_decode and (fam != "janus" or fsdp):  # as train.py refuses it (models.check_sampling_flags)
+        raise ValueError("--compile-decode is for Janus under DDP: Show-o's masked decoding has no one-token step, "
+                         "and FSDP's gathered weights do not keep the addresses a compiled graph needs")
     prompts = prompts_per_step or PAPER[fam]["prompts_per_step"]
     group = group_size or PAPER[fam]["group_size"]
     if gpus < 1 or prompts % gpus:
@@ -136,12 +157,14 @@ def plan_recipe(model: str, gpus: int, gpu_mem_gib: float, *, fsdp: bool = False
         params = count_parameters(model)
     per_rank = prompts // gpus
     images = per_rank * group
-    weight_b = 4 if precision == "fp32" else 2
+    weight_b, compute_b = PRECISIONS[precision]
     shard = gpus if fsdp else 1
     states = {k: v / shard for k, v in R.training_state_bytes(params["trainable"], params["frozen"], precision).items()}
     fixed = dict(states)
     fixed["reference"] = weight_b * params["total"] / shard if kl else 0
-    rollout = rollout_bytes(model, images, weight_b)
+    rollout = rollout_bytes(model, images, compute_b)
+    if compile_decode:  # the compiled step's cache outlives the rollout (JanusPolicy.compile_decode keeps it)
+        fixed["kept: rollout kv_cache"] = rollout.pop("kv_cache")
     if fsdp:  # generation calls the model 577 times: gather the full weights once, not per call
         rollout["unsharded_weights"] = weight_b * params["total"]
     usable = headroom * gpu_mem_gib * GiB
@@ -156,20 +179,32 @@ def plan_recipe(model: str, gpus: int, gpu_mem_gib: float, *, fsdp: bool = False
     micro, accum, train, peak = chosen
     memory = {**fixed, **{f"rollout: {k}": v for k, v in rollout.items()},
               **{f"train: {k}": v for k, v in train.items()}}
-    plan = Plan(model, gpus, gpu_mem_gib, fsdp, precision, checkpointing, prompts, group, per_rank, images, micro,
-                accum, memory, peak, usable, peak <= usable)
+    plan = Plan(model, gpus, gpu_mem_gib, fsdp, precision, checkpointing, kl, compile_decode, ratio_dist, train_on,
+                prompts, group, per_rank, images, micro, accum, memory, peak, usable, peak <= usable)
     if not plan.fits:
         if sum(states.values()) > usable:
             plan.advice.append(f"the training states alone ({sum(states.values()) / GiB:.1f} GiB) exceed "
                                f"{usable / GiB:.1f} GiB under {'FSDP' if fsdp else 'DDP'}")
         if not fsdp:
-            plan.advice.append("use --fsdp (FSDP2 fully_shard / ZeRO-3 shard weights, grads and AdamW states over "
-                               "the GPUs; train.py is DDP-only today) or LoRA")
+            plan.advice.append("use --fsdp (FSDP2 fully_shard shards weights, grads, AdamW states and the reference "
+                               "over the GPUs, as train.py --fsdp does)")
         if not checkpointing:
-            plan.advice.append("use --checkpointing (activation checkpointing: ~1/17 of the activations, +33 % FLOPs)")
+            plan.advice.append("use --checkpointing (train.py --grad-ckpt: ~1/17 of the activations, +33 % FLOPs)")
         if fsdp and checkpointing:
             plan.advice.append("more GPUs (FSDP shards further), LoRA, or a smaller group")
     return plan
+
+
+def train_command(plan: Plan) -> str:
+    """The torchrun line that runs this plan with train.py."""
+    dtype = {"autocast": "--autocast", "bf16": "--dtype bfloat16", "fp32": "--dtype float32"}[plan.precision]
+    flags = [f"--model {plan.model}", "--mode grpo", f"--prompts-per-step {plan.prompts_per_step}",
+             f"--group-size {plan.group_size}", f"--micro-batch {plan.micro_batch}", dtype]
+    flags += ["--fsdp"] * plan.fsdp + ["--grad-ckpt"] * plan.checkpointing + ["--kl-beta 0"] * (not plan.kl)
+    flags += [f"--ratio-dist {plan.ratio_dist}"] * (plan.ratio_dist != "guided")
+    flags += [f"--grpo-on {plan.train_on}"] * (plan.train_on != "both")
+    flags += ["--compile-decode reduce-overhead"] * plan.compile_decode
+    return f"torchrun --nproc_per_node {plan.gpus} train.py " + " ".join(flags)
 
 
 def format_plan(plan: Plan) -> str:
@@ -184,18 +219,15 @@ def format_plan(plan: Plan) -> str:
     ]
     for k, v in plan.memory.items():
         lines.append(f"  {k:<32s} {v / GiB:8.2f}")
-    lines.append(f"  {'peak = states + reference + max(rollout, train)':<48s} {plan.peak / GiB:8.2f}  "
+    lines.append(f"  {'peak = states + reference + kept + max(rollout, train)':<48s} {plan.peak / GiB:8.2f}  "
                  f"(usable {plan.usable / GiB:.1f})")
     if plan.fits:
         lines.append("fits.")
-        dtype = "float32" if plan.precision == "fp32" else "bfloat16"
-        launch = "torchrun" if not plan.fsdp else "(an FSDP launcher; train.py is DDP-only) torchrun"
-        lines.append(f"command: {launch} --nproc_per_node {plan.gpus} train.py --model {plan.model} --mode grpo "
-                     f"--prompts-per-step {plan.prompts_per_step} --group-size {plan.group_size} "
-                     f"--micro-batch {plan.micro_batch} --dtype {dtype}")
         if plan.precision == "mixed":
-            lines.append("note: train.py has no fp32-master mixed precision; its --dtype bfloat16 keeps AdamW states "
-                         "in bf16 (8 B/param, less than planned here: --precision bf16)")
+            lines.append("note: train.py has no bf16-weight, fp32-master mixed precision; plan --precision autocast "
+                         "(its fp32 weights + bf16 compute) or bf16 to get a command")
+        else:
+            lines.append(f"command: {train_command(plan)}")
     else:
         lines.append("does NOT fit, even at micro-batch 1" if plan.micro_batch == 1 else "does NOT fit")
         lines += [f"  - {a}" for a in plan.advice]
@@ -208,9 +240,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--gpus", type=int, default=8, help="number of GPUs (ranks)")
     ap.add_argument("--gpu-mem", type=float, default=80, help="memory per GPU in GiB")
     ap.add_argument("--fsdp", action="store_true", help="shard weights, grads, AdamW states and the reference")
-    ap.add_argument("--precision", default="mixed", choices=["mixed", "bf16", "fp32"],
-                    help="mixed: bf16 + fp32 AdamW (16 B/param); bf16: train.py --dtype bfloat16 (8 B/param)")
-    ap.add_argument("--checkpointing", action="store_true", help="activation checkpointing in the training forward")
+    ap.add_argument("--precision", default="autocast", choices=list(PRECISIONS),
+                    help="autocast: train.py --autocast (fp32 weights and AdamW, bf16 compute; 16 B/param); bf16: "
+                         "--dtype bfloat16 (8 B/param); fp32: no autocast; mixed: ZeRO's bf16 + fp32 master, to compare")
+    ap.add_argument("--checkpointing", action="store_true", help="activation checkpointing (train.py --grad-ckpt)")
+    ap.add_argument("--compile-decode", action="store_true",
+                    help="Janus: train.py --compile-decode keeps the rollout's KV cache allocated between rollouts")
     ap.add_argument("--no-kl", action="store_true", help="kl_beta = 0: no reference model")
     ap.add_argument("--ratio-dist", default="guided", choices=["guided", "cond"],
                     help="as train.py: guided trains both CFG rows")
@@ -222,7 +257,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         plan = plan_recipe(args.model, args.gpus, args.gpu_mem, fsdp=args.fsdp, precision=args.precision,
                            checkpointing=args.checkpointing, kl=not args.no_kl, ratio_dist=args.ratio_dist,
-                           train_on=args.train_on, prompts_per_step=args.prompts_per_step,
+                           train_on=args.train_on, compile_decode=args.compile_decode,
+                           prompts_per_step=args.prompts_per_step,
                            group_size=args.group_size, headroom=args.headroom)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)

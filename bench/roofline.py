@@ -112,22 +112,33 @@ def janus_teacher_forced_flops(g: JanusGen, images: int, prompt_len: int, tokens
     return linear + attention_flops(g.lm, rows, s, s, causal)
 
 
-def janus_cached_rollout_flops(g: JanusGen, images: int, prompt_len: int, tokens: int, cache_len: int | None = None,
+def slots_read(filled: int, max_len: int, bucket: int | None) -> int:
+    """KV slots one attention call reads once `filled` are written: exactly those (bucket None, an ideal
+    kernel), all max_len (bucket 0, SDPA over a plain StaticCache), or filled rounded up to the bucket
+    (models/kv_cache.py, our sampler's cache)."""
+    if bucket is None:
+        return filled
+    if bucket == 0:
+        return max_len
+    return min(max_len, -(-filled // bucket) * bucket)
+
+
+def janus_cached_rollout_flops(g: JanusGen, images: int, prompt_len: int, tokens: int, bucket: int | None = None,
                                cfg: bool = True) -> int:
     """generate.sample_images_ar: one prefill of L tokens, then N - 1 single-token steps over a KV cache.
 
-    cache_len=None counts attention over the keys that exist (the ideal kernel); cache_len=L+N counts what
-    transformers' StaticCache + SDPA does: every call attends over all cache_len slots (unused ones masked).
-    The head runs once per call on the last position; the aligner runs on the fed token of every row.
+    Attention reads `slots_read(...)` keys per call (bucket None: only keys that exist, causal prefill; 0: all
+    L + N slots, unused ones masked; b: the window our cache hands SDPA). The head runs once per call on the
+    last position; the aligner runs on the fed token of every row.
     """
-    rows = images * (2 if cfg else 1)
+    rows, full = images * (2 if cfg else 1), prompt_len + tokens
     linear = 2 * g.lm.trunk_params() * rows * (prompt_len + tokens - 1)
     linear += 2 * g.head_params() * rows * tokens + 2 * g.aligner_params() * rows * (tokens - 1)
-    if cache_len is None:
+    if bucket is None:
         attn = attention_flops(g.lm, rows, prompt_len, prompt_len, causal=True)
-        attn += sum(attention_flops(g.lm, rows, 1, prompt_len + t) for t in range(1, tokens))
     else:
-        attn = attention_flops(g.lm, rows, prompt_len + tokens - 1, cache_len)
+        attn = attention_flops(g.lm, rows, prompt_len, slots_read(prompt_len, full, bucket))
+    attn += sum(attention_flops(g.lm, rows, 1, slots_read(prompt_len + t, full, bucket)) for t in range(1, tokens))
     return linear + attn
 
 
@@ -186,21 +197,23 @@ PERFORMANCE_MD_H100 = Peaks(790e12, 3.0e12)  # the earlier run's measured H100 p
 
 
 def janus_rollout_floor(g: JanusGen, images: int, prompt_len: int, tokens: int, peaks: Peaks, bytes_per: int = 2,
-                        static_cache: bool = False) -> dict:
+                        bucket: int | None = None) -> dict:
     """Seconds for one CFG rollout of `images` images at the roofline, step by step.
 
-    Each call reads the touched weights once for the whole batch and the KV cache of every row:
-    the keys that exist (ideal), or all L + N slots (static_cache=True: what SDPA over a StaticCache reads).
+    Each call reads the touched weights once for the whole batch and the KV slots attention reads for every
+    row: the keys that exist (bucket None, the ideal), all L + N slots (bucket 0: SDPA over a plain
+    StaticCache), or the filled slots rounded up to the bucket (our windowed cache).
     """
     rows, kvb = 2 * images, g.lm.kv_bytes_per_token(bytes_per)
     weights = g.step_params() * bytes_per
     full = prompt_len + tokens
     prefill_f = 2 * g.lm.trunk_params() * rows * prompt_len + 2 * g.head_params() * rows
-    prefill_f += attention_flops(g.lm, rows, prompt_len, full if static_cache else prompt_len, causal=not static_cache)
+    prefill_keys = slots_read(prompt_len, full, bucket)
+    prefill_f += attention_flops(g.lm, rows, prompt_len, prefill_keys, causal=bucket is None)
     total = peaks.floor(prefill_f, weights + rows * prompt_len * kvb)
     step_bytes = []
     for t in range(1, tokens):
-        ctx = full if static_cache else prompt_len + t
+        ctx = slots_read(prompt_len + t, full, bucket)
         flops = 2 * g.step_params() * rows + attention_flops(g.lm, rows, 1, ctx)
         nbytes = weights + rows * ctx * kvb + rows * kvb  # read the cache, write the new K, V
         step_bytes.append(nbytes)
@@ -236,10 +249,13 @@ def logits_bytes(rows: int, positions: int, vocab: int, copies: int = 3) -> int:
 def training_state_bytes(trainable: int, frozen: int, precision: str = "mixed") -> dict:
     """Weights, gradients and AdamW states per replica.
 
-    mixed: bf16 weights + bf16 grads + fp32 master, m, v (2 + 2 + 12 = 16 B per trainable parameter; ZeRO §3)
-    bf16:  what train.py --dtype bfloat16 does: weights, grads, m and v all bf16 (2 + 2 + 4 = 8 B)
-    fp32:  train.py's default float32: 4 + 4 + 8 = 16 B
+    autocast: what train.py --autocast does: fp32 weights, grads, m and v, bf16 compute (4 + 4 + 8 = 16 B)
+    mixed:    ZeRO's bf16 weights + bf16 grads + fp32 master, m, v (2 + 2 + 12 = 16 B per trainable parameter,
+              ZeRO §3); train.py does not do this, it is here to compare with performance.md
+    bf16:     what train.py --dtype bfloat16 does: weights, grads, m and v all bf16 (2 + 2 + 4 = 8 B)
+    fp32:     train.py's default float32, no autocast: 4 + 4 + 8 = 16 B
     Frozen parameters (the image tokenizer) cost their weights only.
     """
-    weight_b, grad_b, adam_b = {"mixed": (2, 2, 12), "bf16": (2, 2, 4), "fp32": (4, 4, 8)}[precision]
+    weight_b, grad_b, adam_b = {"autocast": (4, 4, 8), "mixed": (2, 2, 12), "bf16": (2, 2, 4),
+                                "fp32": (4, 4, 8)}[precision]
     return {"weights": weight_b * (trainable + frozen), "grads": grad_b * trainable, "adamw": adam_b * trainable}

@@ -14,9 +14,12 @@ evaluated the same way. Arms:
 
 Prints a markdown table (mean ± std over seeds) of the judge per category and overall, understanding
 of true scenes, self-QA and the imbalance, with CPU minutes per run; appends one JSON line per (seed,
-arm) to --out. Extra train.py flags go after `--`, e.g.
+arm) to --out. `--model` picks the world's family (shapes-janus, the default, or shapes-showo); give each
+model its own --work folder. Extra train.py flags go after `--`, e.g.
 
     python bench/shapes_table.py --seeds 0 1 2 --steps 300 -- --kl-beta 0.05
+    python bench/shapes_table.py --model shapes-showo --arms base grpo-both --work runs/showo-bench \
+        --out runs/showo-bench/results.jsonl                      (its preset's guidance, w = 1)
 """
 
 from __future__ import annotations
@@ -41,8 +44,9 @@ ARMS = {
     "grpo-both-couple": ["--mode", "grpo", "--grpo-on", "both", "--couple"],
 }
 # what worked best in our measurements (see the report); anything after `--` overrides it
+# guidance comes from train.py's preset defaults (3 for shapes-janus, 1 for shapes-showo)
 TRAIN_FLAGS = ["--prompts-per-step", "8", "--group-size", "8", "--micro-batch", "64", "--lr", "1e-4",
-               "--kl-beta", "0", "--cfg-scale", "3", "--max-answer-tokens", "16"]
+               "--kl-beta", "0", "--max-answer-tokens", "16"]
 COLUMNS = ([(f"geneval/{t}", t) for t in ("single_object", "two_object", "counting", "colors", "position", "color_attr")]
            + [("geneval", "**overall**"), ("und", "und (true scenes)"), ("self_qa", "self-QA"),
               ("imbalance/judge_only", "judge yes / answer no"), ("imbalance/answer_only", "judge no / answer yes"),
@@ -58,23 +62,24 @@ def run_arm(arm: str, seed: int, base: Path, work: Path, args, extra: list[str],
     from models.shapes_models import evaluate_world, load_shapes_policy
 
     cpu0, wall0 = time.process_time(), time.perf_counter()
+    cfg_scale = float(extra[extra.index("--cfg-scale") + 1]) if "--cfg-scale" in extra else \
+        train.preset_defaults(args.model)["cfg_scale"]
+    flags = TRAIN_FLAGS + ["--cfg-scale", str(cfg_scale)]
     folder = base
     if ARMS[arm] is not None:
         out = work / f"{arm}-s{seed}"
         with open(work / f"{arm}-s{seed}.log", "w") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
-            train.main(["--model", "shapes-janus", "--model-path", str(base), "--seed", str(seed), "--steps", str(args.steps),
+            train.main(["--model", args.model, "--model-path", str(base), "--seed", str(seed), "--steps", str(args.steps),
                         "--out", str(out), "--exclude-prompts", str(exclude), "--save-every", str(args.steps),
-                        "--sample-every", str(args.steps), "--threads", str(args.threads)] + TRAIN_FLAGS + ARMS[arm] + extra)
+                        "--sample-every", str(args.steps), "--threads", str(args.threads)] + flags + ARMS[arm] + extra)
         folder = out / f"ckpt-{args.steps:06d}"
     cpu_train, wall_train = time.process_time() - cpu0, time.perf_counter() - wall0
-    policy = load_shapes_policy("shapes-janus", str(folder))
+    policy = load_shapes_policy(args.model, str(folder))
     torch.set_num_threads(args.threads)
-    cfg_scale = float(extra[extra.index("--cfg-scale") + 1]) if "--cfg-scale" in extra else \
-        float(TRAIN_FLAGS[TRAIN_FLAGS.index("--cfg-scale") + 1])
     result = evaluate_world(policy, shapes.eval_records(args.per_tag), n_samples=args.samples, cfg_scale=cfg_scale,
                             seed=seed)
-    return {"arm": arm, "seed": seed, "steps": 0 if ARMS[arm] is None else args.steps, **result,
-            "cpu_min": cpu_train / 60, "wall_min": wall_train / 60, "flags": TRAIN_FLAGS + (ARMS[arm] or []) + extra}
+    return {"model": args.model, "arm": arm, "seed": seed, "steps": 0 if ARMS[arm] is None else args.steps, **result,
+            "cpu_min": cpu_train / 60, "wall_min": wall_train / 60, "flags": flags + (ARMS[arm] or []) + extra}
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -117,6 +122,8 @@ def main(argv: list[str] | None = None) -> None:
     extra = argv[argv.index("--") + 1:] if "--" in argv else []
     argv = argv[:argv.index("--")] if "--" in argv else argv
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", default="shapes-janus", choices=["shapes-janus", "shapes-showo"],
+                    help="the world's family: its base (pretrain.py, cached) and train.py's --model")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
     ap.add_argument("--steps", type=int, default=300, help="train.py steps per arm")
@@ -138,6 +145,7 @@ def main(argv: list[str] | None = None) -> None:
     import pretrain
     import prompts
     import shapes
+    from models.shapes_models import FAMILIES
 
     torch.set_num_threads(args.threads)
     work = Path(args.work)
@@ -147,7 +155,7 @@ def main(argv: list[str] | None = None) -> None:
     rows = []
     for seed in args.seeds:
         cpu0 = time.process_time()
-        base = pretrain.cached_base(pretrain.PretrainConfig(seed=seed))
+        base = pretrain.cached_base(pretrain.PretrainConfig(family=FAMILIES[args.model], seed=seed))
         print(f"seed {seed}: base ready ({(time.process_time() - cpu0) / 60:.1f} CPU min)", flush=True)
         for arm in args.arms:
             row = run_arm(arm, seed, base, work, args, extra, exclude)

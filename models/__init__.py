@@ -66,6 +66,7 @@ PRESETS = {
     "showo-256": "models.showo_policy:load_showo_policy",
     "showo-tiny": "models.showo_policy:load_showo_policy",
     "shapes-janus": "models.shapes_models:load_shapes_policy",  # the CPU-sized shapes world (shapes.py)
+    "shapes-showo": "models.shapes_models:load_shapes_policy",  # the same world, Show-o's family
 }
 
 
@@ -84,6 +85,31 @@ def load_policy(name: str, path: str | None = None, device: str | torch.device =
     module, function = PRESETS[name].split(":")
     policy = getattr(importlib.import_module(module), function)(name, path, dtype=dtype)
     return policy.to(device)
+
+
+COMPILE_MODES = ("off", "default", "reduce-overhead")
+
+
+def check_sampling_flags(name: str, kv_bucket: int, compile_decode: str, fsdp: bool = False) -> None:
+    """Fail early on sampler fast-path flags that cannot apply (--kv-bucket, --compile-decode)."""
+    if kv_bucket < 0:
+        raise ValueError(f"--kv-bucket {kv_bucket}: use 0 (attention reads every cache slot) or a positive slot count")
+    if compile_decode not in COMPILE_MODES:
+        raise ValueError(f"--compile-decode {compile_decode!r}: choose one of {', '.join(COMPILE_MODES)}")
+    if compile_decode != "off" and name.startswith("showo"):
+        raise ValueError("--compile-decode compiles the one-token step of autoregressive decoding (Janus); Show-o's "
+                         "masked decoding runs full forwards that are compute-bound. Drop the flag for Show-o.")
+    if compile_decode != "off" and fsdp:
+        raise ValueError("--compile-decode with --fsdp is not supported (sharded parameters change between "
+                         "rollouts). Drop one of the two flags.")
+
+
+def set_sampling(policy, kv_bucket: int, compile_decode: str) -> None:
+    """Apply the sampler's fast-path flags to an autoregressive policy (masked families ignore kv_bucket)."""
+    if hasattr(policy, "kv_bucket"):
+        policy.kv_bucket = kv_bucket
+    if compile_decode != "off":
+        policy.compile_decode(compile_decode)
 
 
 def training_forward(policy, gen: dict | None, und: dict | None, couple: dict | None) -> dict:

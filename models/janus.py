@@ -30,6 +30,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from models.kv_cache import WindowedStaticCache
+
 # DeepSeek's special-token strings: full-width bars and U+2581 in BOS / EOS / PAD.
 BOS = "<\uff5cbegin\u2581of\u2581sentence\uff5c>"
 EOS = "<\uff5cend\u2581of\u2581sentence\uff5c>"
@@ -67,6 +69,8 @@ class JanusPolicy(nn.Module):
     family = "janus"
     decoding = "ar"  # one image token per step, left to right
     default_cfg_scale = 5.0  # Janus' sampler: uncond + 5 * (cond - uncond)
+    kv_bucket = 128  # sampling caches: attention reads the filled slots rounded up to this (0: all slots)
+    _image_step = None  # the compiled one-token step, set by compile_decode()
 
     def __init__(self, model, processor, codec=None):
         super().__init__()
@@ -193,8 +197,14 @@ class JanusPolicy(nn.Module):
     def _lm(self, embeds, mask, cache=None):
         """The Llama trunk. Positions are arange over the row, left pads included, as generate() does;
         RoPE only sees offsets, so the pads do not change any logit."""
-        start = cache.get_seq_length() if cache is not None else 0
-        pos = torch.arange(start, start + embeds.shape[1], device=embeds.device).unsqueeze(0)
+        if isinstance(cache, WindowedStaticCache):  # sampling: positions and window kept on the host
+            pos, mask = cache.advance(embeds.shape[1], mask, embeds.device)
+        else:
+            start = cache.get_seq_length() if cache is not None else 0
+            pos = torch.arange(start, start + embeds.shape[1], device=embeds.device).unsqueeze(0)
+        return self._trunk(embeds, mask, pos, cache)
+
+    def _trunk(self, embeds, mask, pos, cache):
         out = self.model.model.language_model(
             inputs_embeds=embeds, attention_mask=mask, position_ids=pos, past_key_values=cache, use_cache=cache is not None
         )
@@ -202,18 +212,53 @@ class JanusPolicy(nn.Module):
 
     # ---------------------------------------------------------------- sampling helpers (no grad)
     def new_cache(self, batch: int, max_len: int):
-        """A KV cache allocated once for `batch` rows of up to `max_len` tokens (no copying as it grows)."""
-        from transformers import StaticCache
+        """A KV cache allocated once for `batch` rows of up to `max_len` tokens (no copying as it grows).
+        Attention reads only the filled slots, rounded up to `kv_bucket` (0: all slots); models/kv_cache.py."""
+        device = self.model.device.type
+        dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else None  # bf16 under autocast
+        if self._image_step is None:  # eager: a fresh cache, freed after the rollout (training needs the memory)
+            return WindowedStaticCache(self.model.config.text_config, max_len, bucket=self.kv_bucket, dtype=dtype)
+        # compiled: one cache per shape, reset and reused, so the graphs' inputs keep their addresses and
+        # the next rollout replays the graphs instead of compiling them again
+        key = (batch, max_len, dtype, self.kv_bucket)
+        if key not in self._caches:
+            self._caches[key] = WindowedStaticCache(self.model.config.text_config, max_len, bucket=self.kv_bucket,
+                                                    dtype=dtype)
+        self._caches[key].reset()
+        return self._caches[key]
 
-        return StaticCache(config=self.model.config.text_config, max_cache_len=max_len)
+    def compile_decode(self, mode: str = "default", backend: str = "inductor") -> None:
+        """torch.compile the one-token image step (embed -> trunk -> head), one graph per cache window.
+        mode "reduce-overhead" adds CUDA graphs: the ~300 kernel launches of a step become one replay.
+        mode "off" goes back to the eager step and frees the kept caches."""
+        import torch._dynamo
+
+        self._caches = {}  # (batch, max_len, dtype, bucket) -> the cache the graphs were built on
+        if mode == "off":
+            self._image_step = None
+            return
+        # one graph per window and batch shape; a 1B rollout at bucket 128 has 5 windows, a bucket of 0 has 1
+        torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
+        self._image_step = torch.compile(self._image_step_eager, backend=backend, fullgraph=True, dynamic=False,
+                                         mode=mode if backend == "inductor" else None)
+
+    def _image_step_eager(self, image_ids, mask, pos, cache):
+        """One image token per row -> next-token logits (B, K). The cache's host-side bookkeeping (window,
+        positions) happened before: inside a compiled region a changing Python int would recompile every step."""
+        embeds = self.model.prepare_embeddings_for_image_generation(image_ids[:, None])
+        return self.model.model.generation_head(self._trunk(embeds, mask, pos, cache)[:, -1]).float()
 
     @torch.no_grad()
     def gen_step(self, cache, mask, prompt_ids=None, image_ids=None) -> torch.Tensor:
         """Feed a prompt (prefill) or one image token per row; return next-token logits (B, K), float32."""
-        if prompt_ids is not None:
-            embeds = self.model.get_input_embeddings()(prompt_ids)
-        else:
+        if prompt_ids is None and isinstance(cache, WindowedStaticCache):
+            pos, mask = cache.advance(1, mask, image_ids.device)
+            step = self._image_step or self._image_step_eager  # compiled by compile_decode(), if asked
+            return step(image_ids, mask, pos, cache)
+        if prompt_ids is None:  # any other cache (the benchmarks' growing one)
             embeds = self.model.prepare_embeddings_for_image_generation(image_ids[:, None])
+        else:
+            embeds = self.model.get_input_embeddings()(prompt_ids)
         hidden = self._lm(embeds, mask, cache)[:, -1]
         return self.model.model.generation_head(hidden).float()
 

@@ -1,27 +1,35 @@
-"""The shapes world's models: an exact image codec, a small Janus that draws and reads 4x4 boards, and
-the evaluation that says whether self-improvement worked.
+"""The shapes world's models: an exact image codec, a small Janus and a small Show-o that draw and read
+4x4 boards, and the evaluation that says whether self-improvement worked.
 
-shapes.py is the world (scenes, renderer, GenEval's judge). This file puts a real Janus architecture
-into it, behind the unirl policy contract (models/__init__.py), so every stage file runs unchanged:
+shapes.py is the world (scenes, renderer, GenEval's judge). This file puts the real Janus and Show-o
+architectures into it, behind the unirl policy contract (models/__init__.py), so every stage file runs
+unchanged:
 
 - `ShapesCodec` is the image tokenizer: one code per cell (codebook 37, code 0 = empty), 16 codes
-  per 64 px image. decode = render, and shapes.parse_image inverts it exactly. Janus generates the 16
-  codes; it *reads* its images through SigLIP on the rendered pixels, as the real model does. At 64 px
-  with patch 16, SigLIP sees one patch per cell: 16 understanding tokens for 16 generation tokens.
-- `build_shapes_janus` is `janus-tiny` at the world's sizes, with a BPE trained on the world's text.
-  It starts from random weights; pretrain.py teaches it the world.
-- `load_shapes_policy` is the preset loader (`--model shapes-janus`): a folder (a pretrained base, a
-  train.py checkpoint) or, without one, the cached pretrained base, pretraining it on first use.
+  per 64 px image. decode = render, and shapes.parse_image inverts it exactly.
+- `build_shapes_janus` (`--model shapes-janus`, the default) is `janus-tiny` at the world's sizes, with a
+  BPE trained on the world's text. Janus generates the 16 codes one by one and *reads* its images through
+  SigLIP on the rendered pixels, as the real model does. At 64 px with patch 16, SigLIP sees one patch
+  per cell: 16 understanding tokens for 16 generation tokens.
+- `build_shapes_showo` (`--model shapes-showo`) is `showo-tiny` at the world's sizes: Show-o's network and
+  vocabulary layout (text, [PAD] and specials, the 37 codes, [MASK]) with a BPE trained on the world's
+  text. It draws the 16 codes by MaskGIT-style parallel decoding and reads its images as Show-o does,
+  through the image tokens themselves, so the codec stands in for MAGVIT-v2 only to render pixels (for
+  the judge and the sample grids) and to parse external pixels back to codes.
+- Both start from random weights; pretrain.py teaches them the world. `load_shapes_policy` is the preset
+  loader: a folder (a pretrained base, a train.py checkpoint) or, without one, the cached pretrained
+  base of the preset's family, pretraining it on first use.
 - `evaluate_world` scores a policy with the exact judge on fresh samples, its self-QA on those same
   images, and its understanding of true scenes; `format_table` prints two such results side by side.
 
-A second family (Show-o, understanding through the image tokens) needs its own `build_shapes_<family>`
-entry in BUILDERS and LOADERS; the codec, pretraining and evaluation only use the contract.
+Another family needs its own `build_shapes_<family>` and `load_shapes_<family>` in BUILDERS and LOADERS;
+the codec, pretraining and evaluation only use the contract.
 """
 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import torch
 
@@ -117,9 +125,89 @@ def load_shapes_janus(folder: str, dtype=torch.float32):
     return JanusPolicy(model, processor, codec=ShapesCodec())
 
 
-BUILDERS = {"janus": build_shapes_janus}  # family -> f(seed, hidden, layers, vocab_size), random weights
-LOADERS = {"janus": load_shapes_janus}  # family -> f(folder, dtype)
-FAMILIES = {"shapes-janus": "janus"}  # preset name -> family
+def build_world_tokenizer(vocab_size: int = 512):
+    """Show-o's text side for the world: a byte-level BPE trained on the world's text as Show-o reads it
+    (t2i prompts, then "USER: \n{question} ASSISTANT: {answer}"), laid out as phi-1_5 is: text ids first,
+    <|endoftext|> among them (here id 0: bos, eos, <|sot|> and <|eot|> at once). Show-o's [PAD] and
+    specials go after the text, so build_shapes_showo adds them once it knows the text vocabulary's size.
+    No BOS is prepended: Show-o's prompt builders put it where it belongs."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from models.showo import mmu_question
+
+    records = shapes.make_shape_records(2000, seed=0)
+    corpus = [r["prompt"] for r in records] + [mmu_question(r["question"]) + " " + r["answer"] for r in records]
+    raw = Tokenizer(models.BPE())
+    raw.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    raw.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<|endoftext|>"], show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    raw.train_from_iterator(corpus, trainer=trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=raw, bos_token="<|endoftext|>", eos_token="<|endoftext|>",
+                                   unk_token="<|endoftext|>")
+
+
+SHOWO_MAX_TEXT_LEN = 16  # the longest world prompt is 10 BPE tokens, 13 with its task token, bos and eos
+
+
+def showo_world_config(text_vocab: int, bos_id: int, hidden: int, layers: int):
+    """showo-tiny's layout rules at the world's sizes: 16 image tokens, codebook 37, a text block that holds
+    the longest world prompt ([<|t2i|>, bos, text, eos] <= max_text_len + 1)."""
+    from models.showo import ShowoConfig
+
+    vocab = text_vocab + 10 + shapes.NUM_CODES + 1  # text, [PAD] + 9 specials, the codes, [MASK]
+    return ShowoConfig(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=4,
+                       intermediate_size=2 * hidden, max_position_embeddings=128, llm_vocab_size=text_vocab,
+                       codebook_size=shapes.NUM_CODES, vocab_size=vocab, mask_token_id=vocab - 1, bos_token_id=bos_id,
+                       num_vq_tokens=shapes.NUM_CELLS, max_text_len=SHOWO_MAX_TEXT_LEN)
+
+
+def build_shapes_showo(seed: int = 0, hidden: int = 64, layers: int = 2, vocab_size: int = 512):
+    """showo-tiny at the world's sizes, random weights: Show-o's network and vocabulary layout, 16 image
+    tokens, codebook 37, the world's BPE, and `ShapesCodec` instead of MAGVIT-v2.
+
+    Show-o understands through the image tokens themselves (their embedding rows), so no image model
+    sits inside: the codec only renders codes to pixels (for the judge and the samples) and parses
+    external pixels back to codes."""
+    from models import showo as S
+    from models.showo_policy import ShowoPolicy
+
+    tokenizer = build_world_tokenizer(vocab_size)
+    config = showo_world_config(len(tokenizer), tokenizer.bos_token_id, hidden, layers)
+    S.add_showo_tokens(tokenizer, config)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = S.Showo(config).eval()
+    rescale_init(model, seed)
+    return ShowoPolicy(model, tokenizer, codec=ShapesCodec())
+
+
+def load_shapes_showo(folder: str, dtype=torch.float32):
+    """A shapes-showo folder (pretrained base or train.py checkpoint) -> ShowoPolicy with the exact codec."""
+    from transformers import AutoTokenizer
+
+    from models import showo as S
+    from models.showo_policy import ShowoPolicy
+
+    fix = "pass a folder written by pretrain.py --family showo or by a shapes-showo run"
+    path = Path(folder)
+    if not (path / "config.json").is_file() or not (path / S.WEIGHTS_NAME).is_file():
+        raise ValueError(f"{folder} is not a shapes-world Show-o (it needs config.json and {S.WEIGHTS_NAME}): {fix}")
+    try:
+        model = S.load_showo(str(path), dtype=dtype)
+    except (ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"{folder} is not a shapes-world Show-o ({err}): {fix}") from err
+    c = model.config
+    if (c.num_vq_tokens, c.codebook_size) != (shapes.NUM_CELLS, shapes.NUM_CODES):
+        raise ValueError(f"{folder} is not a shapes-world Show-o ({c.num_vq_tokens} image tokens, codebook "
+                         f"{c.codebook_size}; the world needs {shapes.NUM_CELLS} and {shapes.NUM_CODES}): {fix}")
+    return ShowoPolicy(model, AutoTokenizer.from_pretrained(str(path)), codec=ShapesCodec())
+
+
+BUILDERS = {"janus": build_shapes_janus, "showo": build_shapes_showo}  # family -> f(seed, hidden, layers, vocab_size)
+LOADERS = {"janus": load_shapes_janus, "showo": load_shapes_showo}  # family -> f(folder, dtype)
+FAMILIES = {"shapes-janus": "janus", "shapes-showo": "showo"}  # preset name -> family
 
 
 def load_shapes_policy(name: str, path: str | None = None, dtype=torch.float32):
@@ -137,13 +225,14 @@ def load_shapes_policy(name: str, path: str | None = None, dtype=torch.float32):
 # ------------------------------------------------------------------------------------------- evaluation
 @torch.no_grad()
 def evaluate_world(policy, records: list[dict], *, n_samples: int = 4, cfg_scale: float | None = None,
-                   temperature: float = 1.0, seed: int = 0, batch_images: int = 128,
-                   max_answer_tokens: int = 16) -> dict:
+                   temperature: float = 1.0, timesteps: int | None = None, seed: int = 0,
+                   batch_images: int = 128, max_answer_tokens: int = 16) -> dict:
     """Score a policy in the shapes world. Every number is a share in [0, 1].
 
     For each record the policy draws `n_samples` images (CFG `cfg_scale`, default the family's, at
-    `temperature`), and answers the record's question about each of them (greedy). It also answers the
-    question about one true scene per record, drawn by shapes.sample_scene from `seed`.
+    `temperature`; Show-o decodes in `timesteps` steps, default the family's), and answers the record's
+    question about each of them (greedy). It also answers the question about one true scene per record,
+    drawn by shapes.sample_scene from `seed`.
 
     Returns
       geneval/<tag>, geneval    the exact judge's pass rate per tag; overall = mean of the tag scores (GenEval's)
@@ -171,7 +260,7 @@ def evaluate_world(policy, records: list[dict], *, n_samples: int = 4, cfg_scale
     for start in range(0, len(records), per_chunk):
         chunk = records[start:start + per_chunk]
         ro = rollout(policy, chunk, n_samples, seed=seed, step=EVAL_STEP, first_index=start * n_samples,
-                     cfg_scale=cfg, temperature=temperature)
+                     cfg_scale=cfg, temperature=temperature, timesteps=timesteps)
         codes = shapes.parse_image(ro.pixels.float().cpu())  # the judge sees pixels only, as GenEval does
         passed += [shapes.judge(r, c)[0] for r, c in zip(ro.records, codes)]
         *_, answers = answer_questions(policy, policy.encode_images(ro.pixels), [r["question"] for r in ro.records],

@@ -28,6 +28,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from models import showo as S
+from models.kv_cache import WindowedStaticCache
 from models.magvitv2 import MAGVITv2, load_magvitv2, magvitv2_tiny_config, save_magvitv2
 
 HUB = {  # preset -> (Show-o weights, MAGVIT-v2 weights, text tokenizer)
@@ -57,6 +58,7 @@ class ShowoPolicy(nn.Module):
     decoding = "masked"  # MaskGIT-style parallel decoding
     default_cfg_scale = 5.0  # w in (1 + w) * cond - w * uncond; UniRL's GenEval setting
     default_timesteps = 18  # training rollouts (see --timesteps)
+    kv_bucket = 128  # answering cache: attention reads the filled slots rounded up to this (0: all slots)
     eval_timesteps = 50  # evaluation, as UniRL's GenEval runs
 
     def __init__(self, model: S.Showo, tokenizer, vq: MAGVITv2 | None = None, codec=None):
@@ -216,21 +218,26 @@ class ShowoPolicy(nn.Module):
             image = self.model.embed_tokens(images + c.image_offset)
         return torch.cat([head, image, eoi, self.model.embed_tokens(ids)], 1)
 
-    def _und_mask(self, mask, queries):
-        """Additive (N, 1, q, L) mask for the last `queries` rows: the image prefix is bidirectional, text causal,
-        pads invisible. mask (N, L) 2-D over the whole sequence, prefix included."""
+    def _und_mask(self, mask, queries, keys=None):
+        """Additive (N, 1, q, keys) mask for the last `queries` rows: the image prefix is bidirectional, text
+        causal, pads invisible. mask (N, L) 2-D over the whole sequence so far, prefix included; keys >= L
+        when a windowed cache hands attention more slots than are filled (the extra ones are hidden)."""
         n, length = mask.shape
-        pos = torch.arange(length, device=mask.device)
-        rows = pos[length - queries :]
-        allowed = (rows[:, None] >= pos[None, :]) | (pos[None, :] < self.prefix)  # (q, L)
-        allowed = allowed[None] & mask.bool()[:, None, :]
+        keys = keys or length
+        pos = torch.arange(keys, device=mask.device)
+        rows = torch.arange(length - queries, length, device=mask.device)
+        allowed = (rows[:, None] >= pos[None, :]) | (pos[None, :] < self.prefix)  # (q, keys)
+        allowed = allowed[None] & F.pad(mask.bool(), (0, keys - length))[:, None, :]
         allowed = allowed | (rows[:, None] == pos[None, :])[None]  # a pad row sees itself: never all blocked
         return S.additive_mask(allowed[:, None], self.model.embed_tokens.weight.dtype)
 
     def _und_forward(self, embeds, mask, cache=None):
         queries = embeds.shape[1]
         positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, -queries:]  # pads take no position
-        return self.model.showo.model(inputs_embeds=embeds, attention_mask=self._und_mask(mask, queries),
+        keys = None
+        if isinstance(cache, WindowedStaticCache):  # sampling: set the window; positions stay the pad-skipping ones
+            keys = cache.advance(queries, mask, embeds.device)[1].shape[1]
+        return self.model.showo.model(inputs_embeds=embeds, attention_mask=self._und_mask(mask, queries, keys),
                                       position_ids=positions, past_key_values=cache, use_cache=cache is not None).last_hidden_state
 
     def _full_mask(self, mask):
@@ -244,9 +251,11 @@ class ShowoPolicy(nn.Module):
         return self.model.showo.lm_head(hidden).float()
 
     def new_cache(self, batch: int, max_len: int):
-        from transformers import DynamicCache
-
-        return DynamicCache(config=self.model.showo.config)
+        """A KV cache allocated once for the image prefix plus `max_len` text tokens; attention reads only its
+        filled slots rounded up to `kv_bucket` (models/kv_cache.py)."""
+        device = self.model.embed_tokens.weight.device.type
+        dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else None  # bf16 under autocast
+        return WindowedStaticCache(self.model.showo.config, self.prefix + max_len, bucket=self.kv_bucket, dtype=dtype)
 
     @torch.no_grad()
     def und_step(self, cache, mask, ids, images=None) -> torch.Tensor:

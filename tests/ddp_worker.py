@@ -11,6 +11,7 @@ import torch.distributed as dist
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import train  # noqa: E402
+from parallel import end_worker  # noqa: E402
 
 
 def main() -> None:
@@ -31,3 +32,4 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+    end_worker()  # as train.py does: a finished rank skips the interpreter teardown that can abort it

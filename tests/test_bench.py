@@ -10,6 +10,7 @@ import torch
 
 from bench import cpu, recipe
 from bench import roofline as R
+import train
 from conftest import ROOT
 
 # Parameter counts of the real architectures, counted on the meta device (bench/builders.count_parameters).
@@ -62,9 +63,11 @@ def test_growing_cache_moves_at_every_step(janus_tiny):
 
 # ------------------------------------------------------------------------------ FLOPs
 def test_janus_flops_match_the_formulas(janus_tiny):
-    """FlopCounterMode vs bench/roofline.py within 1 %: teacher-forced pass, cached and uncached rollouts."""
+    """FlopCounterMode vs bench/roofline.py within 1 %: teacher-forced pass, cached (all slots and windowed)
+    and uncached rollouts."""
     rows = cpu.janus_flops(janus_tiny, batch=2)
-    assert len(rows) == 4
+    assert len(rows) == 5
+    assert rows[2]["measured"] < 0.97 * rows[1]["measured"]  # the window reads fewer slots than the full cache
     for r in rows:
         assert abs(r["rel_err"]) <= cpu.FLOP_TOLERANCE, r
         assert r["ok"], r
@@ -93,7 +96,9 @@ def test_roofline_reproduces_performance_md():
     show = R.LM(24, 2048, 32, 32, 64, 8192, 2)
     assert 50 * R.showo_step_flops(show, 8192, 1024, 1155, 2, vocab=58498) / 1e12 == pytest.approx(333, rel=0.01)
     # a static cache read in full by SDPA costs more than the ideal floor at large batch
-    assert R.janus_rollout_floor(g1, 64, 32, 576, peaks, static_cache=True)["ms_per_image"] > 1.5 * 32
+    assert R.janus_rollout_floor(g1, 64, 32, 576, peaks, bucket=0)["ms_per_image"] > 1.5 * 32
+    # our windowed cache (bucket 128) gives back most of that: within 1.15x of the ideal floor
+    assert R.janus_rollout_floor(g1, 64, 32, 576, peaks, bucket=128)["ms_per_image"] < 1.15 * 32
 
 
 # ------------------------------------------------------------------------------ parity
@@ -119,23 +124,48 @@ def test_parameter_counts_of_the_real_architectures():
 
 
 def test_recipe_janus_pro_1b_on_8x80_ddp():
-    """Hand-checked: 8 prompts x G 8 over 8 GPUs, mixed precision (bf16 weights and grads, fp32 AdamW)."""
+    """Hand-checked: 8 prompts x G 8 over 8 GPUs, train.py --autocast (fp32 weights, grads and AdamW; bf16 compute)."""
     plan = recipe.plan_recipe("janus-pro-1b", 8, 80, params=JANUS_1B)
     assert (plan.group_size, plan.prompts_per_rank, plan.images_per_rank) == (8, 1, 8)
     assert (plan.micro_batch, plan.grad_accum, plan.fits) == (8, 1, True)
     gib = {k: v / R.GiB for k, v in plan.memory.items()}
-    assert gib["weights"] == pytest.approx(3.868, abs=1e-3)  # 2 B x 2,076,636,811
-    assert gib["grads"] == pytest.approx(3.734, abs=1e-3)  # 2 B x 2,004,753,408 (VQ frozen)
-    assert gib["adamw"] == pytest.approx(22.405, abs=1e-3)  # 12 B x 2,004,753,408
-    assert gib["reference"] == pytest.approx(3.868, abs=1e-3)
-    assert gib["rollout: kv_cache"] == pytest.approx(1.781, abs=1e-3)  # 16 rows x 608 x 192 KiB
+    assert gib["weights"] == pytest.approx(7.736, abs=1e-3)  # 4 B x 2,076,636,811
+    assert gib["grads"] == pytest.approx(7.468, abs=1e-3)  # 4 B x 2,004,753,408 (VQ frozen)
+    assert gib["adamw"] == pytest.approx(14.937, abs=1e-3)  # 8 B x 2,004,753,408
+    assert gib["reference"] == pytest.approx(7.736, abs=1e-3)  # a copy of the fp32 policy
+    assert gib["rollout: kv_cache"] == pytest.approx(1.781, abs=1e-3)  # 16 rows x 608 x 192 KiB, bf16
     assert plan.peak <= plan.usable == 0.9 * 80 * R.GiB
+    command = recipe.format_plan(plan).splitlines()[-1]
+    assert command == ("command: torchrun --nproc_per_node 8 train.py --model janus-pro-1b --mode grpo "
+                       "--prompts-per-step 8 --group-size 8 --micro-batch 8 --autocast")
+    zero = recipe.plan_recipe("janus-pro-1b", 8, 80, precision="mixed", params=JANUS_1B)  # ZeRO's, to compare
+    assert zero.memory["adamw"] / R.GiB == pytest.approx(22.405, abs=1e-3)  # 12 B: fp32 master, m, v
+    assert "command:" not in recipe.format_plan(zero)  # train.py cannot run it, so no command is offered
+
+
+def test_recipe_compiled_decode_keeps_the_rollout_cache_and_its_command_runs_train_py():
+    plain = recipe.plan_recipe("janus-pro-1b", 8, 80, params=JANUS_1B)
+    kept = recipe.plan_recipe("janus-pro-1b", 8, 80, compile_decode=True, checkpointing=True, kl=False,
+                              precision="bf16", params=JANUS_1B)
+    assert "rollout: kv_cache" not in kept.memory
+    assert kept.memory["kept: rollout kv_cache"] == plain.memory["rollout: kv_cache"]  # bf16 in both
+    train_part = sum(v for k, v in kept.memory.items() if k.startswith("train: "))
+    fixed = sum(v for k, v in kept.memory.items() if not k.startswith(("train: ", "rollout: ")))
+    assert kept.peak == pytest.approx(fixed + max(train_part, kept.memory["rollout: answer_kv_cache"]))
+    flags = recipe.train_command(kept).split(" train.py ")[1].split()
+    cfg = train.parse_config(flags)  # every flag the helper prints is one train.py takes
+    assert (cfg.micro_batch, cfg.dtype, cfg.grad_ckpt, cfg.kl_beta, cfg.compile_decode) == \
+        (kept.micro_batch, "bfloat16", True, 0.0, "reduce-overhead")
+    with pytest.raises(ValueError, match="Janus under DDP"):
+        recipe.plan_recipe("showo", 8, 80, compile_decode=True, params=SHOWO)
+    with pytest.raises(ValueError, match="Janus under DDP"):
+        recipe.plan_recipe("janus-pro-7b", 8, 80, compile_decode=True, fsdp=True, params=JANUS_7B)
 
 
 def test_recipe_janus_pro_7b_needs_fsdp():
     ddp = recipe.plan_recipe("janus-pro-7b", 8, 80, params=JANUS_7B)
     states = (ddp.memory["weights"] + ddp.memory["grads"] + ddp.memory["adamw"]) / R.GiB
-    assert states == pytest.approx(109.45, abs=0.01)  # ~16 B per parameter: performance.md's "111 GiB"
+    assert states == pytest.approx(109.59, abs=0.01)  # ~16 B per parameter: performance.md's "111 GiB"
     assert not ddp.fits and any("--fsdp" in a for a in ddp.advice)
     fsdp = recipe.plan_recipe("janus-pro-7b", 8, 80, fsdp=True, params=JANUS_7B)
     assert fsdp.fits and fsdp.memory["adamw"] == ddp.memory["adamw"] / 8
@@ -185,10 +215,12 @@ def test_gpu_script_dry_run_tiny(tmp_path):
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert rows[0]["case"] == "environment" and rows[0]["dry_run"]
     assert not [r for r in rows if "error" in r or "skipped" in r]
-    assert {r["case"] for r in rows[1:]} == {f"G{i}" for i in range(10)}
+    assert {r["case"] for r in rows[1:]} == {f"G{i}" for i in range(11)}
     for r in rows:
         if r["case"] in ("G1", "G2", "G3"):
             assert r["tokens_equal_fraction"] == 1.0, r
+        if r["case"] == "G10":
+            assert r["windowed_tokens_equal_fraction"] == 1.0, r
         if "roofline_frac" in r:
             assert r["roofline_frac"] > 0
     shares = [r for r in rows if r["case"] == "G9"]

@@ -1,6 +1,6 @@
-"""Tests for evaluate.py: GenEval's folder layout file by file, seeding, resume, results.json, the
-imbalance by hand, and the CLI end to end (one process and torchrun) with tiny random Mask2Former and
-CLIP folders built locally. Nothing is downloaded."""
+"""Tests for evaluate.py and geneval_export.py: GenEval's folder layout file by file, seeding, resume,
+results.json, the imbalance by hand, and the CLI end to end (one process and torchrun) with tiny random
+Mask2Former and CLIP folders built locally. Nothing is downloaded."""
 
 import hashlib
 import json
@@ -17,6 +17,7 @@ from PIL import Image
 
 import evaluate
 import geneval
+import geneval_export
 from generate import rollout
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -85,14 +86,15 @@ def test_saved_images_are_seeded_by_prompt_and_sample(tmp_path, metadata, janus_
     export(metadata, out, "--batch-size", "3")  # batches that cut across prompts
     texts = [json.loads(line)["prompt"] for line in metadata.read_text().splitlines()]
     for i, k in [(1, 1), (3, 0)]:
-        _, pixels = evaluate.sample_images(janus_tiny, texts, [(i, k)], seed=0, cfg_scale=5.0, temperature=1.0)
-        assert np.array_equal(np.asarray(evaluate.to_pil(pixels[0])), np.asarray(Image.open(evaluate.sample_path(out, i, k))))
+        _, pixels = geneval_export.sample_images(janus_tiny, texts, [(i, k)], seed=0, cfg_scale=5.0, temperature=1.0)
+        saved = Image.open(geneval_export.sample_path(out, i, k))
+        assert np.array_equal(np.asarray(geneval_export.to_pil(pixels[0])), np.asarray(saved))
 
 
 def test_batched_sampling_equals_rollout_per_image(janus_tiny):
     texts = ["a photo of a bench", "a photo of two clocks", "a photo of a dog right of a teddy bear"]
     jobs = [(0, 0), (0, 1), (2, 0), (1, 3)]
-    ids, _ = evaluate.sample_images(janus_tiny, texts, jobs, seed=7, cfg_scale=5.0, temperature=1.0)
+    ids, _ = geneval_export.sample_images(janus_tiny, texts, jobs, seed=7, cfg_scale=5.0, temperature=1.0)
     for row, (i, k) in enumerate(jobs):  # rollout(step=i, first_index=k) is image k of prompt i
         ro = rollout(janus_tiny, [{"prompt": texts[i]}], 1, seed=7, step=i, first_index=k, cfg_scale=5.0)
         assert torch.equal(ids[row], ro.image_ids[0]), (i, k)
@@ -104,12 +106,12 @@ def test_masked_decoding_batches_like_rollout_and_takes_steps():
     showo = load_policy("showo-tiny").eval()  # parallel (MaskGIT-style) decoding
     texts = ["a photo of a bench", "a photo of two clocks"]
     jobs = [(0, 1), (1, 0), (1, 1)]
-    ids, pixels = evaluate.sample_images(showo, texts, jobs, seed=4, cfg_scale=2.0, temperature=1.0, steps=3)
+    ids, pixels = geneval_export.sample_images(showo, texts, jobs, seed=4, cfg_scale=2.0, temperature=1.0, steps=3)
     assert pixels.shape[0] == 3 and 0 <= pixels.min() and pixels.max() <= 1
     for row, (i, k) in enumerate(jobs):
         ro = rollout(showo, [{"prompt": texts[i]}], 1, seed=4, step=i, first_index=k, cfg_scale=2.0, timesteps=3)
         assert torch.equal(ids[row], ro.image_ids[0]), (i, k)
-    default, _ = evaluate.sample_images(showo, texts, jobs[:1], seed=4, cfg_scale=2.0, temperature=1.0)
+    default, _ = geneval_export.sample_images(showo, texts, jobs[:1], seed=4, cfg_scale=2.0, temperature=1.0)
     ro = rollout(showo, [{"prompt": texts[0]}], 1, seed=4, step=0, first_index=1, cfg_scale=2.0,
                  timesteps=showo.eval_timesteps)
     assert torch.equal(default[0], ro.image_ids[0])  # steps=None: the family's evaluation default (50)
@@ -123,13 +125,13 @@ def test_resume_skips_complete_prompts_and_redoes_a_half_done_one(tmp_path, meta
     before, stamps = png_arrays(out), {p: p.stat().st_mtime_ns for p in out.rglob("*.png")}
     (out / "00002" / "samples" / "0001.png").unlink()  # as after a crash of another tool
     (out / ".tmp-00003").mkdir()  # a leftover temporary folder
-    drawn, sample = [], evaluate.sample_images
+    drawn, sample = [], geneval_export.sample_images
 
     def counting(policy, texts, jobs, **kwargs):  # records which images get drawn
         drawn.extend(jobs)
         return sample(policy, texts, jobs, **kwargs)
 
-    monkeypatch.setattr(evaluate, "sample_images", counting)
+    monkeypatch.setattr(geneval_export, "sample_images", counting)
     result = export(metadata, out)
     assert drawn == [(2, 0), (2, 1)] and result["written_this_run"] == 1 and not (out / ".tmp-00003").exists()
     after = png_arrays(out)
@@ -172,25 +174,25 @@ def test_checkpoint_hash_covers_weights_not_optimizer(tmp_path, janus_tiny):
     janus_tiny.save(folder)
     (folder / "optimizer.safetensors").write_bytes(b"moments")
     cfg = evaluate.Config(model="janus-tiny", model_path=str(folder))
-    first = evaluate.checkpoint_sha256(cfg, janus_tiny)
-    sha, files = evaluate.weights_sha256(folder)
+    first = geneval_export.checkpoint_sha256(cfg, janus_tiny)
+    sha, files = geneval_export.weights_sha256(folder)
     assert first == sha and "optimizer.safetensors" not in files and files
     (folder / "optimizer.safetensors").write_bytes(b"other moments")
-    assert evaluate.checkpoint_sha256(cfg, janus_tiny) == first
+    assert geneval_export.checkpoint_sha256(cfg, janus_tiny) == first
     with open(folder / files[0], "ab") as f:
         f.write(b"\0")
-    assert evaluate.checkpoint_sha256(cfg, janus_tiny) != first
-    tensors = evaluate.checkpoint_sha256(evaluate.Config(model="janus-pro-1b"), janus_tiny)  # not a local folder
+    assert geneval_export.checkpoint_sha256(cfg, janus_tiny) != first
+    tensors = geneval_export.checkpoint_sha256(evaluate.Config(model="janus-pro-1b"), janus_tiny)  # not a local folder
     assert tensors.startswith("state-dict:") and len(tensors) == len("state-dict:") + 64
 
 
 def test_missing_metadata_names_the_fix(tmp_path, monkeypatch, metadata):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ValueError, match="evaluation_metadata.jsonl.*--metadata"):
-        evaluate.find_metadata(None)
+        geneval_export.find_metadata(None)
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "geneval_metadata.jsonl").write_text(metadata.read_text())
-    assert evaluate.find_metadata(None) == Path("data/geneval_metadata.jsonl")
+    assert geneval_export.find_metadata(None) == Path("data/geneval_metadata.jsonl")
     with pytest.raises(ValueError, match="--geneval"):
         evaluate.validate(evaluate.Config())
 

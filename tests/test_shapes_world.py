@@ -12,23 +12,37 @@ import torch
 import pretrain
 import shapes
 import train
-from models.shapes_models import ShapesCodec, build_shapes_janus, evaluate_world, format_table, load_shapes_policy
+from models.shapes_models import (ShapesCodec, build_shapes_janus, build_shapes_showo, evaluate_world, format_table,
+                                   load_shapes_policy)
 
 TINY = dict(steps=300, batch=16, warmup=20)  # ~15 s on one core: a weak but real base
+TINY_SHOWO = dict(family="showo", steps=60, batch=8, warmup=5, hidden=32, layers=1)  # ~5 s: only has to run
 
 
 @pytest.fixture(scope="session")
-def tiny_base(tmp_path_factory):
-    """A tiny pretrained base, written through the cache into a temporary UNIRL_CACHE."""
+def world_cache(tmp_path_factory):
+    """A temporary UNIRL_CACHE for the session's pretrained bases."""
     old = os.environ.get("UNIRL_CACHE")
     os.environ["UNIRL_CACHE"] = str(tmp_path_factory.mktemp("cache"))
     try:
-        yield pretrain.cached_base(pretrain.PretrainConfig(**TINY))
+        yield Path(os.environ["UNIRL_CACHE"])
     finally:
         if old is None:
             del os.environ["UNIRL_CACHE"]
         else:
             os.environ["UNIRL_CACHE"] = old
+
+
+@pytest.fixture(scope="session")
+def tiny_base(world_cache):
+    """A tiny pretrained Janus base, written through the cache."""
+    return pretrain.cached_base(pretrain.PretrainConfig(**TINY))
+
+
+@pytest.fixture(scope="session")
+def tiny_showo_base(world_cache):
+    """A tiny pretrained Show-o base, written through the same cache."""
+    return pretrain.cached_base(pretrain.PretrainConfig(**TINY_SHOWO))
 
 
 # ---------------------------------------------------------------------------------------------- codec
@@ -151,3 +165,108 @@ def test_train_py_runs_the_world_and_its_checkpoint_loads(tiny_base, tmp_path):
     back = load_policy("shapes-janus", str(out / "ckpt-000002"))
     assert isinstance(back.codec, ShapesCodec) and back.num_image_tokens == shapes.NUM_CELLS == 16
     assert back.codebook_size == shapes.NUM_CODES
+
+
+# ---------------------------------------------------------------------------------------------- Show-o's family
+def test_showo_world_policy_has_the_world_sizes_and_shows_o_layout():
+    policy = build_shapes_showo(seed=0, hidden=32, layers=1)
+    c = policy.config
+    assert (policy.family, policy.decoding) == ("showo", "masked") and policy.vq is None
+    assert (policy.num_image_tokens, policy.codebook_size) == (shapes.NUM_CELLS, shapes.NUM_CODES)
+    assert c.vocab_size == c.llm_vocab_size + 10 + shapes.NUM_CODES + 1 and c.mask_token_id == c.vocab_size - 1
+    assert len(policy.tokenizer) == c.image_offset  # text, then [PAD] and the specials, then the codes
+    records = shapes.make_shape_records(500, seed=7) + shapes.eval_records(16)
+    ids, _ = policy.tokenize_gen_prompts([r["prompt"] for r in records])
+    for row, record in zip(ids.tolist(), records):  # [pad.., <|t2i|>, bos, text, eos]: no prompt is cut short
+        row = row[row.index(c.t2i_id):]
+        assert row[1] == row[-1] == c.bos_token_id and policy.tokenizer.decode(row[2:-1]) == record["prompt"]
+    answers = [r["answer"] for r in records[:50]]
+    assert policy.decode_answers(policy.tokenize_answers(answers)[0]) == answers  # the world's text round-trips
+    codes = torch.randint(0, shapes.NUM_CODES, (8, shapes.NUM_CELLS), generator=torch.Generator().manual_seed(1))
+    pixels = policy.decode_images(codes)
+    assert torch.equal(pixels, shapes.render_tensor(codes)) and torch.equal(policy.encode_images(pixels), codes)
+    assert torch.equal(policy.images_for_understanding(codes, pixels), codes)  # Show-o reads the codes themselves
+    again = build_shapes_showo(seed=0, hidden=32, layers=1).state_dict()
+    assert all(torch.equal(v, again[k]) for k, v in policy.state_dict().items())  # a seed gives the same weights
+
+
+def test_showo_save_load_round_trip_is_exact(tmp_path):
+    policy = build_shapes_showo(seed=3, hidden=32, layers=1).eval()
+    policy.save(tmp_path / "p")
+    back = load_shapes_policy("shapes-showo", str(tmp_path / "p")).eval()
+    assert isinstance(back.codec, ShapesCodec) and back.vq is None and back.config == policy.config
+    a, b = policy.state_dict(), back.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    records = shapes.eval_records(1)
+    for tokenize in ("tokenize_gen_prompts", "tokenize_und_prompts"):
+        key = "prompt" if tokenize == "tokenize_gen_prompts" else "question"
+        texts = [r[key] for r in records]
+        assert torch.equal(getattr(policy, tokenize)(texts)[0], getattr(back, tokenize)(texts)[0])
+    prompt_ids, _ = policy.tokenize_gen_prompts([r["prompt"] for r in records])
+    codes = torch.randint(0, shapes.NUM_CODES, (len(records), shapes.NUM_CELLS))
+    codes[:, ::2] = policy.mask_code  # a half-decoded image
+    assert torch.equal(policy.masked_logits(prompt_ids, codes, 3.0), back.masked_logits(prompt_ids, codes, 3.0))
+
+
+def test_non_shapes_showo_folders_are_refused(tmp_path):
+    from models import load_policy
+
+    load_policy("showo-tiny").save(tmp_path / "showo-tiny")  # Show-o, but MAGVIT-v2's 64 codes
+    build_shapes_janus(seed=0, hidden=32, layers=1).save(tmp_path / "shapes-janus")  # the world, but Janus
+    (tmp_path / "empty").mkdir()
+    for name in ("showo-tiny", "shapes-janus", "empty"):
+        with pytest.raises(ValueError, match="not a shapes-world Show-o.*pretrain.py --family showo"):
+            load_shapes_policy("shapes-showo", str(tmp_path / name))
+
+
+def test_showo_pretraining_lowers_both_losses_on_masked_tokens():
+    rng = random.Random(0)
+    masks = pretrain.masked_positions(rng, 256, shapes.NUM_CELLS)
+    counts = masks.sum(1)
+    assert counts.min() >= 1 and counts.max() == shapes.NUM_CELLS  # never nothing to score; sometimes everything
+    assert counts.float().mean() > shapes.NUM_CELLS / 2  # the cosine schedule leans to heavy masking (2/pi = 64%)
+    cfg = pretrain.PretrainConfig(family="showo", steps=40, batch=8, warmup=5, hidden=32, layers=1)
+    _, history = pretrain.pretrain(cfg, log_every=0)
+    first, last = history[:5], history[-5:]
+    for key in ("gen_nll", "und_nll"):
+        assert sum(h[key] for h in last) < 0.5 * sum(h[key] for h in first), key
+
+
+def test_train_py_runs_shapes_showo_from_its_own_cached_base(tiny_showo_base, tiny_base, tmp_path):
+    import json
+
+    from models import load_policy
+
+    assert tiny_showo_base.name.startswith("showo-") and tiny_base.name.startswith("janus-")  # cached apart
+    assert json.loads((tiny_showo_base / "pretrain_config.json").read_text())["family"] == "showo"
+    out = tmp_path / "run"
+    train.main(["--model", "shapes-showo", "--model-path", str(tiny_showo_base), "--steps", "2", "--num-prompts", "24",
+                "--prompts-per-step", "4", "--group-size", "4", "--max-answer-tokens", "8", "--threads", "1",
+                "--timesteps", "4", "--eval-every", "0", "--out", str(out)])
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2] and all(0 <= r["reward_mean"] <= 1 for r in rows)
+    assert min(r["zero_var_frac"] for r in rows) < 1  # some group's images differ: GRPO has a gradient
+    back = load_policy("shapes-showo", str(out / "ckpt-000002"))
+    assert isinstance(back.codec, ShapesCodec) and back.family == "showo" and back.codebook_size == shapes.NUM_CODES
+    base = load_policy("shapes-showo", str(tiny_showo_base)).state_dict()
+    assert any(not torch.equal(v, base[k]) for k, v in back.state_dict().items())  # GRPO moved the weights
+
+
+def test_held_out_evaluation_decodes_with_the_runs_timesteps(tiny_showo_base, monkeypatch):
+    import evaluate
+    import generate
+
+    seen = []
+    real = generate.sample_images_masked
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs["timesteps"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(generate, "sample_images_masked", spy)
+    cfg = train.parse_config(["--model", "shapes-showo", "--timesteps", "3", "--eval-samples", "1",
+                              "--max-answer-tokens", "4"])
+    policy = load_shapes_policy("shapes-showo", str(tiny_showo_base))
+    metrics = evaluate.held_out_eval(cfg, policy, shapes.eval_records(1))
+    assert seen and set(seen) == {3}  # --timesteps reaches the evaluation's sampler, not the family default
+    assert 0 <= metrics["eval/geneval"] <= 1

@@ -101,6 +101,29 @@ def test_sft_run_trains_both_paths_and_evaluates(tmp_path, model):
     assert (out / "ckpt-000001" / "optimizer.safetensors").exists()
 
 
+@pytest.mark.parametrize("model", FAMILIES)
+def test_autocast_run_samples_and_trains_in_bf16(tmp_path, model, monkeypatch):
+    """--autocast covers the rollout too: every sampling cache (Janus' images and answers, Show-o's answers)
+    is stored in bf16, the weights stay fp32, and a GRPO step with a KL term trains with finite losses."""
+    from models.kv_cache import WindowedStaticCache
+
+    dtypes = []
+    real = WindowedStaticCache.advance
+
+    def spy(self, *args):
+        dtypes.append((self.layers[0].store_dtype, torch.is_autocast_enabled("cpu")))
+        return real(self, *args)
+
+    monkeypatch.setattr(WindowedStaticCache, "advance", spy)
+    out = tmp_path / "bf16"
+    train.main(SMALL + ["--model", model, "--steps", "1", "--autocast", "--kl-beta", "0.1", "--out", str(out)])
+    line = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+    assert all(torch.isfinite(torch.tensor(line[k])) for k in ("loss", "gen_kl", "und_kl", "grad_norm"))
+    assert dtypes and set(dtypes) == {(torch.bfloat16, True)}  # every cached forward: prefills and steps
+    weights = load_file(next((out / "ckpt-000001").rglob("*.safetensors")))
+    assert {v.dtype for v in weights.values() if v.is_floating_point()} == {torch.float32}
+
+
 def test_step_zero_ratio_is_one_and_kl_is_zero(fresh_janus, records):
     """The teacher-forced old and reference log-probs make ratio 1 and KL 0 at the first update."""
     import copy
