@@ -33,8 +33,8 @@ import torch
 
 from cli import given_flags, opt
 from evaluate import held_out_eval
-from parallel import (any_rank, barrier, clip_grads, full_params, gather_lists, gathered_state_dict, is_main, mean_over_ranks, micro_step,
-                      print0, setup_distributed, teardown_distributed, wrap)
+from parallel import (any_rank, barrier, clip_grads, full_params, gather_lists, gathered_state_dict, is_main,
+                      mean_over_ranks, micro_step, print0, setup_distributed, teardown_distributed, wrap)
 
 
 @dataclass
@@ -142,7 +142,8 @@ def validate(cfg: Config, world: int) -> None:
     check_model_name(cfg.model)
     check_sampling_flags(cfg.model, cfg.kv_bucket, cfg.compile_decode, cfg.fsdp)
     choices = {"mode": ("sft", "grpo"), "sft_on": ("gen", "und", "both"), "grpo_on": ("gen", "und", "both"),
-               "ratio_dist": ("guided", "cond"), "estimator": ("remask", "trajectory"), "dtype": ("float32", "bfloat16"), "device": ("auto", "cpu", "cuda")}
+               "ratio_dist": ("guided", "cond"), "estimator": ("remask", "trajectory"),
+               "dtype": ("float32", "bfloat16"), "device": ("auto", "cpu", "cuda")}
     for name, allowed in choices.items():
         if getattr(cfg, name) not in allowed:
             raise ValueError(f"--{name.replace('_', '-')} {getattr(cfg, name)!r}: choose one of {', '.join(allowed)}")

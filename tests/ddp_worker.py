@@ -17,7 +17,7 @@ from parallel import end_worker  # noqa: E402
 def main() -> None:
     result, argv = sys.argv[1], sys.argv[2:]
     cfg = train.parse_config(argv)
-    rank, world, device = train.setup_distributed(cfg)
+    rank, world, device = train.setup_distributed(cfg.device)
     try:
         policy = train.run(cfg, rank, world, device)
         flat = torch.cat([p.detach().flatten() for p in policy.parameters()])
