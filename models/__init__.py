@@ -87,6 +87,19 @@ def load_policy(name: str, path: str | None = None, device: str | torch.device =
     return policy.to(device)
 
 
+def fetch_from_hub(hub_id: str, files: list[str] | None = None, where: str = "pass the folder with --model-path") -> Path:
+    """Download a hub repository (only `files`, if given) into huggingface_hub's cache and return its folder.
+    The one place that reaches a hub; without one (HF_HUB_OFFLINE, no network, unknown id) the error says
+    what to download and `where` to put it instead."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(hub_id, allow_patterns=files))
+    except Exception as err:  # no network, offline mode, unknown id, gated repository, ...
+        raise ValueError(f"could not fetch {hub_id!r} from the hub ({type(err).__name__}: {err}). Download it "
+                         f"where the hub is reachable and {where}") from err
+
+
 COMPILE_MODES = ("off", "default", "reduce-overhead")
 
 

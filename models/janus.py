@@ -375,13 +375,9 @@ def resolve_folder(source: str) -> str:
         return source
     if os.path.exists(source) or source.startswith((".", "/", "~")) or source.count("/") != 1:
         raise ValueError(f"--model-path {source!r} is not a folder: pass an existing checkpoint folder or a hub id org/name")
-    from huggingface_hub import snapshot_download
+    from models import fetch_from_hub
 
-    try:
-        return snapshot_download(source)
-    except Exception as err:  # no network, unknown id, ...
-        raise ValueError(f"could not fetch {source!r} from the hub ({type(err).__name__}); download it "
-                         f"elsewhere and pass the folder with --model-path") from err
+    return str(fetch_from_hub(source))
 
 
 def cache_dir() -> Path:

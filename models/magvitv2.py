@@ -285,8 +285,10 @@ def load_magvitv2(path_or_hub_id: str, device=None, dtype=None) -> MAGVITv2:
     if not folder.exists():  # a hub id: fetch it (never reached by the tests)
         if path_or_hub_id.count("/") != 1 or path_or_hub_id.startswith((".", "/")):
             raise FileNotFoundError(f"no checkpoint folder at {path_or_hub_id}")
-        from huggingface_hub import snapshot_download
-        folder = Path(snapshot_download(path_or_hub_id, allow_patterns=["config.json", WEIGHTS_NAME]))
+        from models import fetch_from_hub
+        from models.showo import SHOWO_OFFLINE
+
+        folder = fetch_from_hub(path_or_hub_id, ["config.json", WEIGHTS_NAME], where=SHOWO_OFFLINE)
     if not (folder / WEIGHTS_NAME).is_file():
         raise FileNotFoundError(f"{folder} has no {WEIGHTS_NAME} (the pickled .bin is not read)")
     # The released config.json (66 bytes) names only the class: missing fields keep the real

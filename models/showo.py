@@ -326,7 +326,12 @@ def add_showo_tokens(tokenizer, config: ShowoConfig):
 def load_text_tokenizer(path: str, config: ShowoConfig):
     """phi-1_5 tokenizer (local folder or hub id) with Show-o's tokens added."""
     from transformers import AutoTokenizer
-    return add_showo_tokens(AutoTokenizer.from_pretrained(path), config)
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except OSError as err:  # transformers' way of saying the folder or hub id cannot be read
+        raise ValueError(f"could not load the text tokenizer {path!r} ({err}). {SHOWO_OFFLINE}") from err
+    return add_showo_tokens(tokenizer, config)
 
 
 def tiny_text_tokenizer(config: ShowoConfig):
@@ -360,14 +365,22 @@ def encode_texts(tokenizer, texts: list) -> list:
 _IGNORED_KEYS = {"_class_name", "_diffusers_version", "_name_or_path", "llm_model_path", "load_from_showo", "use_mod"}
 
 
+# Without a hub, Show-o loads from one folder: the Show-o checkpoint, with MAGVIT-v2 in a magvitv2/ subfolder
+# and phi-1_5's tokenizer files beside config.json (the layout ShowoPolicy.save writes).
+SHOWO_OFFLINE = ("pass the Show-o folder with --model-path, with showlab/magvitv2 in its magvitv2/ subfolder and "
+                 "microsoft/phi-1_5's tokenizer files (tokenizer_config.json, vocab.json, merges.txt, ...) beside "
+                 "its config.json")
+
+
 def resolve_checkpoint_dir(path_or_hub_id: str, files: list) -> Path:
     """A local folder, or a hub id fetched with huggingface_hub (only if no such local path exists)."""
     path = Path(path_or_hub_id)
     if not path.exists():
         if path_or_hub_id.count("/") != 1 or path_or_hub_id.startswith((".", "/")):
             raise FileNotFoundError(f"no checkpoint folder at {path_or_hub_id}")
-        from huggingface_hub import snapshot_download
-        path = Path(snapshot_download(path_or_hub_id, allow_patterns=files))
+        from models import fetch_from_hub
+
+        path = fetch_from_hub(path_or_hub_id, files, where=SHOWO_OFFLINE)
     if not path.is_dir():
         raise NotADirectoryError(f"{path} is not a folder (expected the hub layout: {', '.join(files)})")
     return path

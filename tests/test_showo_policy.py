@@ -164,3 +164,23 @@ def test_save_and_load_round_trip(showo_tiny, tmp_path):
     assert back.tokenizer("USER: hi")["input_ids"] == showo_tiny.tokenizer("USER: hi")["input_ids"]
     with pytest.raises(ValueError, match="not a Show-o checkpoint"):
         load_policy("showo-tiny", str(tmp_path))
+
+
+def test_without_a_hub_each_missing_part_names_itself_and_the_offline_layout(showo_tiny, tmp_path):
+    """conftest sets HF_HUB_OFFLINE, so every hub id fails at once, as on a machine with no hub access."""
+    import shutil
+
+    from models import load_policy
+
+    with pytest.raises(ValueError, match="could not fetch 'showlab/show-o-512x512'.*magvitv2/ subfolder"):
+        load_policy("showo")
+    with pytest.raises(ValueError, match="could not fetch 'deepseek-community/Janus-Pro-1B'.*--model-path"):
+        load_policy("janus-pro-1b")
+    showo_tiny.save(tmp_path / "ckpt")
+    shutil.rmtree(tmp_path / "ckpt" / "magvitv2")  # Show-o's weights alone, as the hub repository holds them
+    with pytest.raises(ValueError, match="could not fetch 'showlab/magvitv2'"):
+        load_policy("showo", str(tmp_path / "ckpt"))
+    showo_tiny.save(tmp_path / "ckpt")
+    (tmp_path / "ckpt" / "tokenizer_config.json").unlink()  # no tokenizer beside config.json: phi-1_5 is fetched
+    with pytest.raises(ValueError, match="could not load the text tokenizer 'microsoft/phi-1_5'"):
+        load_policy("showo", str(tmp_path / "ckpt"))
