@@ -2,7 +2,7 @@
 
 UniRL trains on the model's answers about its own images; GenEval judges the same images with a
 detector. This file measures both on GenEval's prompts, for a preset, a released checkpoint or any
-`ckpt-*` folder a run wrote:
+`ckpt-*` folder a run wrote (--shapes does the same in the shapes world; see evaluate_shapes):
 
   1. Export. --n-samples images per prompt of GenEval's evaluation_metadata.jsonl, in GenEval's own
      layout (<out>/00000/metadata.jsonl, <out>/00000/samples/0000.png, ...), so the official evaluator
@@ -33,6 +33,7 @@ Commands:
         --metadata evaluation_metadata.jsonl --out outputs/x-geneval --detector DIR --clip DIR
     torchrun --standalone --nproc_per_node 8 evaluate.py --model janus-pro-1b --geneval --out outputs/pro1b
     python evaluate.py ... --official-results outputs/x-geneval/official.jsonl   # after GenEval's own evaluator
+    python evaluate.py --model shapes-janus --shapes --model-path runs/shapes-janus-grpo-<time>/ckpt-000300
 In code, for train.py every k steps (no files, no collectives):
     result = evaluate_policy(policy, held_out, n_samples=2, cfg_scale=None, temperature=1.0, seed=0)
     log(flat_metrics(result))   # {"eval/self_qa_acc": ..., "eval/judge_acc": ..., ...}
@@ -53,6 +54,8 @@ import geneval
 from cli import given_flags, opt
 import prompts
 import reward
+import shapes
+from shapes import EVAL_PER_TAG  # a module-level name: the Config field `shapes` hides the module there
 from geneval import DEFAULT_CLIP, DEFAULT_DETECTOR
 from geneval_export import (analyze_folder, answer_images, claim_folder, decoding_steps, export_geneval,
                             find_metadata, from_pil, official_verdicts, pin_settings,
@@ -84,6 +87,9 @@ class Config:
     threads: int = opt(0, "torch CPU threads per process; 0 leaves torch's default")
     kv_bucket: int = opt(128, "AR sampling: attention reads the filled KV slots rounded up to this many (0: all)")
     compile_decode: str = opt("off", "AR sampling: torch.compile the one-token step: off | default | reduce-overhead")
+    shapes: bool = opt(False, "shapes-* models: the world's held-out prompts and exact judge, train.py's table; "
+                              "unset flags take the settings of the run that wrote --model-path")
+    per_tag: int = opt(EVAL_PER_TAG, "--shapes: held-out prompts per category, as train.py evaluates")
 
 
 def parse_config(argv: list[str] | None = None) -> Config:
@@ -98,8 +104,8 @@ def validate(cfg: Config) -> Path:
     check_model_name(cfg.model)
     check_sampling_flags(cfg.model, cfg.kv_bucket, cfg.compile_decode)
     if not cfg.geneval:
-        raise ValueError("nothing to evaluate: pass --geneval (GenEval export + scores + self-QA); "
-                         "other benchmarks call evaluate_policy from code")
+        raise ValueError("nothing to evaluate: pass --geneval (GenEval export + scores + self-QA), or --shapes for "
+                         "a shapes-* model; other benchmarks call evaluate_policy from code")
     for name, allowed in {"scorer": ("builtin", "none"), "device": ("auto", "cpu", "cuda"),
                           "dtype": ("float32", "bfloat16")}.items():
         if getattr(cfg, name) not in allowed:
@@ -226,6 +232,7 @@ def geneval_judge(scorer):
 
 
 # ------------------------------------------------------------------ during training (train.py --eval-every)
+HELD_OUT_SEED_OFFSET = 3  # held-out images draw from seed + 3, apart from the rollouts' and answers' streams
 def held_out_eval(cfg, policy, held_out: list[dict]) -> dict:
     """Generation and self-QA on the held-out prompts, as flat `eval/...` numbers (rank 0's work)."""
     from parallel import barrier, full_params, is_main
@@ -238,13 +245,13 @@ def held_out_eval(cfg, policy, held_out: list[dict]) -> dict:
             from models.shapes_models import evaluate_world
 
             result = evaluate_world(policy, held_out, n_samples=cfg.eval_samples, cfg_scale=cfg.cfg_scale,
-                                    temperature=cfg.temperature, timesteps=cfg.timesteps, seed=cfg.seed + 3,
-                                    max_answer_tokens=cfg.max_answer_tokens)
+                                    temperature=cfg.temperature, timesteps=cfg.timesteps,
+                                    seed=cfg.seed + HELD_OUT_SEED_OFFSET, max_answer_tokens=cfg.max_answer_tokens)
             metrics = {f"eval/{k}": v for k, v in result.items() if k not in ("images", "seconds")}
         else:
             metrics = flat_metrics(evaluate_policy(
                 policy, held_out, n_samples=cfg.eval_samples, cfg_scale=cfg.cfg_scale, temperature=cfg.temperature,
-                seed=cfg.seed + 3, steps=cfg.timesteps, max_answer_tokens=cfg.max_answer_tokens))
+                seed=cfg.seed + HELD_OUT_SEED_OFFSET, steps=cfg.timesteps, max_answer_tokens=cfg.max_answer_tokens))
         barrier()
     return metrics
 
@@ -265,12 +272,81 @@ def before_after(cfg, first: dict, last: dict) -> str:
 def main(argv: list[str] | None = None) -> None:
     from parallel import setup_distributed, teardown_distributed
 
-    cfg = parse_config(argv)
+    given = given_flags(Config, argv, __doc__.split("\n")[0])
+    cfg = Config(**given)
+    if cfg.shapes:  # the small world evaluates in one process, in seconds
+        evaluate_shapes(cfg, set(given))
+        return
     rank, world, device = setup_distributed(cfg.device)
     try:
         run(cfg, rank, world, device)
     finally:
         teardown_distributed()
+
+
+# ------------------------------------------------------------------ the shapes world (--shapes)
+# evaluate_world's keyword <- the name of train.py's setting that its held-out evaluation passes
+SHAPES_FROM_TRAIN = {"n_samples": "eval_samples", "cfg_scale": "cfg_scale", "temperature": "temperature",
+                     "timesteps": "timesteps", "max_answer_tokens": "max_answer_tokens", "seed": "seed"}
+SHAPES_FLAGS = {"n_samples": "n_samples", "cfg_scale": "cfg_scale", "temperature": "temperature",
+                "timesteps": "steps", "max_answer_tokens": "max_answer_tokens", "seed": "seed"}  # ... <- our flag
+
+
+def shapes_settings(cfg: Config, given: set) -> dict:
+    """evaluate_world's settings: train.py's for this preset, then those of the run that wrote --model-path
+    (its trainer_state.json), then the flags given here. So a run's last checkpoint reproduces the last
+    column of the table that run printed."""
+    import train
+    from checkpoint import read_trainer_state
+
+    run_cfg = {**dataclasses.asdict(train.Config()), **train.preset_defaults(cfg.model)}
+    if cfg.model_path and (Path(cfg.model_path) / "trainer_state.json").is_file():
+        run_cfg.update(read_trainer_state(cfg.model_path)["config"])
+    settings = {key: run_cfg[name] for key, name in SHAPES_FROM_TRAIN.items()}
+    settings["seed"] += HELD_OUT_SEED_OFFSET  # train.py's held-out images draw from their own seed
+    settings.update({key: getattr(cfg, flag) for key, flag in SHAPES_FLAGS.items() if flag in given})
+    return settings
+
+
+def evaluate_shapes(cfg: Config, given: set) -> dict:
+    """The shapes world's held-out evaluation of a checkpoint: the exact judge per category, self-QA,
+    understanding of true scenes and the imbalance (models.shapes_models.evaluate_world). Writes
+    <out>/results.json atomically and prints the table."""
+    import os
+
+    from checkpoint import atomic_write_text
+    from models import check_model_name, check_sampling_flags, load_policy, set_sampling
+    from models.shapes_models import evaluate_world, format_scores
+    from parallel import setup_distributed
+
+    check_model_name(cfg.model)
+    check_sampling_flags(cfg.model, cfg.kv_bucket, cfg.compile_decode)
+    if not cfg.model.startswith("shapes-"):
+        raise ValueError(f"--shapes evaluates the shapes world: use --model shapes-janus or shapes-showo, or "
+                         f"--geneval for {cfg.model}")
+    if cfg.geneval:
+        raise ValueError("--shapes and --geneval are two different benchmarks: pass one of them")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ValueError("--shapes runs in one process (seconds on a CPU): start it with python, not torchrun")
+    if cfg.per_tag < 1:
+        raise ValueError(f"--per-tag {cfg.per_tag}: use at least 1")
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    _, _, device = setup_distributed(cfg.device)
+    settings = shapes_settings(cfg, given)
+    policy = load_policy(cfg.model, cfg.model_path, device=device,
+                         dtype={"float32": torch.float32, "bfloat16": torch.bfloat16}[cfg.dtype])
+    set_sampling(policy, cfg.kv_bucket, cfg.compile_decode)
+    result = evaluate_world(policy, shapes.eval_records(cfg.per_tag), **settings)
+    out = Path(cfg.out or f"outputs/{cfg.model}-shapes")
+    out.mkdir(parents=True, exist_ok=True)
+    record = {"settings": {"model": cfg.model, "model_path": cfg.model_path, "per_tag": cfg.per_tag, **settings},
+              "scores": {k: v for k, v in result.items() if k not in ("images", "seconds")},
+              "images": result["images"]}
+    atomic_write_text(out / "results.json", json.dumps(record, indent=1))
+    print(format_scores(result, name=Path(cfg.model_path).name if cfg.model_path else cfg.model))
+    print(f"{result['images']} images in {result['seconds']:.1f}s; wrote {out / 'results.json'}")
+    return record
 
 
 def run(cfg: Config, rank: int, world: int, device: torch.device, judge=None) -> dict | None:

@@ -349,6 +349,7 @@ def make_shape_records(n, seed=0, tags=TAGS):
 
 
 EVAL_SEED = 1_000_003  # the evaluation prompts' seed; training pools use small seeds
+EVAL_PER_TAG = 16  # held-out prompts per tag in train.py's evaluation, evaluate.py --shapes and the shapes bench
 
 
 def eval_records(per_tag=8, seed=EVAL_SEED):

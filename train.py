@@ -171,7 +171,7 @@ def load_records(cfg: Config) -> tuple[list[dict], list[dict]]:
 
         records = shapes.make_shape_records(cfg.num_prompts, seed=cfg.seed)
         if cfg.eval_every:  # its evaluation prompts, minus the tags too small to hold any out
-            held_out = shapes.eval_records(16)  # 16 prompts per tag, as bench/shapes_table.py measures
+            held_out = shapes.eval_records(shapes.EVAL_PER_TAG)  # as evaluate.py --shapes measures
             records, dropped = prompts.exclude_records(records, shapes.heldout_records(held_out))
             print0(f"excluded {dropped} training prompts that the evaluation uses")
             return records, held_out

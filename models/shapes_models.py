@@ -307,6 +307,12 @@ TABLE_ROWS = ([(f"geneval/{t}", f"judge: {t}") for t in TAGS] + [("geneval", "**
                  ("imbalance/answer_only", "imbalance: judge no, answer yes")])
 
 
+def format_scores(result: dict, name: str = "score") -> str:
+    """One `evaluate_world` result as a markdown table, one row per metric."""
+    rows = [f"| {label} | {result[key]:.3f} |" for key, label in TABLE_ROWS if key in result]
+    return "\n".join([f"| metric | {name} |", "|---|---:|", *rows])
+
+
 def format_table(before: dict, after: dict, names: tuple[str, str] = ("before", "after")) -> str:
     """Two `evaluate_world` results as a markdown table: one row per metric, with the change."""
     lines = [f"| metric | {names[0]} | {names[1]} | change |", "|---|---:|---:|---:|"]

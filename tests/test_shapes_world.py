@@ -167,6 +167,34 @@ def test_train_py_runs_the_world_and_its_checkpoint_loads(tiny_base, tmp_path):
     assert back.codebook_size == shapes.NUM_CODES
 
 
+def test_evaluate_py_shapes_reproduces_the_runs_last_evaluation(tiny_base, tmp_path):
+    import json
+
+    import evaluate
+
+    out = tmp_path / "run"
+    train.main(["--model", "shapes-janus", "--model-path", str(tiny_base), "--steps", "1", "--num-prompts", "200",
+                "--prompts-per-step", "2", "--group-size", "2", "--max-answer-tokens", "8", "--threads", "1",
+                "--eval-samples", "1", "--seed", "5", "--out", str(out)])
+    last = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()][-1]
+    evaluate.main(["--model", "shapes-janus", "--shapes", "--model-path", str(out / "ckpt-000001"),
+                   "--threads", "1", "--out", str(tmp_path / "eval")])
+    record = json.loads((tmp_path / "eval" / "results.json").read_text())
+    # the run's own settings, not evaluate.py's GenEval defaults: 1 image, answers of 8 tokens, seed 5 + 3
+    assert {k: record["settings"][k] for k in ("n_samples", "max_answer_tokens", "seed", "cfg_scale")} == \
+        {"n_samples": 1, "max_answer_tokens": 8, "seed": 8, "cfg_scale": 3.0}
+    assert record["images"] == 6 * shapes.EVAL_PER_TAG
+    for key in ("geneval", "self_qa", "und", "imbalance", *(f"geneval/{t}" for t in shapes.TAGS)):
+        assert record["scores"][key] == last[f"eval/{key}"], key  # the same images, judged the same
+    evaluate.main(["--model", "shapes-janus", "--shapes", "--model-path", str(out / "ckpt-000001"), "--per-tag", "2",
+                   "--n-samples", "2", "--threads", "1", "--out", str(tmp_path / "eval2")])
+    assert json.loads((tmp_path / "eval2" / "results.json").read_text())["images"] == 6 * 2 * 2  # flags win
+    with pytest.raises(ValueError, match="use --model shapes-janus or shapes-showo"):
+        evaluate.main(["--model", "janus-tiny", "--shapes"])
+    with pytest.raises(ValueError, match="pass one of them"):
+        evaluate.main(["--model", "shapes-janus", "--shapes", "--geneval"])
+
+
 # ---------------------------------------------------------------------------------------------- Show-o's family
 def test_showo_world_policy_has_the_world_sizes_and_shows_o_layout():
     policy = build_shapes_showo(seed=0, hidden=32, layers=1)
