@@ -177,22 +177,32 @@ def save_base(policy, cfg: PretrainConfig, history: list[dict], folder: str | os
             shutil.rmtree(tmp)
             return folder
         shutil.rmtree(folder)
-    os.replace(tmp, folder)
+    try:
+        os.replace(tmp, folder)
+    except OSError:  # another process renamed its copy in between (two machines sharing one cache)
+        shutil.rmtree(tmp)
+        if replace or not (folder / "config.json").exists():
+            raise
     return folder
+
+
+def base_folder(cfg: PretrainConfig) -> Path:
+    """Where the cache keeps the base for `cfg` (UNIRL_CACHE, default ~/.cache/unirl)."""
+    from models.janus import cache_dir
+
+    return cache_dir() / "shapes" / cfg.key()
 
 
 def cached_base(cfg: PretrainConfig) -> Path:
     """The folder of the pretrained base for `cfg`, pretraining and caching it if it is missing."""
-    from models.janus import cache_dir
-
-    folder = cache_dir() / "shapes" / cfg.key()
+    folder = base_folder(cfg)
     if (folder / "config.json").exists():
         print(f"shapes world: loading the cached {cfg.family} base {folder}", flush=True)
         return folder
     print(f"shapes world: no cached base at {folder}; pretraining one ({cfg.steps} steps, seed {cfg.seed}, "
           f"a few CPU minutes, once)", flush=True)
     policy, history = pretrain(cfg)
-    save_base(policy, cfg, history, folder, replace=False)  # under torchrun every rank may get here
+    save_base(policy, cfg, history, folder, replace=False)  # another machine sharing the cache may finish first
     print(f"shapes world: base cached at {folder} ({history[-1]['seconds']:.0f}s)", flush=True)
     return folder
 

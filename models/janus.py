@@ -298,7 +298,9 @@ class JanusPolicy(nn.Module):
     # ---------------------------------------------------------------- saving
     def save(self, folder: str | os.PathLike, state_dict: dict | None = None) -> None:
         """Write a transformers-format folder that `--model-path` (and from_pretrained) loads back.
-        state_dict: this policy's whole state, when it had to be gathered (FSDP)."""
+        state_dict: this policy's whole state, when it had to be gathered (FSDP). Call it on rank 0: under a
+        process group, transformers 5.x writes the weights and config.json on global rank 0 only, whatever
+        the caller asks (the tokenizer files are written everywhere)."""
         self.model.generation_config._from_model_config = False
         if state_dict is not None:
             state_dict = {k[len("model."):]: v for k, v in state_dict.items() if k.startswith("model.")}

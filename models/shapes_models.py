@@ -216,10 +216,30 @@ def load_shapes_policy(name: str, path: str | None = None, dtype=torch.float32):
         raise ValueError(f"unknown shapes preset {name!r}: choose one of {', '.join(FAMILIES)}")
     family = FAMILIES[name]
     if path is None:
-        import pretrain
-
-        path = str(pretrain.cached_base(pretrain.PretrainConfig(family=family)))
+        path = str(shared_cached_base(family))
     return LOADERS[family](path, dtype=dtype)
+
+
+def shared_cached_base(family: str) -> Path:
+    """The cached base, pretrained once under torchrun: rank 0 fills the cache while the other ranks wait at
+    a barrier, then they all read it. Only rank 0 can write it: under a process group, transformers'
+    save_pretrained writes weights and config on global rank 0 alone (5.x, should_save_on_this_rank)."""
+    import torch.distributed as dist
+
+    import pretrain
+
+    cfg = pretrain.PretrainConfig(family=family)
+    if not dist.is_initialized():
+        return pretrain.cached_base(cfg)
+    if dist.get_rank() == 0:
+        pretrain.cached_base(cfg)
+    dist.barrier()  # collective: every rank loads its policy at the same point of train.py / evaluate.py
+    folder = pretrain.base_folder(cfg)
+    if not (folder / "config.json").exists():
+        raise ValueError(f"rank {dist.get_rank()} cannot see the shapes base that rank 0 cached at {folder}: point "
+                         f"UNIRL_CACHE at a folder every machine shares, or run `python pretrain.py` once on each "
+                         f"machine first")
+    return folder
 
 
 # ------------------------------------------------------------------------------------------- evaluation

@@ -60,3 +60,18 @@ def test_fsdp_matches_one_process(tmp_path, model):
     assert (tmp_path / "fsdp/ckpt-000003").exists()
 
 
+
+
+def test_torchrun_pretrains_the_shapes_base_once_and_every_rank_loads_it(tmp_path):
+    import json
+    import os
+
+    (tmp_path / "cache").mkdir()
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           "tests/shapes_cache_worker.py", str(tmp_path)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "UNIRL_CACHE": str(tmp_path / "cache")})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ranks = [json.loads((tmp_path / f"rank{k}.json").read_text()) for k in range(2)]
+    assert [r["pretrained"] for r in ranks] == [1, 0]  # rank 0 pretrained; rank 1 read its cache
+    assert ranks[0]["checksum"] == ranks[1]["checksum"]
+    assert len(list((tmp_path / "cache" / "shapes").iterdir())) == 1  # one base, no leftover temporary folder
