@@ -97,19 +97,33 @@ def parse_config(argv: list[str] | None = None) -> Config:
     return Config(**given_flags(Config, argv, __doc__.split("\n")[0]))
 
 
-def validate(cfg: Config) -> Path:
-    """Every bad input fails here, naming the fix, before a model loads. Returns the metadata path."""
+def validate(cfg: Config) -> Path | None:
+    """Every bad input fails here, naming the fix, before a model loads. Returns the metadata path (GenEval)."""
+    import os
+
     from models import check_model_name, check_sampling_flags
 
     check_model_name(cfg.model)
     check_sampling_flags(cfg.model, cfg.kv_bucket, cfg.compile_decode)
-    if not cfg.geneval:
-        raise ValueError("nothing to evaluate: pass --geneval (GenEval export + scores + self-QA), or --shapes for "
-                         "a shapes-* model; other benchmarks call evaluate_policy from code")
     for name, allowed in {"scorer": ("builtin", "none"), "device": ("auto", "cpu", "cuda"),
                           "dtype": ("float32", "bfloat16")}.items():
         if getattr(cfg, name) not in allowed:
             raise ValueError(f"--{name} {getattr(cfg, name)!r}: choose one of {', '.join(allowed)}")
+    if cfg.shapes:
+        if not cfg.model.startswith("shapes-"):
+            raise ValueError(f"--shapes evaluates the shapes world: use --model shapes-janus or shapes-showo, or "
+                             f"--geneval for {cfg.model}")
+        if cfg.geneval:
+            raise ValueError("--shapes and --geneval are two different benchmarks: pass one of them")
+        if "RANK" in os.environ:
+            raise ValueError("--shapes runs in one process (seconds on a CPU): start it with python, not torchrun")
+        if cfg.per_tag < 1:
+            raise ValueError(f"--per-tag {cfg.per_tag}: use at least 1")
+        cfg.out = cfg.out or f"outputs/{cfg.model}-shapes"
+        return None
+    if not cfg.geneval:
+        raise ValueError("nothing to evaluate: pass --geneval (GenEval export + scores + self-QA), or --shapes for "
+                         "a shapes-* model; other benchmarks call evaluate_policy from code")
     if not 1 <= cfg.n_samples <= 9999:  # GenEval's sample names have four digits
         raise ValueError(f"--n-samples {cfg.n_samples}: use 1 to 9999")
     if cfg.batch_size < 1 or cfg.temperature < 0 or (cfg.steps is not None and cfg.steps < 1):
@@ -233,6 +247,8 @@ def geneval_judge(scorer):
 
 # ------------------------------------------------------------------ during training (train.py --eval-every)
 HELD_OUT_SEED_OFFSET = 3  # held-out images draw from seed + 3, apart from the rollouts' and answers' streams
+
+
 def held_out_eval(cfg, policy, held_out: list[dict]) -> dict:
     """Generation and self-QA on the held-out prompts, as flat `eval/...` numbers (rank 0's work)."""
     from parallel import barrier, full_params, is_main
@@ -285,11 +301,10 @@ def main(argv: list[str] | None = None) -> None:
 
 
 # ------------------------------------------------------------------ the shapes world (--shapes)
-# evaluate_world's keyword <- the name of train.py's setting that its held-out evaluation passes
-SHAPES_FROM_TRAIN = {"n_samples": "eval_samples", "cfg_scale": "cfg_scale", "temperature": "temperature",
-                     "timesteps": "timesteps", "max_answer_tokens": "max_answer_tokens", "seed": "seed"}
-SHAPES_FLAGS = {"n_samples": "n_samples", "cfg_scale": "cfg_scale", "temperature": "temperature",
-                "timesteps": "steps", "max_answer_tokens": "max_answer_tokens", "seed": "seed"}  # ... <- our flag
+# evaluate_world's keyword -> (train.py's setting that its held-out evaluation passes there, this file's flag)
+SHAPES_SETTINGS = {"n_samples": ("eval_samples", "n_samples"), "cfg_scale": ("cfg_scale", "cfg_scale"),
+                   "temperature": ("temperature", "temperature"), "timesteps": ("timesteps", "steps"),
+                   "max_answer_tokens": ("max_answer_tokens", "max_answer_tokens"), "seed": ("seed", "seed")}
 
 
 def shapes_settings(cfg: Config, given: set) -> dict:
@@ -302,9 +317,9 @@ def shapes_settings(cfg: Config, given: set) -> dict:
     run_cfg = {**dataclasses.asdict(train.Config()), **train.preset_defaults(cfg.model)}
     if cfg.model_path and (Path(cfg.model_path) / "trainer_state.json").is_file():
         run_cfg.update(read_trainer_state(cfg.model_path)["config"])
-    settings = {key: run_cfg[name] for key, name in SHAPES_FROM_TRAIN.items()}
+    settings = {key: run_cfg[name] for key, (name, _) in SHAPES_SETTINGS.items()}
     settings["seed"] += HELD_OUT_SEED_OFFSET  # train.py's held-out images draw from their own seed
-    settings.update({key: getattr(cfg, flag) for key, flag in SHAPES_FLAGS.items() if flag in given})
+    settings.update({key: getattr(cfg, flag) for key, (_, flag) in SHAPES_SETTINGS.items() if flag in given})
     return settings
 
 
@@ -312,33 +327,21 @@ def evaluate_shapes(cfg: Config, given: set) -> dict:
     """The shapes world's held-out evaluation of a checkpoint: the exact judge per category, self-QA,
     understanding of true scenes and the imbalance (models.shapes_models.evaluate_world). Writes
     <out>/results.json atomically and prints the table."""
-    import os
-
     from checkpoint import atomic_write_text
-    from models import check_model_name, check_sampling_flags, load_policy, set_sampling
+    from models import load_policy, set_sampling
     from models.shapes_models import evaluate_world, format_scores
     from parallel import setup_distributed
 
-    check_model_name(cfg.model)
-    check_sampling_flags(cfg.model, cfg.kv_bucket, cfg.compile_decode)
-    if not cfg.model.startswith("shapes-"):
-        raise ValueError(f"--shapes evaluates the shapes world: use --model shapes-janus or shapes-showo, or "
-                         f"--geneval for {cfg.model}")
-    if cfg.geneval:
-        raise ValueError("--shapes and --geneval are two different benchmarks: pass one of them")
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        raise ValueError("--shapes runs in one process (seconds on a CPU): start it with python, not torchrun")
-    if cfg.per_tag < 1:
-        raise ValueError(f"--per-tag {cfg.per_tag}: use at least 1")
+    validate(cfg)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    _, _, device = setup_distributed(cfg.device)
+    _, _, device = setup_distributed(cfg.device)  # one process: no process group, just the device
     settings = shapes_settings(cfg, given)
     policy = load_policy(cfg.model, cfg.model_path, device=device,
                          dtype={"float32": torch.float32, "bfloat16": torch.bfloat16}[cfg.dtype])
     set_sampling(policy, cfg.kv_bucket, cfg.compile_decode)
     result = evaluate_world(policy, shapes.eval_records(cfg.per_tag), **settings)
-    out = Path(cfg.out or f"outputs/{cfg.model}-shapes")
+    out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     record = {"settings": {"model": cfg.model, "model_path": cfg.model_path, "per_tag": cfg.per_tag, **settings},
               "scores": {k: v for k, v in result.items() if k not in ("images", "seconds")},
