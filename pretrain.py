@@ -179,7 +179,7 @@ def save_base(policy, cfg: PretrainConfig, history: list[dict], folder: str | os
         shutil.rmtree(folder)
     try:
         os.replace(tmp, folder)
-    except OSError:  # another process renamed its copy in between (two machines sharing one cache)
+    except OSError:  # another process renamed its copy in between (a second run, or a machine sharing the cache)
         shutil.rmtree(tmp)
         if replace or not (folder / "config.json").exists():
             raise

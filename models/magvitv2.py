@@ -282,7 +282,7 @@ def pixels_to_pil(pixels: torch.Tensor) -> list:
 def load_magvitv2(path_or_hub_id: str, device=None, dtype=None) -> MAGVITv2:
     """Released MAGVIT-v2 (or one saved by save_magvitv2) -> MAGVITv2 in eval mode."""
     folder = Path(path_or_hub_id)
-    if not folder.exists():  # a hub id: fetch it (never reached by the tests)
+    if not folder.exists():  # a hub id: fetch it (the tests reach this only offline, to check the error)
         if path_or_hub_id.count("/") != 1 or path_or_hub_id.startswith((".", "/")):
             raise FileNotFoundError(f"no checkpoint folder at {path_or_hub_id}")
         from models import fetch_from_hub
