@@ -124,6 +124,9 @@ def validate(cfg: Config) -> Path | None:
     if not cfg.geneval:
         raise ValueError("nothing to evaluate: pass --geneval (GenEval export + scores + self-QA), or --shapes for "
                          "a shapes-* model; other benchmarks call evaluate_policy from code")
+    if cfg.model.startswith("shapes-"):
+        raise ValueError(f"--geneval with {cfg.model}: GenEval's COCO prompts lie outside the shapes world's "
+                         f"vocabulary and pictures; evaluate it with --shapes")
     if not 1 <= cfg.n_samples <= 9999:  # GenEval's sample names have four digits
         raise ValueError(f"--n-samples {cfg.n_samples}: use 1 to 9999")
     if cfg.batch_size < 1 or cfg.temperature < 0 or (cfg.steps is not None and cfg.steps < 1):

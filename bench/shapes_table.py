@@ -121,13 +121,15 @@ def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     extra = argv[argv.index("--") + 1:] if "--" in argv else []
     argv = argv[:argv.index("--")] if "--" in argv else argv
+    import shapes
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default="shapes-janus", choices=["shapes-janus", "shapes-showo"],
                     help="the world's family: its base (pretrain.py, cached) and train.py's --model")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
     ap.add_argument("--steps", type=int, default=300, help="train.py steps per arm")
-    ap.add_argument("--per-tag", type=int, default=16, help="evaluation records per tag")
+    ap.add_argument("--per-tag", type=int, default=shapes.EVAL_PER_TAG, help="evaluation records per tag, as train.py")
     ap.add_argument("--samples", type=int, default=4, help="images per evaluation record")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--work", default="runs/shapes-bench", help="folder for the runs")
@@ -144,7 +146,6 @@ def main(argv: list[str] | None = None) -> None:
 
     import pretrain
     import prompts
-    import shapes
     from models.shapes_models import FAMILIES
 
     torch.set_num_threads(args.threads)

@@ -193,6 +193,8 @@ def test_evaluate_py_shapes_reproduces_the_runs_last_evaluation(tiny_base, tmp_p
         evaluate.main(["--model", "janus-tiny", "--shapes"])
     with pytest.raises(ValueError, match="pass one of them"):
         evaluate.main(["--model", "shapes-janus", "--shapes", "--geneval"])
+    with pytest.raises(ValueError, match="evaluate it with --shapes"):
+        evaluate.main(["--model", "shapes-showo", "--geneval"])
 
 
 # ---------------------------------------------------------------------------------------------- Show-o's family
