@@ -317,7 +317,7 @@ def shapes_settings(cfg: Config, given: set) -> dict:
     import train
     from checkpoint import read_trainer_state
 
-    run_cfg = {**dataclasses.asdict(train.Config()), **train.preset_defaults(cfg.model)}
+    run_cfg = {**dataclasses.asdict(train.Config()), **shapes.TRAIN_DEFAULTS.get(cfg.model, {})}
     if cfg.model_path and (Path(cfg.model_path) / "trainer_state.json").is_file():
         run_cfg.update(read_trainer_state(cfg.model_path)["config"])
     settings = {key: run_cfg[name] for key, (name, _) in SHAPES_SETTINGS.items()}

@@ -53,7 +53,6 @@ from understand import answer_questions
 if TYPE_CHECKING:  # only for annotations: evaluate.py imports this file
     from evaluate import Config
 
-METADATA_NAMES = ("geneval_metadata.jsonl", "evaluation_metadata.jsonl")  # searched in ./data, then .
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")
 
 
@@ -63,12 +62,11 @@ def find_metadata(path: str | None) -> Path:
         if not Path(path).is_file():
             raise ValueError(f"--metadata {path}: no such file")
         return Path(path)
-    for folder in (Path("data"), Path(".")):
-        for name in METADATA_NAMES:
-            if (folder / name).is_file():
-                return folder / name
-    raise ValueError(f"no GenEval metadata found ({' or '.join(METADATA_NAMES)} in ./data or .): download "
-                     "prompts/evaluation_metadata.jsonl from github.com/djghosh13/geneval and pass --metadata PATH")
+    found = prompts.find_geneval_metadata()
+    if found is None:
+        raise ValueError(f"no GenEval metadata found ({' or '.join(prompts.GENEVAL_NAMES)} in ./data or .): download "
+                         "prompts/evaluation_metadata.jsonl from github.com/djghosh13/geneval and pass --metadata PATH")
+    return Path(found)
 
 
 def read_metadata(path) -> tuple[list[str], list[dict]]:

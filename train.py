@@ -61,7 +61,8 @@ class Config:
     # data
     prompts: str | None = opt(None, "jsonl of GenEval-style records; default: generate --num-prompts")
     num_prompts: int = opt(5000, "size of the generated training pool")
-    exclude_prompts: str | None = opt(None, "evaluation jsonl (e.g. GenEval's) whose prompts never train")
+    exclude_prompts: str | None = opt("auto", "evaluation jsonl whose prompts never train; auto: GenEval's metadata in "
+                                              "./data or . (required for released models), none: keep every prompt")
     prompts_per_step: int = opt(4, "prompts per optimizer step over all ranks (groups are never split)")
     group_size: int = opt(4, "G, images per prompt (the paper: 3 for Show-o, 8 for Janus)")
     # generate
@@ -99,22 +100,6 @@ class Config:
     keep_checkpoints: int = opt(2, "how many recent checkpoints to keep")
 
 
-# Defaults that differ by preset, applied under whatever the command line gives. The shapes world's were
-# measured (bench/shapes_table.py): a small model on 2 CPU cores learns within a few minutes with them.
-SHAPES_DEFAULTS = dict(steps=300, prompts_per_step=8, group_size=8, micro_batch=64, lr=1e-4, kl_beta=0.0,
-                       cfg_scale=3.0, max_answer_tokens=16, eval_every=50, eval_samples=4, threads=2)
-PRESET_DEFAULTS = {  # the first prefix that matches wins
-    # Show-o's world base overcounts under guidance 3, so every counting group scores alike and GRPO sees no
-    # contrast; at 1 it gains +0.089 +- 0.011 over 3 seeds, at 3 it loses 0.010 (README, the shapes world)
-    "shapes-showo": {**SHAPES_DEFAULTS, "cfg_scale": 1.0},
-    "shapes-": SHAPES_DEFAULTS,
-}
-
-
-def preset_defaults(model: str) -> dict:
-    return next((d for prefix, d in PRESET_DEFAULTS.items() if model.startswith(prefix)), {})
-
-
 def parse_config(argv: list[str] | None = None) -> Config:
     """argparse built from the dataclass; unknown flags are errors. With --resume, the saved config
     is the base and only the flags given on this command line override it."""
@@ -128,7 +113,9 @@ def parse_config(argv: list[str] | None = None) -> Config:
         base["out"] = str(ckpt.parent)
         given["resume"] = str(ckpt)
     model = given.get("model", base.get("model", Config.model))
-    cfg = Config(**{**preset_defaults(model), **base, **given})
+    from shapes import TRAIN_DEFAULTS  # the shapes world's measured settings, under the command line's
+
+    cfg = Config(**{**TRAIN_DEFAULTS.get(model, {}), **base, **given})
     if cfg.out is None:  # a fresh folder per run, so re-running a command never collides with an old run
         cfg.out = f"runs/{cfg.model}-{cfg.mode}-{time.strftime('%Y%m%d-%H%M%S')}"
     return cfg
@@ -137,6 +124,7 @@ def parse_config(argv: list[str] | None = None) -> Config:
 # ------------------------------------------------------------------ checks before any heavy work
 def validate(cfg: Config, world: int) -> None:
     """Every bad input fails here, with the problem and the fix, before models are loaded."""
+    import prompts
     from models import check_model_name, check_sampling_flags
 
     check_model_name(cfg.model)
@@ -154,6 +142,7 @@ def validate(cfg: Config, world: int) -> None:
                          f"use a multiple of {world} so every rank holds whole groups")
     if cfg.steps < 1 or cfg.micro_batch < 1 or cfg.inner_iters < 1 or cfg.lr <= 0:
         raise ValueError("--steps, --micro-batch and --inner-iters must be >= 1 and --lr > 0")
+    cfg.exclude_prompts = prompts.exclusion_file(cfg.exclude_prompts, cfg.model)  # a file, or None
     run_config = Path(cfg.out) / "run_config.json"
     if run_config.exists() and not cfg.resume:
         raise ValueError(f"--out {cfg.out} already holds a run ({run_config.name}): continue it with "

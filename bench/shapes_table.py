@@ -63,7 +63,7 @@ def run_arm(arm: str, seed: int, base: Path, work: Path, args, extra: list[str],
 
     cpu0, wall0 = time.process_time(), time.perf_counter()
     cfg_scale = float(extra[extra.index("--cfg-scale") + 1]) if "--cfg-scale" in extra else \
-        train.preset_defaults(args.model)["cfg_scale"]
+        shapes.TRAIN_DEFAULTS[args.model]["cfg_scale"]
     flags = TRAIN_FLAGS + ["--cfg-scale", str(cfg_scale)]
     folder = base
     if ARMS[arm] is not None:

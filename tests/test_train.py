@@ -9,6 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+import prompts
 import train
 from generate import rollout
 from grpo import grpo_step_loss, sample_logprobs
@@ -39,6 +40,32 @@ def test_bad_inputs_fail_before_any_output(tmp_path):
         train.validate(train.parse_config(SMALL + ["--prompts-per-step", "4"]), world=3)
     with pytest.raises(SystemExit):  # unknown flags are errors
         train.parse_config(["--learning-rate", "1"])
+
+
+def test_geneval_prompts_stay_out_of_training_by_default(tmp_path, monkeypatch):
+    """--exclude-prompts auto: GenEval's file in ./data is found and its prompts never train; without it a
+    released model refuses to start, a tiny one trains on everything; none and the shapes world skip it."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match="no GenEval metadata.*--exclude-prompts none"):
+        train.validate(train.parse_config(["--model", "janus-pro-1b"]), world=1)  # before any model loads
+    assert prompts.exclusion_file("auto", "janus-tiny") is None
+    assert prompts.exclusion_file("auto", "shapes-janus") is None
+    with pytest.raises(ValueError, match="no such file"):
+        train.validate(train.parse_config(["--model", "janus-tiny", "--exclude-prompts", "nope.jsonl"]), world=1)
+    (tmp_path / "data").mkdir()
+    lines = ['{"tag": "single_object", "include": [{"class": "bench", "count": 1}], "prompt": "a photo of a bench"}',
+             '{"tag": "single_object", "include": [{"class": "cat", "count": 1}], "prompt": "a photo of a cat"}']
+    (tmp_path / "data" / "evaluation_metadata.jsonl").write_text("\n".join(lines) + "\n")
+    for model in ("janus-pro-1b", "janus-tiny"):
+        cfg = train.parse_config(["--model", model, "--num-prompts", "2000"])
+        train.validate(cfg, world=1)
+        assert cfg.exclude_prompts == "data/evaluation_metadata.jsonl"  # resolved, and saved with the run
+    kept, _ = train.load_records(cfg)
+    assert not {"a photo of a bench", "a photo of a cat"} & {r["prompt"] for r in kept}
+    cfg = train.parse_config(["--model", "janus-tiny", "--num-prompts", "2000", "--exclude-prompts", "none"])
+    train.validate(cfg, world=1)
+    every, _ = train.load_records(cfg)
+    assert {"a photo of a bench", "a photo of a cat"} <= {r["prompt"] for r in every}  # the generator draws both
 
 
 def test_cli_reports_errors_with_a_nonzero_exit(tmp_path):
