@@ -296,7 +296,8 @@ def exclusion_file(choice, model: str):
         return None  # the shapes world holds its own evaluation prompts out (train.load_records)
     if choice != "auto":
         if not os.path.isfile(choice):
-            raise ValueError(f"--exclude-prompts {choice}: no such file")
+            raise ValueError(f"--exclude-prompts {choice}: no such file (a resumed run reuses the path saved with "
+                             f"it, relative to where it started: give --exclude-prompts again)")
         return choice
     found = find_geneval_metadata()
     if found is None and not model.endswith("-tiny"):
