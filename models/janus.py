@@ -30,7 +30,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from models.kv_cache import WindowedStaticCache
+from models.kv_cache import WindowedStaticCache, autocast_dtype
 
 # DeepSeek's special-token strings: full-width bars and U+2581 in BOS / EOS / PAD.
 BOS = "<\uff5cbegin\u2581of\u2581sentence\uff5c>"
@@ -214,16 +214,16 @@ class JanusPolicy(nn.Module):
     def new_cache(self, batch: int, max_len: int):
         """A KV cache allocated once for `batch` rows of up to `max_len` tokens (no copying as it grows).
         Attention reads only the filled slots, rounded up to `kv_bucket` (0: all slots); models/kv_cache.py."""
-        device = self.model.device.type
-        dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else None  # bf16 under autocast
+        dtype = autocast_dtype(self.model.device.type)  # bf16 under autocast
+        fresh = lambda: WindowedStaticCache(self.model.config.text_config, max_len,  # noqa: E731
+                                            bucket=self.kv_bucket, dtype=dtype)
         if self._image_step is None:  # eager: a fresh cache, freed after the rollout (training needs the memory)
-            return WindowedStaticCache(self.model.config.text_config, max_len, bucket=self.kv_bucket, dtype=dtype)
+            return fresh()
         # compiled: one cache per shape, reset and reused, so the graphs' inputs keep their addresses and
         # the next rollout replays the graphs instead of compiling them again
         key = (batch, max_len, dtype, self.kv_bucket)
         if key not in self._caches:
-            self._caches[key] = WindowedStaticCache(self.model.config.text_config, max_len, bucket=self.kv_bucket,
-                                                    dtype=dtype)
+            self._caches[key] = fresh()
         self._caches[key].reset()
         return self._caches[key]
 

@@ -26,6 +26,12 @@ from transformers import StaticCache
 from transformers.cache_utils import StaticLayer
 
 
+def autocast_dtype(device_type: str) -> torch.dtype | None:
+    """The dtype a sampling cache stores: autocast's (bf16) while autocast is on for `device_type`, else None
+    (the dtype of the first keys written)."""
+    return torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else None
+
+
 class WindowedLayer(StaticLayer):
     """A StaticLayer that shows attention only its first `window` slots (None: all of them).
     With `store_dtype` set, keys and values are stored in that dtype whatever dtype they arrive in."""

@@ -28,7 +28,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from models import showo as S
-from models.kv_cache import WindowedStaticCache
+from models.kv_cache import WindowedStaticCache, autocast_dtype
 from models.magvitv2 import MAGVITv2, load_magvitv2, magvitv2_tiny_config, save_magvitv2
 
 HUB = {  # preset -> (Show-o weights, MAGVIT-v2 weights, text tokenizer)
@@ -253,8 +253,7 @@ class ShowoPolicy(nn.Module):
     def new_cache(self, batch: int, max_len: int):
         """A KV cache allocated once for the image prefix plus `max_len` text tokens; attention reads only its
         filled slots rounded up to `kv_bucket` (models/kv_cache.py)."""
-        device = self.model.embed_tokens.weight.device.type
-        dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else None  # bf16 under autocast
+        dtype = autocast_dtype(self.model.embed_tokens.weight.device.type)  # bf16 under autocast
         return WindowedStaticCache(self.model.showo.config, self.prefix + max_len, bucket=self.kv_bucket, dtype=dtype)
 
     @torch.no_grad()
