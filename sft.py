@@ -7,7 +7,8 @@ Two losses, chosen with `--sft-on gen|und|both`:
 - Generation SFT: the NLL of the model's own image tokens, under the conditional (no-CFG) model, for
   the images that its self-QA scored best: the best of their group, and at least `--sft-min-reward`
   (reward-filtered behaviour cloning). The loss is averaged over ALL images of the batch with the
-  dropped ones weighted 0, so it splits over ranks and micro-batches exactly.
+  dropped ones weighted 0, so it splits over ranks and micro-batches exactly. For Show-o it is the masked-token
+  objective: the image is re-masked (`token_mask`) and only the hidden tokens are scored.
 
 End-to-end coupling (`--couple`): the understanding pass does not read the decoded image but one made
 from straight-through one-hot image tokens of the generation logits. Forward, it is exactly the
@@ -81,10 +82,15 @@ def sft_step_loss(out: dict, batch: dict, keep: torch.Tensor) -> tuple[torch.Ten
     """Per-sample SFT loss (n,) from one policy.forward output, and its statistics.
 
     keep (n,) float: 1 for images whose tokens generation SFT imitates, else 0.
+    Generation NLL is averaged over the scored image positions: for a masked-decoding family the re-masked
+    ones (`token_mask`), as Show-o's masked-token objective, since a visible token is in the model's own input;
+    for an autoregressive family (no token_mask) every position.
     """
     total, stats = 0.0, {}
     if "gen_logits" in out:
-        nll = token_nll(out["gen_logits"], batch["gen"]["image_ids"], torch.ones_like(batch["gen"]["image_ids"]))
+        image_ids = batch["gen"]["image_ids"]  # (n, T)
+        scored = batch["gen"].get("token_mask", torch.ones_like(image_ids))  # (n, T)
+        nll = token_nll(out["gen_logits"], image_ids, scored)
         total = total + keep * nll  # dropped images weigh 0 but still count in the mean
         stats["gen_nll"] = masked_mean(nll.detach(), keep) if keep.sum() > 0 else 0.0
     if "und_logits" in out:

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from generate import sample_tokens
 from grpo import clipped_surrogate, kl_k3, masked_mean, policy_term, token_logprobs
-from sft import conditional_gumbels, select_best, straight_through_onehot, token_nll
+from sft import conditional_gumbels, select_best, sft_step_loss, straight_through_onehot, token_nll
 
 
 def test_clipped_surrogate_values_and_clip_fraction():
@@ -75,6 +75,22 @@ def test_select_best_keeps_the_group_best_above_the_threshold():
     rewards = torch.tensor([[1.0, 0.5, 1.0], [0.5, 0.5, 0.0], [0.0, 0.0, 0.0]])
     assert select_best(rewards, 1.0).tolist() == [[True, False, True], [False, False, False], [False, False, False]]
     assert select_best(rewards, 0.5).tolist()[1] == [True, True, False]
+
+
+def test_generation_sft_scores_only_the_remasked_tokens_of_a_masked_family():
+    logits = torch.randn(2, 4, 7, dtype=torch.float64, requires_grad=True)
+    ids = torch.randint(0, 7, (2, 4))
+    token_mask = torch.tensor([[True, False, True, False], [False, False, False, True]])  # hidden in the input
+    keep = torch.tensor([1.0, 1.0], dtype=torch.float64)
+    loss, stats = sft_step_loss({"gen_logits": logits}, {"gen": {"image_ids": ids, "token_mask": token_mask}}, keep)
+    want = torch.stack([F.cross_entropy(logits[0, [0, 2]], ids[0, [0, 2]]),
+                        F.cross_entropy(logits[1, [3]], ids[1, [3]])])
+    assert torch.allclose(loss, want) and math.isclose(stats["gen_nll"], want.mean().item(), rel_tol=1e-12)
+    loss.sum().backward()
+    assert (logits.grad[~token_mask] == 0).all()  # a visible token (the model sees it) gets no gradient
+    # an autoregressive family has no token_mask: every position is a target
+    loss, _ = sft_step_loss({"gen_logits": logits}, {"gen": {"image_ids": ids}}, keep)
+    assert torch.allclose(loss, torch.stack([F.cross_entropy(logits[i], ids[i]) for i in range(2)]))
 
 
 def test_straight_through_value_is_the_token_and_gradient_is_the_softmax():
