@@ -142,16 +142,27 @@ def test_batched_cached_answers_equal_uncached_batch_one(showo_tiny, records):
 
 
 def test_straight_through_tokens_carry_answer_gradients_to_generation(records):
+    """d(answer loss)/d(generation logits) is exactly the chain rule through softmax(z / tau): the answer's
+    gradient at the one-hot image rows, times the softmax Jacobian. Without the coupling it would be zero."""
+    import torch.nn.functional as F
+
     from models import load_policy
 
-    p = load_policy("showo-tiny")
-    ro = rollout(p.eval(), records[:1], 2, seed=0, step=0, first_index=0, cfg_scale=5.0, timesteps=4)
+    p, tau = load_policy("showo-tiny").eval(), 0.5
+    ro = rollout(p, records[:1], 2, seed=0, step=0, first_index=0, cfg_scale=5.0, timesteps=4)
     batch = _batch(p, ro, "remask")
-    out = p(gen=batch["gen"], und=batch["und"], couple=dict(tau=1.0, noise=None))
+    out = p(gen=batch["gen"], und=batch["und"], couple=dict(tau=tau, noise=None))
+    out["gen_logits"].retain_grad()
     token_logprobs(out["und_logits"], batch["und"]["answer_ids"]).sum().backward()
-    head = p.model.showo.lm_head.weight.grad
-    codes = slice(p.config.image_offset, p.config.image_offset + p.codebook_size)
-    assert head[codes].abs().sum() > 0  # the answer loss reached the image-code rows of the head
+    # the answer's gradient at the image tokens read as one-hot rows (the same forward values)
+    onehot = F.one_hot(ro.image_ids, p.codebook_size).float().requires_grad_()
+    logp = token_logprobs(p(und={**batch["und"], "images": onehot})["und_logits"], batch["und"]["answer_ids"])
+    (w,) = torch.autograd.grad(logp.sum(), onehot)  # (N, T, K)
+    soft = torch.softmax(out["gen_logits"].detach() / tau, -1)
+    want = soft * (w - (soft * w).sum(-1, keepdim=True)) / tau  # d/dz of sum(softmax(z / tau) * w)
+    got = out["gen_logits"].grad
+    assert got is not None and want.abs().max() > 1e-4
+    torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-4)
 
 
 def test_save_and_load_round_trip(showo_tiny, tmp_path):
