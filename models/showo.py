@@ -361,9 +361,14 @@ def encode_texts(tokenizer, texts: list) -> list:
 # ---------------------------------------------------------------------------------------------
 # Checkpoints in the hub layout: config.json + pytorch_model.safetensors with `showo.` keys.
 
-# Keys of the released config.json that carry no architecture information here.
-_IGNORED_KEYS = {"_class_name", "_diffusers_version", "_name_or_path", "llm_model_path", "load_from_showo", "use_mod"}
-
+# Keys of the released config.json that carry no architecture information here (llm_model_path is read
+# apart: it names the LLM whose sizes the released file does not repeat).
+_IGNORED_KEYS = {"_class_name", "_diffusers_version", "_name_or_path", "load_from_showo", "use_mod"}
+# ShowoConfig fields that come from the LLM's own config.json (Phi's names, the same in ours).
+LLM_FIELDS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "partial_rotary_factor",
+              "rope_theta", "layer_norm_eps", "max_position_embeddings", "hidden_act")
+# The LLM every released Show-o names. Its sizes are ShowoConfig's defaults, so it is never fetched.
+PHI_1_5 = "microsoft/phi-1_5"
 
 # Without a hub, Show-o loads from one folder: the Show-o checkpoint, with MAGVIT-v2 in a magvitv2/ subfolder
 # and phi-1_5's tokenizer files beside config.json (the layout ShowoPolicy.save writes).
@@ -386,27 +391,89 @@ def resolve_checkpoint_dir(path_or_hub_id: str, files: list) -> Path:
     return path
 
 
-def config_from_json(d: dict) -> ShowoConfig:
+def llm_fields(phi: dict) -> dict:
+    """A Phi config.json (microsoft/phi-1_5's format, rope settings flat or in transformers 5's rope_parameters)
+    -> the ShowoConfig fields it sets. Refuses what Show-o's Phi cannot honour; keys it leaves out keep Phi's
+    defaults, which are ShowoConfig's."""
+    if phi.get("model_type", "phi") != "phi":
+        raise ValueError(f"the LLM config has model_type {phi['model_type']!r}: Show-o's backbone is Phi")
+    heads = phi.get("num_attention_heads", ShowoConfig.num_attention_heads)
+    hidden = phi.get("hidden_size", ShowoConfig.hidden_size)
+    rope = {k: phi[k] for k in ("rope_theta", "partial_rotary_factor") if phi.get(k) is not None}
+    rope.update(phi.get("rope_parameters") or {})
+    refusals = {
+        "grouped-query attention": phi.get("num_key_value_heads") not in (None, heads),
+        "a head_dim other than hidden_size / num_attention_heads": phi.get("head_dim") not in (None, hidden // heads),
+        "RoPE scaling": bool(phi.get("rope_scaling")) or rope.get("rope_type", "default") != "default",
+        "tied input and output embeddings": bool(phi.get("tie_word_embeddings")),
+        "dropout": any(phi.get(k) for k in ("resid_pdrop", "embd_pdrop", "attention_dropout")),
+    }
+    if any(refusals.values()):
+        raise ValueError(f"the LLM config asks for {', '.join(k for k, v in refusals.items() if v)}, which this "
+                         f"Show-o does not implement (its Phi has none)")
+    sizes = {k: phi[k] for k in LLM_FIELDS if phi.get(k) is not None}
+    return {**sizes, **{k: v for k, v in rope.items() if k in LLM_FIELDS}}
+
+
+def needs_llm_config(meta: dict) -> bool:
+    """Whether a Show-o config.json leaves out LLM sizes that only the named LLM's config.json gives
+    (phi-1_5's are known)."""
+    return meta.get("llm_model_path") != PHI_1_5 and not set(LLM_FIELDS) <= set(meta)
+
+
+def config_from_json(d: dict, llm_config: dict | None = None, max_text_len: int | None = None) -> ShowoConfig:
+    """Show-o's config.json -> ShowoConfig. The released files name the LLM (llm_model_path) but not its sizes:
+    those come from `llm_config`, the named LLM's config.json (None: phi-1_5's sizes, the only ones allowed then).
+    Sizes the file itself holds (save_showo writes them all) win. max_text_len: the text block length when the
+    file does not store one (the released ones do not); None keeps ShowoConfig's 128."""
     d = {k: v for k, v in d.items() if k not in _IGNORED_KEYS}
+    llm_path = d.pop("llm_model_path", None)
     if d.pop("w_clip_vit", False):
         raise NotImplementedError("show-o-w-clip-vit (CLIP-ViT mmu variant) is not supported")
     names = {f.name for f in fields(ShowoConfig)}
     if set(d) - names:
         raise ValueError(f"unknown Show-o config keys: {sorted(set(d) - names)}")
-    return ShowoConfig(**d)  # fields absent from the hub file keep the Phi-1.5 values
+    if llm_config is None and needs_llm_config({**d, "llm_model_path": llm_path}):
+        named = f"names the LLM {llm_path!r}" if llm_path else "names no LLM (llm_model_path)"
+        raise ValueError(f"config.json {named} and leaves out its sizes {sorted(set(LLM_FIELDS) - set(d))}: "
+                         f"give that LLM's config.json")
+    sizes = llm_fields(llm_config) if llm_config is not None else {}
+    defaults = {} if max_text_len is None else {"max_text_len": max_text_len}
+    return ShowoConfig(**{**sizes, **defaults, **d})
 
 
-def load_showo(path_or_hub_id: str, device=None, dtype=None) -> Showo:
-    """Released Show-o (or one saved by save_showo) -> Showo in eval mode, fp32 unless dtype given."""
+def read_llm_config(llm_path: str, folder: Path) -> dict:
+    """The config.json of the LLM a Show-o config names: a folder (as given, or beside the checkpoint) or a hub id."""
+    for local in (Path(llm_path), folder / llm_path):
+        if (local / "config.json").is_file():
+            return json.loads((local / "config.json").read_text())
+    try:
+        return json.loads((resolve_checkpoint_dir(llm_path, ["config.json"]) / "config.json").read_text())
+    except (OSError, ValueError) as err:  # no such folder, or no hub: say which file is needed
+        raise ValueError(f"the Show-o config names the LLM {llm_path!r}, whose config.json gives its sizes, and it "
+                         f"could not be read ({err}). Put that folder at {llm_path} or beside config.json") from err
+
+
+def load_showo(path_or_hub_id: str, device=None, dtype=None, max_text_len: int | None = None) -> Showo:
+    """Released Show-o (or one saved by save_showo) -> Showo in eval mode, fp32 unless dtype given.
+
+    max_text_len: the text block length when config.json does not store one (see config_from_json)."""
     folder = resolve_checkpoint_dir(path_or_hub_id, ["config.json", WEIGHTS_NAME])
     if not (folder / "config.json").is_file() or not (folder / WEIGHTS_NAME).is_file():
         raise FileNotFoundError(f"{folder} needs config.json and {WEIGHTS_NAME} (pickled .bin is not read)")
-    config = config_from_json(json.loads((folder / "config.json").read_text()))
+    meta = json.loads((folder / "config.json").read_text())
+    llm_path = meta.get("llm_model_path")
+    llm_config = read_llm_config(llm_path, folder) if llm_path and needs_llm_config(meta) else None
+    try:
+        config = config_from_json(meta, llm_config, max_text_len)
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"{folder / 'config.json'}: {err}") from err
     state = load_file(folder / WEIGHTS_NAME, device=str(device or "cpu"))
     if dtype is not None:
         state = {k: v.to(dtype) for k, v in state.items()}
     with torch.device("meta"):  # no 1.4B-parameter random init: the weights are assigned below
         model = Showo(config)
+    check_shapes(model.state_dict(), state, folder)
     missing, unexpected = set(model.state_dict()) - set(state), set(state) - set(model.state_dict())
     if missing or unexpected:
         raise KeyError(f"{folder / WEIGHTS_NAME}: missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}")
@@ -414,6 +481,15 @@ def load_showo(path_or_hub_id: str, device=None, dtype=None) -> Showo:
     # RoPE tables are non-persistent buffers (never in the file): rebuild them for real, in fp32.
     model.showo.model.rotary_emb = PhiRotaryEmbedding(model.showo.config)
     return (model if device is None else model.to(device)).eval()
+
+
+def check_shapes(want: dict, state: dict, folder: Path) -> None:
+    """Refuse weights whose shapes are not the ones the config describes, naming the first few."""
+    wrong = [f"{k} {tuple(v.shape)} (config: {tuple(want[k].shape)})" for k, v in state.items()
+             if k in want and tuple(v.shape) != tuple(want[k].shape)]
+    if wrong:
+        raise ValueError(f"{folder}: the weights do not have the sizes its config.json describes: "
+                         f"{', '.join(wrong[:3])}")
 
 
 def save_showo(model: Showo, directory, state_dict: dict | None = None) -> None:

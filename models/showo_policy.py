@@ -35,6 +35,14 @@ HUB = {  # preset -> (Show-o weights, MAGVIT-v2 weights, text tokenizer)
     "showo": ("showlab/show-o-512x512", "showlab/magvitv2", "microsoft/phi-1_5"),
     "showo-256": ("showlab/show-o", "showlab/magvitv2", "microsoft/phi-1_5"),
 }
+# preset -> text block length (max_text_len) when the checkpoint's config.json does not store one: the released
+# files do not; ours do, so a checkpoint reloads with the length it was trained with. It moves the image's RoPE
+# positions, so it must not depend on where the weights come from (hub id or --model-path folder).
+TEXT_BLOCK = {
+    "showo": 64,  # UniRL's GenEval config (Show-o's demos use 128)
+    "showo-256": 128,  # Show-o's demos
+    "showo-tiny": S.showo_tiny_config().max_text_len,
+}
 
 
 class MagvitCodec:
@@ -312,12 +320,10 @@ def load_showo_policy(name: str, path: str | None = None, dtype=torch.float32) -
     if path is not None and not os.path.isdir(path):
         raise ValueError(f"--model-path {path!r} is not a folder: pass a Show-o checkpoint folder")
     try:
-        model = S.load_showo(source, dtype=dtype)
+        model = S.load_showo(source, dtype=dtype, max_text_len=TEXT_BLOCK[name])
     except (FileNotFoundError, NotADirectoryError, KeyError) as err:
         raise ValueError(f"{source}: not a Show-o checkpoint ({err}); pass a folder with config.json and "
                          f"{S.WEIGHTS_NAME} in the hub layout") from err
-    if path is None and name == "showo":
-        model.config.max_text_len = 64  # UniRL's GenEval config (Show-o's demos use 128); it moves positions
     folder = Path(S.resolve_checkpoint_dir(source, ["config.json", S.WEIGHTS_NAME]))
     if (folder / "magvitv2").is_dir():
         vq = load_magvitv2(str(folder / "magvitv2"), dtype=dtype)

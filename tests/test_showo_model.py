@@ -1,5 +1,6 @@
 """Show-o network, masks, prompts and checkpoints (models/showo.py). Tiny random models, CPU, no hub."""
 
+import dataclasses
 import json
 import math
 import sys
@@ -271,6 +272,61 @@ def test_save_then_load_is_exact(tmp_path):
     loaded = load_showo(str(tmp_path / "ckpt"))
     assert loaded.config == model.config
     assert all(torch.equal(v, loaded.state_dict()[k]) for k, v in model.state_dict().items())
+
+
+def released_layout(folder: Path, model: Showo, llm_model_path: str, llm_config: dict | None = None) -> Path:
+    """A hub-layout folder as released: config.json names its LLM but not the LLM's sizes or a text block length;
+    llm_config, if given, is written as that LLM's config.json (llm_model_path relative to the folder)."""
+    c = model.config
+    folder.mkdir()
+    meta = {"_class_name": "Showo", "_diffusers_version": "0.30.1", "llm_model_path": llm_model_path,
+            "load_from_showo": True, "w_clip_vit": False, "codebook_size": c.codebook_size,
+            "llm_vocab_size": c.llm_vocab_size, "mask_token_id": c.mask_token_id, "num_vq_tokens": c.num_vq_tokens,
+            "vocab_size": c.vocab_size, "bos_token_id": c.bos_token_id}
+    (folder / "config.json").write_text(json.dumps(meta))
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, folder / "pytorch_model.safetensors")
+    if llm_config is not None:
+        (folder / llm_model_path).mkdir()
+        (folder / llm_model_path / "config.json").write_text(json.dumps(llm_config))
+    return folder
+
+
+def test_released_layout_takes_the_llm_sizes_from_the_llm_it_names(tmp_path):
+    config = dataclasses.replace(TINY, intermediate_size=96, rope_theta=500.0, partial_rotary_factor=0.25,
+                                 layer_norm_eps=1e-6, max_text_len=ShowoConfig.max_text_len)
+    torch.manual_seed(5)
+    model = Showo(config).eval()
+    # phi-1_5's own config.json format, at toy sizes (rope settings flat, no GQA, untied, no dropout)
+    phi = {"model_type": "phi", "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+           "num_key_value_heads": None, "intermediate_size": 96, "hidden_act": "gelu_new", "layer_norm_eps": 1e-6,
+           "max_position_embeddings": 128, "partial_rotary_factor": 0.25, "rope_theta": 500.0, "rope_scaling": None,
+           "qk_layernorm": False, "tie_word_embeddings": False, "resid_pdrop": 0.0, "embd_pdrop": 0.0,
+           "attention_dropout": 0.0, "vocab_size": 51200}
+    loaded = load_showo(str(released_layout(tmp_path / "a", model, "phi-tiny", phi)))
+    assert loaded.config == config
+    ids = uncond_t2i_prompt(1, config)
+    with torch.no_grad():  # the rope settings are honoured too (no tensor shows them)
+        assert torch.equal(loaded(ids, t2i_attention_mask(ids, config)), model(ids, t2i_attention_mask(ids, config)))
+    # transformers 5's format (rope settings in rope_parameters), the LLM folder given by its full path
+    llm = tmp_path / "phi-tiny-v5"
+    config.phi_config().save_pretrained(llm)
+    released_layout(tmp_path / "b", model, str(llm))
+    assert load_showo(str(tmp_path / "b")).config == config
+
+
+def test_loader_refuses_what_it_cannot_honour(tmp_path):
+    model = tiny_model()
+    phi = dataclasses.asdict(TINY)
+    with pytest.raises(ValueError, match="grouped-query attention"):
+        load_showo(str(released_layout(tmp_path / "gqa", model, "phi", {**phi, "num_key_value_heads": 2})))
+    with pytest.raises(ValueError, match="RoPE scaling"):
+        load_showo(str(released_layout(tmp_path / "rope", model, "phi", {**phi, "rope_scaling": {"factor": 2.0}})))
+    with pytest.raises(ValueError, match="names the LLM 'nowhere/phi'.*could not be read"):
+        load_showo(str(released_layout(tmp_path / "gone", model, "nowhere/phi")))  # offline: no hub either
+    with pytest.raises(ValueError, match="do not have the sizes its config.json describes"):
+        load_showo(str(released_layout(tmp_path / "phi15", model, "microsoft/phi-1_5")))  # phi-1_5's sizes, tiny weights
+    with pytest.raises(ValueError, match="names no LLM"):
+        config_from_json({"codebook_size": 64, "llm_vocab_size": 257, "vocab_size": 332, "mask_token_id": 331})
 
 
 def test_loader_errors_are_clear(tmp_path):

@@ -1,6 +1,7 @@
 """Show-o behind the contract: the MaskGIT sampler, both GRPO estimators, cached understanding, saving."""
 
 import copy
+import json
 
 import pytest
 import torch
@@ -175,6 +176,24 @@ def test_save_and_load_round_trip(showo_tiny, tmp_path):
     assert back.tokenizer("USER: hi")["input_ids"] == showo_tiny.tokenizer("USER: hi")["input_ids"]
     with pytest.raises(ValueError, match="not a Show-o checkpoint"):
         load_policy("showo-tiny", str(tmp_path))
+
+
+def test_a_preset_has_one_text_block_wherever_its_weights_come_from(showo_tiny, tmp_path):
+    """The text block length moves the image's RoPE positions, so a local copy of the released files must get
+    the preset's (64 for showo, as from the hub id), and a checkpoint the length it was saved with."""
+    from models import load_policy
+
+    showo_tiny.save(tmp_path / "released")
+    config = json.loads((tmp_path / "released" / "config.json").read_text())
+    del config["max_text_len"]  # the released config.json stores none
+    (tmp_path / "released" / "config.json").write_text(json.dumps(config))
+    p = load_policy("showo", str(tmp_path / "released"))
+    ids, _ = p.tokenize_gen_prompts(["a cat"])
+    assert p.config.max_text_len == 64 and ids.shape[1] == 65  # UniRL's GenEval block: image tokens from 66 on
+    assert load_policy("showo-256", str(tmp_path / "released")).config.max_text_len == 128
+    p.save(tmp_path / "ckpt")  # what a run writes: the length it trained with, whichever preset reloads it
+    assert json.loads((tmp_path / "ckpt" / "config.json").read_text())["max_text_len"] == 64
+    assert load_policy("showo-256", str(tmp_path / "ckpt")).config.max_text_len == 64
 
 
 def test_without_a_hub_each_missing_part_names_itself_and_the_offline_layout(showo_tiny, tmp_path):
