@@ -323,8 +323,8 @@ def test_loader_refuses_what_it_cannot_honour(tmp_path):
         load_showo(str(released_layout(tmp_path / "rope", model, "phi", {**phi, "rope_scaling": {"factor": 2.0}})))
     with pytest.raises(ValueError, match="names the LLM 'nowhere/phi'.*could not be read"):
         load_showo(str(released_layout(tmp_path / "gone", model, "nowhere/phi")))  # offline: no hub either
-    with pytest.raises(ValueError, match="do not have the sizes its config.json describes"):
-        load_showo(str(released_layout(tmp_path / "phi15", model, "microsoft/phi-1_5")))  # phi-1_5's sizes, tiny weights
+    with pytest.raises(ValueError, match="do not have the sizes its config.json describes"):  # tiny weights
+        load_showo(str(released_layout(tmp_path / "phi15", model, "microsoft/phi-1_5")))  # named: phi-1_5's sizes
     with pytest.raises(ValueError, match="names no LLM"):
         config_from_json({"codebook_size": 64, "llm_vocab_size": 257, "vocab_size": 332, "mask_token_id": 331})
 
