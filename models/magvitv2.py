@@ -279,6 +279,59 @@ def pixels_to_pil(pixels: torch.Tensor) -> list:
 # Checkpoints: hub layout (config.json + pytorch_model.safetensors; keys encoder./decoder./quantize.).
 
 
+# Keys of a MAGVIT-v2 config.json that carry no architecture (the released file, 66 bytes, holds only the first
+# two: its sizes are MagvitConfig's defaults).
+_IGNORED_KEYS = {"_class_name", "_diffusers_version", "_name_or_path"}
+# Nested settings, named as the arguments of the original classes: "encoder" / "decoder" (VQGANEncoder /
+# VQGANDecoder) and "quantize" (LFQuantizer). _PART_FIXED are the values we build; others are refused.
+# `resolution` only decides which level `attn_resolutions` names; the quantizer's loss weights only matter in
+# training.
+_PART_SIZES = ("ch", "ch_mult", "num_res_blocks", "z_channels")
+_PART_FIXED = {"dropout": 0.0, "in_ch": 3, "out_ch": 3, "double_z": False}
+_QUANTIZER_TRAINING = ("num_codebook_entry", "beta", "entropy_multiplier", "commit_loss_multiplier")
+
+
+def _part_fields(part: str, settings: dict) -> dict:
+    """One nested "encoder" / "decoder" dict -> the MagvitConfig fields it sets; refuses what we do not build."""
+    unknown = set(settings) - {*_PART_SIZES, *_PART_FIXED, "attn_resolutions", "resolution"}
+    if unknown:
+        raise ValueError(f"unknown {part} settings {sorted(unknown)}")
+    refused = [f"{k}={settings[k]}" for k, v in _PART_FIXED.items() if settings.get(k, v) != v]
+    levels = len(settings.get("ch_mult", getattr(MagvitConfig, f"{part}_ch_mult")))
+    sides = {settings.get("resolution", 256) // 2 ** i for i in range(levels)}  # each level's feature-map side
+    if sides & set(settings.get("attn_resolutions", [])):  # the released [5] matches none: mid attention only
+        refused.append("attention outside the middle block (attn_resolutions)")
+    if refused:
+        raise ValueError(f"{part} sets {', '.join(refused)}, which this MAGVIT-v2 does not implement")
+    return {(k if k in ("ch", "z_channels") else f"{part}_{k}"): tuple(v) if isinstance(v, list) else v
+            for k, v in settings.items() if k in _PART_SIZES}
+
+
+def config_from_json(meta: dict) -> MagvitConfig:
+    """A MAGVIT-v2 config.json -> MagvitConfig: our flat fields (save_magvitv2 writes them) and/or the original
+    classes' nested settings; absent sizes keep the released architecture. Refuses keys it cannot honour and
+    settings that disagree (the encoder and decoder share ch and z_channels; LFQ codes are z_channels bits)."""
+    meta = {k: v for k, v in meta.items() if k not in _IGNORED_KEYS}
+    known = {f.name for f in fields(MagvitConfig)}
+    unknown = set(meta) - known - {"encoder", "decoder", "quantize"}
+    if unknown:
+        raise ValueError(f"unknown MAGVIT-v2 config keys {sorted(unknown)}")
+    values = {}  # field -> (value, where it was set)
+    settings = [(k, {k: tuple(v) if isinstance(v, list) else v}) for k, v in meta.items() if k in known]
+    settings += [(part, _part_fields(part, meta[part])) for part in ("encoder", "decoder") if part in meta]
+    quantize = dict(meta.get("quantize", {}))
+    if set(quantize) - {"codebook_dim", *_QUANTIZER_TRAINING}:
+        raise ValueError(f"unknown quantize settings {sorted(set(quantize) - {'codebook_dim', *_QUANTIZER_TRAINING})}")
+    if "codebook_dim" in quantize:
+        settings.append(("quantize", {"z_channels": quantize["codebook_dim"]}))  # LFQ: one bit per latent channel
+    for where, fields_set in settings:
+        for name, value in fields_set.items():
+            if name in values and values[name][0] != value:
+                raise ValueError(f"{name} is {values[name][0]} in {values[name][1]} but {value} in {where}")
+            values.setdefault(name, (value, where))
+    return MagvitConfig(**{name: value for name, (value, _) in values.items()})
+
+
 def load_magvitv2(path_or_hub_id: str, device=None, dtype=None) -> MAGVITv2:
     """Released MAGVIT-v2 (or one saved by save_magvitv2) -> MAGVITv2 in eval mode."""
     folder = Path(path_or_hub_id)
@@ -291,14 +344,20 @@ def load_magvitv2(path_or_hub_id: str, device=None, dtype=None) -> MAGVITv2:
         folder = fetch_from_hub(path_or_hub_id, ["config.json", WEIGHTS_NAME], where=SHOWO_OFFLINE)
     if not (folder / WEIGHTS_NAME).is_file():
         raise FileNotFoundError(f"{folder} has no {WEIGHTS_NAME} (the pickled .bin is not read)")
-    # The released config.json (66 bytes) names only the class: missing fields keep the real
-    # architecture, and keys that are not MagvitConfig fields are ignored.
     meta = json.loads((folder / "config.json").read_text()) if (folder / "config.json").is_file() else {}
-    known = {f.name for f in fields(MagvitConfig)}
-    cfg = MagvitConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta.items() if k in known})
+    try:
+        cfg = config_from_json(meta)
+    except ValueError as err:
+        raise ValueError(f"{folder / 'config.json'}: {err}") from err
     state = load_file(folder / WEIGHTS_NAME)
     with torch.device("meta"):
         model = MAGVITv2(cfg)
+    want = model.state_dict()
+    wrong = [f"{k} {tuple(v.shape)} (config: {tuple(want[k].shape)})" for k, v in state.items()
+             if k in want and v.shape != want[k].shape]
+    if wrong:
+        raise ValueError(f"{folder}: the weights do not have the sizes its config.json describes: "
+                         f"{', '.join(wrong[:3])}")
     model.quantize = LFQuantizer(cfg.z_channels)  # real buffers: recomputed, not trusted
     for name, value in model.quantize.state_dict().items():
         stored = state.pop("quantize." + name, None)

@@ -99,6 +99,42 @@ def test_hand_written_hub_checkpoint_loads(tmp_path):
         load_magvitv2(str(tmp_path / "missing"))
 
 
+def hub_folder(folder: Path, model: MAGVITv2, config: dict) -> Path:
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"_class_name": "MAGVITv2", "_diffusers_version": "0.30.1",
+                                                    **config}))
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, folder / "pytorch_model.safetensors")
+    return folder
+
+
+# TINY in the original classes' own argument names (VQGANEncoder / VQGANDecoder / LFQuantizer)
+NESTED = {"encoder": {"ch": 32, "ch_mult": [1, 1, 2], "num_res_blocks": [1, 1, 1], "attn_resolutions": [5],
+                      "dropout": 0.0, "in_ch": 3, "out_ch": 3, "resolution": 256, "z_channels": 6, "double_z": False},
+          "decoder": {"ch": 32, "ch_mult": [1, 1, 2], "num_res_blocks": [1, 1, 1], "z_channels": 6},
+          "quantize": {"codebook_dim": 6, "beta": 0.25}}
+
+
+def test_nested_settings_of_the_original_classes_build_their_sizes(tmp_path):
+    model = tiny_model(seed=3)
+    loaded = load_magvitv2(str(hub_folder(tmp_path / "nested", model, NESTED)))
+    assert loaded.config == TINY
+    assert all(torch.equal(v, loaded.state_dict()[k]) for k, v in model.state_dict().items())
+
+
+@pytest.mark.parametrize("config,error", [
+    ({**NESTED, "encoder": {**NESTED["encoder"], "double_z": True}}, "encoder sets double_z=True"),
+    ({**NESTED, "decoder": {**NESTED["decoder"], "attn_resolutions": [64]}}, "attention outside the middle block"),
+    ({**NESTED, "decoder": {**NESTED["decoder"], "z_channels": 5}}, "z_channels is 6 in encoder but 5 in decoder"),
+    ({**NESTED, "quantize": {"codebook_dim": 13}}, "z_channels is 6 in encoder but 13 in quantize"),
+    ({**NESTED, "encoder": {**NESTED["encoder"], "attn_type": "vanilla"}}, "unknown encoder settings"),
+    ({**NESTED, "quantizer": {"codebook_dim": 6}}, "unknown MAGVIT-v2 config keys"),
+    ({"quantize": {"codebook_dim": 6}}, "do not have the sizes its config.json describes"),  # the rest default
+])
+def test_loader_refuses_settings_it_cannot_honour(tmp_path, config, error):
+    with pytest.raises(ValueError, match=error):
+        load_magvitv2(str(hub_folder(tmp_path / "vq", tiny_model(), config)))
+
+
 def test_save_then_load_is_exact(tmp_path):
     model = tiny_model(seed=2)
     save_magvitv2(model, tmp_path / "vq")
