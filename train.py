@@ -173,9 +173,12 @@ def load_records(cfg: Config) -> tuple[list[dict], list[dict]]:
         raise ValueError("no training prompts left: check --prompts / --exclude-prompts")
     if not cfg.eval_every:
         return records, []
-    if cfg.eval_prompts >= len(records):
-        raise ValueError(f"--eval-prompts {cfg.eval_prompts} leaves no training prompts out of {len(records)}")
-    return records[: -cfg.eval_prompts], records[-cfg.eval_prompts :]  # the held-out tail never trains
+    # the last prompts are held out, and every repeat of them (same prompts.prompt_key) leaves training
+    training, held_out = prompts.hold_out(records, cfg.eval_prompts)
+    if not training or len(held_out) < cfg.eval_prompts:
+        raise ValueError(f"--eval-prompts {cfg.eval_prompts} leaves {len(training)} training prompts out of "
+                         f"{len(records)} ({len(held_out)} distinct held out): lower it or raise --num-prompts")
+    return training, held_out
 
 
 def step_records(records: list[dict], cfg: Config, step: int, rank: int, world: int) -> tuple[list[dict], int]:

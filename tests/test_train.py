@@ -68,6 +68,22 @@ def test_geneval_prompts_stay_out_of_training_by_default(tmp_path, monkeypatch):
     assert {"a photo of a bench", "a photo of a cat"} <= {r["prompt"] for r in every}  # the generator draws both
 
 
+def test_held_out_prompts_never_train(tmp_path, monkeypatch):
+    """--eval-every at seed 0 with 48 held-out prompts: the generator repeats prompts, so a positional tail
+    shares prompts with the rest; the held-out set shares none (text or content) with training."""
+    monkeypatch.chdir(tmp_path)
+    cfg = train.parse_config(["--model", "janus-tiny", "--eval-every", "1", "--eval-prompts", "48",
+                              "--exclude-prompts", "none"])
+    train.validate(cfg, world=1)
+    pool = prompts.make_records(cfg.num_prompts, seed=cfg.seed)
+    assert {r["prompt"] for r in pool[-48:]} & {r["prompt"] for r in pool[:-48]}, "the premise: the pool repeats"
+    training, held_out = train.load_records(cfg)
+    keys = {prompts.prompt_key(r) for r in held_out}
+    assert len(held_out) == 48 and len(keys) == 48
+    assert not keys & {prompts.prompt_key(r) for r in training}
+    assert not {r["prompt"] for r in held_out} & {r["prompt"] for r in training}
+
+
 def test_cli_reports_errors_with_a_nonzero_exit(tmp_path):
     proc = subprocess.run([sys.executable, "train.py", "--model", "nope", "--out", str(tmp_path / "r")],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
