@@ -32,6 +32,11 @@ Decisions a reader will ask about:
       These are exactly the sampling-time log-probs, so the ratio is a true importance ratio of the
       value draws and the KL is measured along the trajectory; which tokens were kept (the confidence
       ranking) is not scored. It costs one pass per sampler step.
+- Tokens are scored at the temperature they were sampled at: image tokens at `--temperature`
+  (autoregressive families), answer tokens at `--answer-temperature`. Greedy answers (0) were drawn from
+  no distribution; their log-prob is the policy's untempered one (temperature 1).
+- The k3 KL's value estimates KL(pi || ref), but as a per-token loss its expected gradient is that of
+  KL(ref || pi) (worked out in `kl_k3`); both vanish at pi = ref and agree to first order near it.
 - Zero-variance groups (all images equally good) get advantage 0. They still count in the mean over
   samples, which dilutes the signal a little; their share is logged as `zero_var_frac`.
 """
@@ -76,7 +81,16 @@ def clipped_surrogate(logp, old_logp, advantages, clip_eps: float):
 
 
 def kl_k3(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
-    """Schulman's k3 estimator of KL(pi || ref) per token: exp(d) - d - 1 with d = ref_logp - logp; >= 0."""
+    """Schulman's k3 estimator of KL(pi || ref) per token: exp(d) - d - 1 with d = ref_logp - logp; >= 0.
+
+    Its VALUE is unbiased for samples x ~ pi: E_pi[ref/pi - log(ref/pi) - 1] = 1 + KL(pi || ref) - 1.
+    Its GRADIENT, as used here (a per-token loss on tokens sampled from pi_old and held fixed, no score
+    term; DeepSeekMath's and TRL's form) is per token d k3 = (1 - ref/pi) d log pi. At pi = pi_old (the
+    first update, all of it when mu = 1) its expectation is E_pi[d log pi] - sum_x ref(x) d log pi(x)
+    = -E_ref[d log pi] = d KL(ref || pi): the gradient of the other direction, not that of KL(pi || ref),
+    which is E_pi[log(pi/ref) d log pi]. The two agree to first order as pi -> ref. Each is per position,
+    given the sampled prefix: how pi changes which prefixes are visited is not differentiated either.
+    """
     d = ref_logp - logp
     return torch.exp(d) - d - 1
 
@@ -99,16 +113,18 @@ def policy_term(logp, old_logp, ref_logp, advantages, mask, clip_eps: float, bet
 
 
 def grpo_step_loss(out: dict, batch: dict, old: dict, ref: dict | None, advantages: torch.Tensor, cfg,
-                   temperature: float = 1.0) -> tuple:
+                   temperature: float = 1.0, answer_temperature: float = 1.0) -> tuple:
     """The micro-batch loss from one policy.forward output.
 
-    out:   the forward's logits; batch: its inputs and masks; old / ref: no-grad log-probs of the same
-    tokens ("gen", "und" keys) or None; advantages (n,); temperature: the one the image tokens were
-    sampled at (autoregressive families; Show-o draws from the untempered softmax, so 1 there).
+    out:   the forward's logits; batch: its inputs and masks, with a "gen" / "und" key for each token stream
+    that trains (under --couple the forward also computes generation logits that no term scores);
+    old / ref: no-grad log-probs of the same tokens ("gen", "und" keys) or None; advantages (n,);
+    temperature: the one the image tokens were sampled at (autoregressive families; Show-o draws from the
+    untempered softmax, so 1 there); answer_temperature: the answers' (1 for greedy answers).
     Returns (per-sample loss (n,), stats).
     """
     total, stats = 0.0, {}
-    if "gen_logits" in out:
+    if "gen" in batch:
         logp = token_logprobs(out["gen_logits"], batch["gen"]["image_ids"], temperature)
         mask = batch["gen"].get("token_mask", torch.ones_like(logp))  # masked decoding: the scored tokens
         old_logp = old["gen"] if old is not None else logp.detach()  # mu = 1: ratio is exactly 1
@@ -116,8 +132,9 @@ def grpo_step_loss(out: dict, batch: dict, old: dict, ref: dict | None, advantag
         total = total + term
         stats.update({f"gen_{k}": v for k, v in s.items()})
         stats["gen_entropy"] = entropy(out["gen_logits"], mask, temperature)
-    if "und_logits" in out:
-        logp = token_logprobs(out["und_logits"], batch["und"]["answer_ids"])
+    if "und" in batch:
+        # the ratio, the score and the KL all use the distribution the answers were drawn from
+        logp = token_logprobs(out["und_logits"], batch["und"]["answer_ids"], answer_temperature)
         mask = batch["und"]["answer_mask"]
         old_logp = old["und"] if old is not None else logp.detach()
         term, s = policy_term(logp, old_logp, ref["und"] if ref else None, advantages, mask, cfg.clip_eps, cfg.kl_beta)
@@ -167,12 +184,13 @@ def entropy(logits: torch.Tensor, mask: torch.Tensor, temperature: float = 1.0) 
 
 
 @torch.no_grad()
-def sample_logprobs(policy, batch: dict, temperature: float = 1.0) -> dict:
-    """No-grad teacher-forced log-probs of the batch's tokens under `policy` (for old and ref)."""
+def sample_logprobs(policy, batch: dict, temperature: float = 1.0, answer_temperature: float = 1.0) -> dict:
+    """No-grad teacher-forced log-probs of the batch's trained tokens under `policy` (for old and ref),
+    at the temperatures they were sampled at (see grpo_step_loss)."""
     out = policy(gen=batch.get("gen"), und=batch.get("und"))
     logps = {}
     if "gen_logits" in out:
         logps["gen"] = token_logprobs(out["gen_logits"], batch["gen"]["image_ids"], temperature)
     if "und_logits" in out:
-        logps["und"] = token_logprobs(out["und_logits"], batch["und"]["answer_ids"])
+        logps["und"] = token_logprobs(out["und_logits"], batch["und"]["answer_ids"], answer_temperature)
     return logps

@@ -309,11 +309,71 @@ def exclusion_file(choice, model: str):
     return found
 
 
+# spellings of a class that prompt_key folds into one name, besides plurals: common synonyms of COCO names
+CLASS_SYNONYMS = {"people": "person", "persons": "person", "television": "tv", "sofa": "couch",
+                  "doughnut": "donut", "motorbike": "motorcycle", "aeroplane": "airplane",
+                  "cellphone": "cell phone", "mobile phone": "cell phone", "hair dryer": "hair drier"}
+# a plural (ours, or GenEval's naive "benchs", "persons", "toothbrushs") -> its singular class name
+SINGULARS = {**{name + "s": name for name in OBJECTS if not name.endswith("s")},
+             **{plural(name): name for name in OBJECTS if plural(name) != name}}
+# "A right of B" says the same as "B left of A": prompt_key writes every relation as left of / above
+INVERSE_RELATIONS = {"right of": "left of", "below": "above"}
+
+
+def canonical_class(name: str) -> str:
+    # "Benchs", "benches" and "bench" -> "bench"; "people" -> "person"; unknown names only lower-cased
+    name = " ".join(name.lower().split())
+    name = CLASS_SYNONYMS.get(name, name)
+    return SINGULARS.get(name, name)
+
+
+def prompt_key(record) -> tuple:
+    """What a record asks for, whatever its wording: records with equal keys are the same prompt.
+
+    The key is the record's content, not its text: the tag, the set of (class, count, color) facts of
+    `include`, and for position the relation. Classes are folded by `canonical_class`, so plurals, GenEval's
+    naive plurals and synonyms meet ("three benches" == "three benchs", "three people" == "three persons").
+    A set ignores entry order ("a stop sign and a knife" == "a knife and a stop sign"). The relation keeps
+    its order, obj REL ref, but is written with "left of" / "above" only, so a consistently inverted one is
+    the same prompt ("a dog right of a cat" == "a cat left of a dog"). `exclude` is implied by the tag
+    (counting: exactly n) and left out.
+    """
+    tag, include = record["tag"], record["include"]
+    facts = frozenset((canonical_class(e["class"]), e.get("count", 1), (e.get("color") or "").lower())
+                      for e in include)
+    relation = None
+    if tag == "position":
+        obj, rel, ref = split_position(include)
+        obj, ref = canonical_class(obj), canonical_class(ref)
+        relation = (ref, INVERSE_RELATIONS[rel], obj) if rel in INVERSE_RELATIONS else (obj, rel, ref)
+    return tag, facts, relation
+
+
+def prompt_text(record) -> str:
+    # the prompt lower-cased with whitespace collapsed
+    return " ".join(record["prompt"].lower().split())
+
+
 def exclude_records(records, eval_records) -> tuple:
-    # drops training records whose prompt, lower-cased with whitespace collapsed, is an eval prompt
-    eval_prompts = {" ".join(r["prompt"].lower().split()) for r in eval_records}
-    kept = [r for r in records if " ".join(r["prompt"].lower().split()) not in eval_prompts]
+    # drops training records that ask for what an eval record asks for: the same prompt_key, or the same
+    # prompt_text (which also catches a hand-written record whose include disagrees with its prompt)
+    keys, texts = {prompt_key(r) for r in eval_records}, {prompt_text(r) for r in eval_records}
+    kept = [r for r in records if prompt_key(r) not in keys and prompt_text(r) not in texts]
     return kept, len(records) - len(kept)  # (kept records, number excluded)
+
+
+def hold_out(records, k: int) -> tuple:
+    # (training, held_out): held_out is the last k records with distinct prompts (prompt_key), and training
+    # loses every record that asks for one of them, wherever the generator repeated it, so the two are disjoint
+    held_out, keys = [], set()
+    for record in reversed(records):
+        if len(held_out) == k:
+            break
+        if prompt_key(record) not in keys:
+            keys.add(prompt_key(record))
+            held_out.append(record)
+    training, _ = exclude_records(records, held_out)
+    return training, held_out[::-1]
 
 
 def main(argv=None) -> None:
@@ -330,7 +390,7 @@ def main(argv=None) -> None:
     print(f"wrote {len(records)} records to {args.out} (seed {args.seed})")
     for tag, count in collections.Counter(r["tag"] for r in records).items():
         print(f"  {tag:<14} {count}")
-    print(f"excluded {excluded} records whose prompt is an eval prompt")
+    print(f"excluded {excluded} records that ask for an eval prompt (same prompt_key or text)")
 
 
 if __name__ == "__main__":

@@ -14,7 +14,9 @@ End-to-end coupling (`--couple`): the understanding pass does not read the decod
 from straight-through one-hot image tokens of the generation logits. Forward, it is exactly the
 rollout's image; backward, d(answer loss)/d(image) flows into the generation logits through the
 relaxed softmax. This is UniRL's Straight-Through Gumbel-Softmax (ST-GS) path; the paper's tau is not
-known, 1 is our default (the Show-o-derived code that uses the same helper calls tau = 1).
+known, 1 is our default (the Show-o-derived code that uses the same helper calls tau = 1). Coupling adds
+no loss term: `--sft-on` / `--grpo-on` alone decide which terms exist. With `und`, the answer loss then
+also reaches generation; with `gen` alone there is no answer loss to carry, and train.py refuses it.
 
 Our ST-GS draws the Gumbel noise *conditioned on the token the sampler already drew*, so the hard
 one-hot is the rollout's token and the soft part is a correct Gumbel-softmax relaxation of that very
@@ -87,13 +89,13 @@ def sft_step_loss(out: dict, batch: dict, keep: torch.Tensor) -> tuple[torch.Ten
     for an autoregressive family (no token_mask) every position.
     """
     total, stats = 0.0, {}
-    if "gen_logits" in out:
+    if "gen" in batch:  # under --couple alone the forward has generation logits that no term scores
         image_ids = batch["gen"]["image_ids"]  # (n, T)
         scored = batch["gen"].get("token_mask", torch.ones_like(image_ids))  # (n, T)
         nll = token_nll(out["gen_logits"], image_ids, scored)
         total = total + keep * nll  # dropped images weigh 0 but still count in the mean
         stats["gen_nll"] = masked_mean(nll.detach(), keep) if keep.sum() > 0 else 0.0
-    if "und_logits" in out:
+    if "und" in batch:
         nll = token_nll(out["und_logits"], batch["und"]["answer_ids"], batch["und"]["answer_mask"])
         total = total + nll
         stats["und_nll"] = nll.detach().mean()

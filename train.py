@@ -75,7 +75,8 @@ class Config:
     # sft
     sft_on: str = opt("both", "gen | und | both: which tokens SFT trains")
     sft_min_reward: float = opt(1.0, "generation SFT imitates images at least this good and best of their group")
-    couple: bool = opt(False, "end-to-end: straight-through image tokens carry the answer loss into generation")
+    couple: bool = opt(False, "end-to-end: straight-through image tokens carry the answer loss into generation "
+                              "(adds no loss term; needs und in --sft-on / --grpo-on)")
     gumbel_tau: float = opt(1.0, "temperature of the straight-through Gumbel-softmax (paper: not stated)")
     # grpo
     grpo_on: str = opt("both", "gen | und | both: which tokens GRPO trains")
@@ -140,6 +141,9 @@ def validate(cfg: Config, world: int) -> None:
     if cfg.prompts_per_step % world:
         raise ValueError(f"--prompts-per-step {cfg.prompts_per_step} does not divide over {world} ranks: "
                          f"use a multiple of {world} so every rank holds whole groups")
+    if cfg.couple and (cfg.sft_on if cfg.mode == "sft" else cfg.grpo_on) == "gen":
+        raise ValueError(f"--couple carries the answer loss into generation, but --{cfg.mode}-on gen trains no "
+                         f"answers: use --{cfg.mode}-on und or both, or drop --couple")
     if cfg.steps < 1 or cfg.micro_batch < 1 or cfg.inner_iters < 1 or cfg.lr <= 0:
         raise ValueError("--steps, --micro-batch and --inner-iters must be >= 1 and --lr > 0")
     cfg.exclude_prompts = prompts.exclusion_file(cfg.exclude_prompts, cfg.model)  # a file, or None
@@ -173,9 +177,12 @@ def load_records(cfg: Config) -> tuple[list[dict], list[dict]]:
         raise ValueError("no training prompts left: check --prompts / --exclude-prompts")
     if not cfg.eval_every:
         return records, []
-    if cfg.eval_prompts >= len(records):
-        raise ValueError(f"--eval-prompts {cfg.eval_prompts} leaves no training prompts out of {len(records)}")
-    return records[: -cfg.eval_prompts], records[-cfg.eval_prompts :]  # the held-out tail never trains
+    # the last prompts are held out, and every repeat of them (same prompts.prompt_key) leaves training
+    training, held_out = prompts.hold_out(records, cfg.eval_prompts)
+    if not training or len(held_out) < cfg.eval_prompts:
+        raise ValueError(f"--eval-prompts {cfg.eval_prompts} leaves {len(training)} training prompts out of "
+                         f"{len(records)} ({len(held_out)} distinct held out): lower it or raise --num-prompts")
+    return training, held_out
 
 
 def step_records(records: list[dict], cfg: Config, step: int, rank: int, world: int) -> tuple[list[dict], int]:
@@ -257,21 +264,26 @@ def autocast(cfg, policy):
 
 
 def build_batch(cfg, policy, ro, idx, cfg_scale, targets):
-    """The forward inputs for the images `idx`. targets: the answer tokens trained on (N, A) + mask."""
-    train_gen = (cfg.sft_on if cfg.mode == "sft" else cfg.grpo_on) in ("gen", "both") or cfg.couple
-    train_und = (cfg.sft_on if cfg.mode == "sft" else cfg.grpo_on) in ("und", "both")
+    """The forward inputs for the images `idx`. targets: the answer tokens trained on (N, A) + mask.
+
+    "gen" / "und" are the token streams that carry a loss term (--sft-on / --grpo-on). "couple_gen" holds
+    the generation inputs when only the coupling needs them (--couple with und): the straight-through
+    tokens are made from those logits, and no loss term reads them."""
+    trained = cfg.sft_on if cfg.mode == "sft" else cfg.grpo_on
+    train_gen, train_und = trained in ("gen", "both"), trained in ("und", "both")
     batch = {}
-    if train_gen:
+    if train_gen or (cfg.couple and train_und):
         # SFT imitates the conditional model; GRPO's ratio uses --ratio-dist
         guided = cfg.mode == "grpo" and cfg.ratio_dist == "guided"
-        batch["gen"] = dict(prompt_ids=ro.prompt_ids[idx], prompt_mask=ro.prompt_mask[idx],
-                            image_ids=ro.image_ids[idx], cfg_scale=cfg_scale if guided else None)
+        gen = dict(prompt_ids=ro.prompt_ids[idx], prompt_mask=ro.prompt_mask[idx],
+                   image_ids=ro.image_ids[idx], cfg_scale=cfg_scale if guided else None)
         if policy.decoding == "masked":  # which tokens are hidden and scored (grpo.py, --estimator)
             if cfg.mode == "grpo" and cfg.estimator == "trajectory":
-                batch["gen"]["commit_step"] = ro.commit_steps[idx]
-                batch["gen"]["token_mask"] = ro.token_mask[idx]
+                gen["commit_step"] = ro.commit_steps[idx]
+                gen["token_mask"] = ro.token_mask[idx]
             else:  # re-mask; for SFT this is Show-o's own masked-token objective
-                batch["gen"]["token_mask"] = ro.token_mask[idx]
+                gen["token_mask"] = ro.token_mask[idx]
+        batch["gen" if train_gen else "couple_gen"] = gen
     if train_und:
         batch["und"] = dict(images=ro.und_images[idx], prompt_ids=ro.question_ids[idx],
                             prompt_mask=ro.question_mask[idx], answer_ids=targets[0][idx], answer_mask=targets[1][idx])
@@ -298,29 +310,32 @@ def learn(cfg, policy, model, optimizer, ro, step, keep=None, advantages=None, r
             ro.token_mask = remask_positions(cfg.seed, step, ro.first_index, n, cfg.group_size,
                                              policy.num_image_tokens).to(ro.image_ids.device)
     temperature = cfg.temperature if policy.decoding == "ar" else 1.0  # Show-o samples the untempered softmax
+    # greedy answers (0) come from no sampling distribution: their log-probs are the untempered policy's
+    answer_temperature = cfg.answer_temperature if cfg.answer_temperature > 0 else 1.0
     chunks = [torch.arange(i, min(i + cfg.micro_batch, n)) for i in range(0, n, cfg.micro_batch)]
     batches = [build_batch(cfg, policy, ro, idx, cfg_scale, targets) for idx in chunks]
     olds = refs = [None] * len(chunks)
     with autocast(cfg, policy):
         if cfg.mode == "grpo" and cfg.inner_iters > 1:  # old log-probs from a teacher-forced pass, not the sampler
-            olds = [sample_logprobs(policy, b, temperature) for b in batches]
+            olds = [sample_logprobs(policy, b, temperature, answer_temperature) for b in batches]
         if cfg.mode == "grpo" and ref is not None:
-            refs = [sample_logprobs(ref, b, temperature) for b in batches]
+            refs = [sample_logprobs(ref, b, temperature, answer_temperature) for b in batches]
     stats = {}
     for _ in range(cfg.inner_iters):
         optimizer.zero_grad(set_to_none=True)
         for j, (idx, batch) in enumerate(zip(chunks, batches)):
             with micro_step(model, last=j + 1 == len(chunks)):  # gradients sync on the last micro-step only
                 couple = None
-                if cfg.couple and "und" in batch:
+                if cfg.couple and "und" in batch:  # the answer loss also reaches the image-token logits
                     u = coupling_uniforms(cfg.seed, step, ro.image_ids, idx, policy.codebook_size)
                     couple = dict(tau=cfg.gumbel_tau, noise=u)
                 with autocast(cfg, policy):
-                    out = model(gen=batch.get("gen"), und=batch.get("und"), couple=couple)
+                    out = model(gen=batch.get("gen", batch.get("couple_gen")), und=batch.get("und"), couple=couple)
                 if cfg.mode == "sft":
                     per_sample, s = sft_step_loss(out, batch, keep[idx])
                 else:
-                    per_sample, s = grpo_step_loss(out, batch, olds[j], refs[j], advantages[idx], cfg, temperature)
+                    per_sample, s = grpo_step_loss(out, batch, olds[j], refs[j], advantages[idx], cfg, temperature,
+                                                   answer_temperature)
                 loss = per_sample.sum() / n  # micro-batch share of the rank's mean
                 check_finite(loss, step, s)
                 loss.backward()

@@ -101,7 +101,9 @@ class JanusPolicy(nn.Module):
     def tokenize_gen_prompts(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Left-padded t2i prompts `<bos><|User|>: p\\n\\n<|Assistant|>:<begin_of_image>`: ids, mask (N, L)."""
         texts = [self._chat(p, image=False) + BOI for p in prompts]
-        enc = self.tokenizer(texts, padding=True, return_tensors="pt")
+        # left, whatever side the tokenizer was saved with: the samplers read the logits at the last
+        # position and append after it, so right padding would put pads before the first image token
+        enc = self.tokenizer(texts, padding=True, padding_side="left", return_tensors="pt")
         return enc["input_ids"], enc["attention_mask"]
 
     def uncond_prompt_ids(self, prompt_ids: torch.Tensor) -> torch.Tensor:
@@ -121,7 +123,7 @@ class JanusPolicy(nn.Module):
             system = DEFAULT_SYSTEM_PROMPT
         slots = BOI + IMAGE * self.num_image_tokens + EOI  # one placeholder per SigLIP patch
         texts = [system + self._chat(q, image=True).replace(IMAGE, slots) for q in questions]
-        enc = self.tokenizer(texts, padding=True, return_tensors="pt")
+        enc = self.tokenizer(texts, padding=True, padding_side="left", return_tensors="pt")  # see tokenize_gen_prompts
         return enc["input_ids"], enc["attention_mask"]
 
     def tokenize_answers(self, answers: list[str]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -136,6 +136,32 @@ def test_save_and_load_round_trip(janus_tiny, tmp_path):
     assert json.loads((tmp_path / "config.json").read_text())["model_type"] == "janus"
 
 
+def test_a_tokenizer_saved_with_right_padding_still_pads_prompts_left(tmp_path):
+    """A hub tokenizer may come with padding_side="right": prompts are padded left anyway, so a short prompt
+    in a batch gives the same ids and the same image logits as alone."""
+    from models import load_policy
+
+    saved = load_policy("janus-tiny")
+    saved.tokenizer.padding_side = "right"
+    saved.save(tmp_path)
+    p = load_policy("janus-tiny", str(tmp_path)).eval()
+    assert p.tokenizer.padding_side == "right"  # the premise: the loaded tokenizer asks for right padding
+    texts = ["a photo of a cat", "a photo of a purple wine glass and a black apple"]
+    for tokenize in (p.tokenize_gen_prompts, p.tokenize_und_prompts):
+        ids, mask = tokenize(texts)
+        alone, _ = tokenize(texts[:1])
+        assert mask[0, 0] == 0 and bool(mask[:, -1].all())  # pads on the left only
+        assert torch.equal(ids[0, -alone.shape[1]:], alone[0])
+    ids, mask = p.tokenize_gen_prompts(texts)
+    one_ids, one_mask = p.tokenize_gen_prompts(texts[:1])
+    image_ids = torch.randint(0, p.codebook_size, (2, p.num_image_tokens), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        batch = p(gen=dict(prompt_ids=ids, prompt_mask=mask, image_ids=image_ids, cfg_scale=5.0))["gen_logits"]
+        one = p(gen=dict(prompt_ids=one_ids, prompt_mask=one_mask, image_ids=image_ids[:1],
+                         cfg_scale=5.0))["gen_logits"]
+    assert (batch[0] - one[0]).abs().max() < 1e-4
+
+
 def test_bad_model_inputs_fail_clearly(tmp_path):
     from models import load_policy
 

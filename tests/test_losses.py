@@ -39,6 +39,22 @@ def test_k3_is_zero_at_equality_and_positive_elsewhere():
     assert math.isclose(kl_k3(torch.tensor(0.0, dtype=torch.float64), torch.tensor(d, dtype=torch.float64)).item(), math.exp(d) - d - 1, rel_tol=1e-12)
 
 
+def test_k3_as_a_loss_has_the_gradient_of_kl_ref_to_pi():
+    """kl_k3's docstring, exactly over a small categorical: on tokens sampled from pi (held fixed), k3's mean is
+    KL(pi || ref), but the gradient of that mean is the gradient of KL(ref || pi), not of KL(pi || ref)."""
+    theta = torch.randn(6, dtype=torch.float64, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    ref = torch.log_softmax(torch.randn(6, dtype=torch.float64, generator=torch.Generator().manual_seed(1)), 0)
+    logp = torch.log_softmax(theta, 0)
+    pi = logp.exp().detach()  # the sampling weights: pi_old = pi at the first update, no gradient through them
+    expected_k3 = (pi * kl_k3(logp, ref)).sum()
+    kl_pi_ref, kl_ref_pi = (logp.exp() * (logp - ref)).sum(), (ref.exp() * (ref - logp)).sum()
+    assert math.isclose(expected_k3.item(), kl_pi_ref.item(), rel_tol=1e-12)  # the value: unbiased
+    grad_k3, grad_pi_ref, grad_ref_pi = (torch.autograd.grad(x, theta, retain_graph=True)[0]
+                                         for x in (expected_k3, kl_pi_ref, kl_ref_pi))
+    assert torch.allclose(grad_k3, grad_ref_pi, rtol=1e-10, atol=1e-12)
+    assert not torch.allclose(grad_k3, grad_pi_ref, rtol=1e-3)
+
+
 def test_masked_mean_ignores_padding_and_empty_rows():
     x = torch.tensor([[1.0, 2.0, 100.0], [5.0, 5.0, 5.0]])
     mask = torch.tensor([[1, 1, 0], [0, 0, 0]])

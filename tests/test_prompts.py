@@ -95,10 +95,64 @@ def test_bad_lines_name_the_file_line_and_problem(tmp_path):
         assert problem in str(error.value)
 
 
+def one(name, prompt, tag="single_object", **fields):
+    """A hand-made record of one object."""
+    return {"tag": tag, "include": [{"class": name, "count": 1, **fields}], "prompt": prompt}
+
+
+def pair(first, second, prompt, tag="two_object", relation=None):
+    """A hand-made record of two objects; with a relation, `second` is REL `first` (GenEval's layout)."""
+    include = [{"class": first, "count": 1}, {"class": second, "count": 1}]
+    if relation:
+        include[1]["position"] = [relation, 0]
+    return {"tag": tag, "include": include, "prompt": prompt}
+
+
+def counting(name, n, prompt):
+    return {"tag": "counting", "include": [{"class": name, "count": n}],
+            "exclude": [{"class": name, "count": n + 1}], "prompt": prompt}
+
+
 def test_exclusion_counts_normalised_overlap():
-    train = [{"prompt": "a photo of a cat"}, {"prompt": "A  photo of a DOG "}, {"prompt": "x"}]
-    kept, excluded = exclude_records(train, [{"prompt": "a photo of a dog"}, {"prompt": "a cat"}])
+    train = [one("cat", "a photo of a cat"), one("dog", "A  photo of a DOG "), one("x", "x")]
+    kept, excluded = exclude_records(train, [one("dog", "a photo of a dog"), one("cow", "a cat")])
     assert excluded == 1 and [r["prompt"] for r in kept] == ["a photo of a cat", "x"]
+
+
+def test_exclusion_compares_what_a_prompt_asks_for_not_its_wording():
+    # GenEval's spellings on the left, ours (or a reordering) on the right: each pair is one prompt
+    same = [(counting("bench", 3, "a photo of three benchs"), counting("bench", 3, "a photo of three benches")),
+            (counting("person", 3, "a photo of three persons"), counting("person", 3, "a photo of three people")),
+            (pair("knife", "stop sign", "a photo of a knife and a stop sign"),
+             pair("stop sign", "knife", "a photo of a stop sign and a knife")),
+            (pair("cat", "dog", "a photo of a dog right of a cat", "position", "right of"),
+             pair("dog", "cat", "a photo of a cat left of a dog", "position", "left of")),
+            (counting("people", 2, "hand-made: class written as a plural"), counting("person", 2, "two people")),
+            (counting("benchs", 2, "hand-made: GenEval's plural"), counting("bench", 2, "two benches"))]
+    for evaluation, training in same:
+        assert prompts.prompt_key(evaluation) == prompts.prompt_key(training)
+        assert exclude_records([training], [evaluation]) == ([], 1), training["prompt"]
+    # and what differs in content stays: the relation's direction, a count, a color, the tag
+    differ = [(pair("cat", "dog", "a photo of a dog right of a cat", "position", "right of"),
+               pair("cat", "dog", "a photo of a dog left of a cat", "position", "left of")),
+              (counting("bench", 3, "a photo of three benchs"), counting("bench", 2, "a photo of two benches")),
+              (one("car", "a photo of a red car", "colors", color="red"),
+               one("car", "a photo of a blue car", "colors", color="blue")),
+              (pair("cat", "dog", "a photo of a cat and a dog"),
+               pair("cat", "dog", "a photo of a cat above a dog", "position", "above"))]
+    for evaluation, training in differ:
+        assert exclude_records([training], [evaluation]) == ([training], 0), training["prompt"]
+
+
+def test_held_out_prompts_never_train_even_when_the_pool_repeats_them():
+    cat, dog, cow = one("cat", "a photo of a cat"), one("dog", "a photo of a dog"), one("cow", "a photo of a cow")
+    cats = counting("cat", 2, "a photo of two cats")
+    pool = [cat, dog, cats, cow, counting("cat", 2, "a photo of two cats "), cat]  # the tail repeats itself
+    training, held_out = prompts.hold_out(pool, 2)
+    assert held_out == pool[-2:]  # the last two distinct prompts, in pool order
+    assert training == [dog, cow]  # every repeat of them (same prompt_key) left training, wherever it was
+    keys = {prompts.prompt_key(r) for r in held_out}
+    assert not keys & {prompts.prompt_key(r) for r in training}
 
 
 def test_plural_of_hard_cases():

@@ -12,8 +12,9 @@ from safetensors.torch import load_file
 import prompts
 import train
 from generate import rollout
-from grpo import grpo_step_loss, sample_logprobs
+from grpo import grpo_step_loss, masked_mean, policy_term, sample_logprobs, token_logprobs
 from reward import group_advantages
+from sft import coupling_uniforms
 
 ROOT = Path(__file__).resolve().parents[1]
 FAMILIES = ["janus-tiny", "showo-tiny"]
@@ -66,6 +67,22 @@ def test_geneval_prompts_stay_out_of_training_by_default(tmp_path, monkeypatch):
     train.validate(cfg, world=1)
     every, _ = train.load_records(cfg)
     assert {"a photo of a bench", "a photo of a cat"} <= {r["prompt"] for r in every}  # the generator draws both
+
+
+def test_held_out_prompts_never_train(tmp_path, monkeypatch):
+    """--eval-every at seed 0 with 48 held-out prompts: the generator repeats prompts, so a positional tail
+    shares prompts with the rest; the held-out set shares none (text or content) with training."""
+    monkeypatch.chdir(tmp_path)
+    cfg = train.parse_config(["--model", "janus-tiny", "--eval-every", "1", "--eval-prompts", "48",
+                              "--exclude-prompts", "none"])
+    train.validate(cfg, world=1)
+    pool = prompts.make_records(cfg.num_prompts, seed=cfg.seed)
+    assert {r["prompt"] for r in pool[-48:]} & {r["prompt"] for r in pool[:-48]}, "the premise: the pool repeats"
+    training, held_out = train.load_records(cfg)
+    keys = {prompts.prompt_key(r) for r in held_out}
+    assert len(held_out) == 48 and len(keys) == 48
+    assert not keys & {prompts.prompt_key(r) for r in training}
+    assert not {r["prompt"] for r in held_out} & {r["prompt"] for r in training}
 
 
 def test_cli_reports_errors_with_a_nonzero_exit(tmp_path):
@@ -187,3 +204,79 @@ def test_grpo_raises_a_fixed_synthetic_reward(records, model):
         advantages = group_advantages(rewards.view(2, -1)).view(-1)
         train.learn(cfg, p.train(), p, optimizer, ro, step, advantages=advantages)
     assert sum(means[-3:]) / 3 > sum(means[:3]) / 3 + 0.1, means
+
+
+def test_couple_without_an_answer_loss_is_refused():
+    for flags in (["--grpo-on", "gen", "--couple"], ["--mode", "sft", "--sft-on", "gen", "--couple"]):
+        with pytest.raises(ValueError, match="--couple carries the answer loss.*trains no answers"):
+            train.validate(train.parse_config(SMALL + flags), world=1)
+
+
+@pytest.mark.parametrize("mode", ["grpo", "sft"])
+def test_couple_trains_generation_only_through_the_answer_loss(fresh_janus, records, mode):
+    """und + --couple: no loss term on image tokens (no gen_* statistics), and every gradient, generation's
+    included, is the answer loss's through the straight-through tokens. und alone: generation gets none."""
+    p = fresh_janus
+    cfg = train.Config(mode=mode, grpo_on="und", sft_on="und", couple=True, group_size=2, kl_beta=0.0,
+                       max_answer_tokens=6, grad_clip=0, micro_batch=8)
+    ro, _ = train.sample_and_answer(0, cfg, p.eval(), records[:2], 0, 5.0)
+    advantages, keep = torch.tensor([1.0, -1.0, 0.5, -0.5]), torch.ones(4)
+    optimizer = torch.optim.SGD(p.parameters(), lr=0.0)  # the gradients stay readable, the weights unchanged
+    stats = train.learn(cfg, p.train(), p, optimizer, ro, 0, keep=keep, advantages=advantages)
+    assert not [k for k in stats if k.startswith("gen_")], stats
+    got = {name: q.grad.clone() for name, q in p.named_parameters() if q.grad is not None}
+    head = "model.model.generation_head.vision_head.weight"
+    assert got[head].abs().sum() > 0  # generation trains, through the coupling
+    # the same gradients from the answer loss alone, through the coupled forward built by hand
+    p.zero_grad(set_to_none=True)
+    if mode == "grpo":
+        answer_ids, answer_mask = ro.answer_ids, ro.answer_mask
+    else:  # SFT learns the true answers
+        answer_ids, answer_mask = p.tokenize_answers([r["answer"] for r in ro.records])
+    gen = dict(prompt_ids=ro.prompt_ids, prompt_mask=ro.prompt_mask, image_ids=ro.image_ids,
+               cfg_scale=5.0 if mode == "grpo" else None)
+    und = dict(images=ro.und_images, prompt_ids=ro.question_ids, prompt_mask=ro.question_mask,
+               answer_ids=answer_ids, answer_mask=answer_mask)
+    noise = coupling_uniforms(cfg.seed, 0, ro.image_ids, torch.arange(4), p.codebook_size)
+    logp = token_logprobs(p(gen=gen, und=und, couple=dict(tau=cfg.gumbel_tau, noise=noise))["und_logits"], answer_ids)
+    if mode == "grpo":
+        per_sample, _ = policy_term(logp, logp.detach(), None, advantages, answer_mask, cfg.clip_eps, 0.0)
+    else:
+        per_sample = masked_mean(-logp, answer_mask, dim=1)
+    (per_sample.sum() / 4).backward()
+    want = {name: q.grad for name, q in p.named_parameters() if q.grad is not None}
+    assert got.keys() == want.keys()
+    assert all(torch.allclose(got[k], want[k], atol=1e-7, rtol=1e-4) for k in got), \
+        [k for k in got if not torch.allclose(got[k], want[k], atol=1e-7, rtol=1e-4)]
+    # without --couple, the answer loss never reaches generation
+    p.zero_grad(set_to_none=True)
+    train.learn(train.Config(**{**cfg.__dict__, "couple": False}), p, p, optimizer, ro, 0, keep=keep,
+                advantages=advantages)
+    assert dict(p.named_parameters())[head].grad is None
+
+
+def test_answers_are_scored_at_the_temperature_they_were_sampled_at(fresh_janus, records, monkeypatch):
+    """--answer-temperature 0.7: the old log-probs GRPO computes for the answer tokens are the sampler's, at
+    0.7, and the loss scores at the same temperature (ratio exactly 1, KL 0 while the weights do not move)."""
+    import copy
+
+    import grpo
+
+    p = fresh_janus
+    cfg = train.Config(grpo_on="und", group_size=2, answer_temperature=0.7, max_answer_tokens=6, inner_iters=2,
+                       kl_beta=0.1, micro_batch=8)
+    seen, real_step = [], p.und_step
+    monkeypatch.setattr(p, "und_step", lambda *a, **k: seen.append(real_step(*a, **k)) or seen[-1])
+    ro, _ = train.sample_and_answer(0, cfg, p.eval(), records[:2], 0, 5.0)
+    monkeypatch.undo()
+    steps = torch.stack(seen, 1)[:, : ro.answer_ids.shape[1]]  # (N, A, V) the logits each answer token was drawn from
+    sampled = torch.log_softmax(steps / 0.7, -1).gather(-1, ro.answer_ids[..., None])[..., 0]
+    assert (ro.answer_ids != steps.argmax(-1))[ro.answer_mask.bool()].any(), "the answers should be sampled, not greedy"
+    logps, real_logprobs = [], grpo.sample_logprobs
+    monkeypatch.setattr(grpo, "sample_logprobs", lambda *a, **k: logps.append(real_logprobs(*a, **k)) or logps[-1])
+    optimizer = torch.optim.SGD(p.parameters(), lr=0.0)
+    stats = train.learn(cfg, p.train(), p, optimizer, ro, 0, advantages=torch.tensor([1.0, -1.0, 0.5, -0.5]),
+                        ref=copy.deepcopy(p).eval())
+    old = logps[0]["und"]  # the policy's teacher-forced pass, before any update
+    assert (old - sampled)[ro.answer_mask.bool()].abs().max() < 1e-5
+    assert abs(stats["und_ratio"] - 1) < 1e-6 and stats["und_kl"] < 1e-9
