@@ -4,32 +4,72 @@ In a UniRL iteration the model draws G images for a prompt, answers the record's
 each one, and this file turns each free-form answer into a reward in [0, 1] by plain keyword
 matching against the record's `include` (no judge model: UniRL's figure grades "two chairs" /
 "three bowls" / "four bowls" against "four bowls" as 0 / 1 / 2 points, i.e. one point per fact).
-The reward is the fraction of a category's slots that the answer gets right:
+The reward is the mean credit over a category's slots:
 
-    single_object  object                          1 if the class is named
-    two_object     first_object, second_object     1/2 per class named
+    single_object  object                          the class named
+    two_object     first_object, second_object     each class named
     counting       object, count                   "two chairs" 0, "three bowls" 1/2, "four bowls" 1
-    colors         color                           1/k when the right color is among k colors named
+    colors         color                           the color said
     position       object, reference, relation     relation read in either direction
     color_attr     first_object, second_object, first_color, second_color
 
+GRPO maximises exactly this number, so every way of saying more than one thing is priced, by one
+rule for every slot:
+  * a slot whose answer asserts the right value earns 1/k, where k counts the distinct values the
+    answer claims for it, asserted or denied ("three or four bowls": count 1/2), plus one for each
+    time a count or color is said again ("pink, pink": 1/2). A relation stated from both sides ("the
+    dog is on the right and the teddy bear is on the left") is one claim; said twice, it is two.
+  * a denied value earns nothing and still counts in k: "the car is pink, not red" 1/2, "not pink" 0.
+  * objects: the n expected classes share n/k when the answer names k > n classes, denied ones
+    included: listing every class earns about n/160. A class named twice is not a repeat: a sentence
+    names an object again to say more about it ("A dog and a teddy bear. The dog is on the right.").
+A hedge over k values of one slot thus earns exactly the mean of its k plain answers, whatever the
+truth: never more than the best single guess, so GRPO gains nothing by hedging, negating or padding.
+
+    answer (the plain answer earns 1)                          record                             reward
+    all 160 object names ("orange broccoli" reads as one)      single_object bench                1/159
+    all 160 object names                                       two_object bench, sports ball      2/159
+    "There is no bench and no sports ball"                     two_object bench, sports ball      0
+    "There is a bench but no cat"                              single_object bench                1/2
+    "there are not four bowls"                                 counting four bowls                0
+    "three or four bowls", "3-4 bowls", "four or more bowls"   counting four bowls                3/4
+    "one two three four bowls"                                 counting four bowls                5/8
+    "four bowls, four bowls"                                   counting four bowls                3/4
+    "pink, pink" / all ten GenEval colors                      colors pink car                    1/2, 1/10
+    "the dog is right of the teddy bear and left of it"        position dog right of teddy bear   5/6
+    "the dog is not right of the teddy bear"                   position dog right of teddy bear   2/3
+    "the wine glass is purple or black and the apple is ..."   color_attr purple wine glass, ...  3/4
+  (tests/test_reward.py holds the full table, ADVERSARIAL.)
+
 How an answer is read (all deliberate, all unit-tested):
-  * words: lower case; a non-alphanumeric character separates words ("Teddy-bear!" = "teddy bear").
+  * words: lower case; a non-alphanumeric character separates words ("Teddy-bear!" = "teddy bear",
+    "isn't" = "isn t", "3-4" = "3 4"). Punctuation and "and", "but", "or", "nor", "while" end a clause.
   * objects: whole words, singular or plural (also GenEval's "benchs"), plus a few synonyms (sofa,
     television, man...). Names are matched longest first over the whole 160-object vocabulary, so a
     class inside a longer name gets no credit: "wine glass" is never "glass", "hot dog" never "dog".
-  * numbers: digits or number words zero..ten; "a"/"an" are not counts. With several numbers, the
-    one nearest the expected object counts (ties: the one before it), else the first.
+    A record's own classes join the vocabulary (the shapes world's "circle", "ring"...).
+  * negation: "no", "not", "n't", "without", "neither", "nor", "never", "none"... deny what follows
+    them in their clause up to and including the first object name or relation word: "no red car"
+    denies red and car, "the dog is not left of the bear" denies only "left".
+  * counts: digits or number words zero..ten, and vague quantities ("several", "more", "about"...)
+    that claim a count that is never right; "a"/"an" are not counts. A count belongs to the first
+    object after it ("three or four bowls"), else the nearest object before it ("the bowls are four").
+    If the expected class is not named, every count in the answer is a claim ("four chairs": count 1).
   * colors: GenEval's ten plus other color words (gray, gold...) that count as wrong colors.
-    "orange" is the fruit after a determiner ("an orange", "the orange is red") and the color
-    elsewhere; as an adjective ("an orange cat") it is never the fruit.
-  * a color belongs to the object right after it ("a purple wine glass"), else to the nearest object
-    before it ("the wine glass is purple"). Two colors on one object share the credit (1/2 each).
+    "orange" is the fruit after a determiner, colors between allowed ("an orange", "a red orange"),
+    and the color elsewhere; as an adjective ("an orange cat") it is never the fruit.
+  * a color belongs to the object right after it, also across a run of colors ("a purple and white
+    wine glass"), else to the nearest object before it ("the wine glass is purple"). The colors
+    category asks about the one object, so there every color in the answer is a claim.
   * relations: left/right, above (also over, atop, "on top of"), below (under, beneath, underneath,
-    bottom). Bare "on" is not a relation: it is contact, not a side. The first relation word
-    decides; its subject is the nearest object before it and its landmark the first object after
-    it, so "the teddy bear is to the left of the dog" proves "dog right of teddy bear".
-Known gaps: negation ("no dogs") and hedging ("three or four bowls") are not penalised.
+    bottom). Bare "on" is not a relation: it is contact, not a side. Every relation word is a claim,
+    read within its clause: its subject is the nearest object before it and its landmark the first
+    object after it; with one object in the clause the other is the nearest other object in the
+    answer, so "the teddy bear is to the left of the dog" proves "dog right of teddy bear"; with none
+    the clause goes on from the previous one ("..., not left of it"). A relation whose objects cannot
+    be read ("it is right of the bear") is a claim that is never right.
+Not priced: naming a class twice (see above); hedge words that name no value ("maybe pink"); denial
+after the noun ("the ball is missing"); and, in the shapes world, shape names the record does not hold.
 
 `group_advantages` then normalises the (P, G) rewards within each prompt's group (GRPO).
 """
@@ -66,9 +106,30 @@ RELATION_WORDS = {"left": "left of", "right": "right of", "above": "above", "ove
                   "underneath": "below", "beneath": "below", "bottom": "below"}
 INVERSE = {"left of": "right of", "right of": "left of", "above": "below", "below": "above"}
 NUMBERS = {word: n for n, word in enumerate(NUMBER_WORDS)}
+# quantities that hedge a count; each is a count claim that is never right ("four or more bowls")
+VAGUE_COUNTS = {"several", "some", "many", "few", "multiple", "numerous", "more", "fewer", "less",
+                "least", "most", "about", "around", "approximately", "roughly", "nearly", "almost"}
 DETERMINERS = {"a", "an", "the", "this", "that", "one", "another", "each", "every"}
+NEGATIONS = {"no", "not", "none", "never", "neither", "nor", "without", "nothing", "cannot",
+             "isnt", "arent", "wasnt", "werent", "dont", "doesnt", "cant", "wont", "hasnt", "havent"}
+CLAUSE_WORDS = {"and", "but", "or", "nor", "while", "whereas"}  # a clause also ends at . , ; : ! ?
+JOINERS = {"and", "or"}  # may stand inside a run of colors: "a purple and white wine glass"
 
-Mention = namedtuple("Mention", "name start end")  # a class or color found at words[start:end]
+Mention = namedtuple("Mention", "name start end")  # a class, color or count found at words[start:end]
+# a value claimed for a slot; side: the subject a relation is said of (None otherwise); denied: negated
+Claim = namedtuple("Claim", "value side denied")
+
+
+def read_words(answer) -> tuple:
+    # (words, clause number of each word): "The dog, not the cat" -> [the, dog, not, the, cat], [0, 0, 1, 1, 1]
+    words, clauses, clause = [], [], 0
+    for token in re.findall(r"[a-z0-9]+|[.,;:!?]", str(answer or "").lower()):
+        if not token[0].isalnum() or token in CLAUSE_WORDS:
+            clause += 1
+        if token[0].isalnum():
+            words.append(token)
+            clauses.append(clause)
+    return words, clauses
 
 
 @functools.lru_cache(maxsize=64)
@@ -102,108 +163,178 @@ def find_objects(words: list, classes: tuple) -> list:
 
 
 def find_colors(words: list, objects: list) -> list:
-    # every color word, except inside a longer object name or as a noun after a determiner
+    # every color word, except inside a longer object name or as a noun after a determiner (and colors)
     covered = {i: m for m in objects for i in range(m.start, m.end)}
     colors = []
     for i, word in enumerate(words):
         mention = covered.get(i)
         in_longer_name = mention is not None and mention.end - mention.start > 1
-        is_fruit = mention is not None and i > 0 and words[i - 1] in DETERMINERS  # "an orange"
+        j = i - 1
+        while j >= 0 and words[j] in COLOR_WORDS:
+            j -= 1  # "a red orange" is a fruit, "red orange yellow" three colors
+        is_fruit = mention is not None and j >= 0 and words[j] in DETERMINERS
         if word in COLOR_WORDS and not in_longer_name and not is_fruit:
             colors.append(Mention(COLOR_WORDS[word], i, i + 1))  # "grey" is said as "gray"
     return colors
 
 
-def stated_count(words: list, objects: list, name: str):
-    # the number nearest the first mention of `name` (ties: the one before it), else the first
-    numbers = [(i, int(w) if w.isdigit() else NUMBERS[w]) for i, w in enumerate(words)
-               if w.isdigit() or w in NUMBERS]
-    if not numbers:
-        return None
-    anchors = [m.start for m in objects if m.name == name]
-    if not anchors:
-        return numbers[0][1]  # "There are four." still states a count
-    return min(numbers, key=lambda n: (abs(n[0] - anchors[0]), n[0] > anchors[0]))[1]
+def find_counts(words: list) -> list:
+    # every number (digits or zero..ten) and every vague quantity, whose value is the word itself
+    return [Mention(int(w) if w.isdigit() else NUMBERS.get(w, w), i, i + 1) for i, w in enumerate(words)
+            if w.isdigit() or w in NUMBERS or w in VAGUE_COUNTS]
 
 
-def find_relation(words: list, objects: list):
-    # (relation said, subject, landmark) from the first relation word, or None if there is none
+def denied_words(words: list, clauses: list, objects: list) -> set:
+    # indices a negation reaches: from the cue to the first object name or relation word in its clause
+    ends = {m.start: m.end for m in objects}
+    denied = set()
+    for i, word in enumerate(words):
+        is_cue = word in NEGATIONS or (word == "t" and i > 0 and words[i - 1].endswith("n"))  # "isn't"
+        j = i + 1
+        while is_cue and j < len(words) and clauses[j] == clauses[i]:
+            if j in ends:  # "no red car": the object name closes the phrase
+                denied.update(range(j, ends[j]))
+                break
+            denied.add(j)
+            if words[j] in RELATION_WORDS:  # "not left of the bear": the bear itself is not denied
+                break
+            j += 1
+    return denied
+
+
+def nearest_other(objects: list, name: str, i: int):
+    # the class of the nearest object before word i that is not `name`, else the first one after it
+    before = [m.name for m in objects if m.end <= i and m.name != name]
+    after = [m.name for m in objects if m.start > i and m.name != name]
+    return before[-1] if before else (after[0] if after else None)
+
+
+def find_relations(words: list, clauses: list, objects: list) -> list:
+    # (word index, relation said, subject, landmark) for every relation word, read within its clause
     covered = {i for m in objects for i in range(m.start, m.end)}
+    found = []
     for i, word in enumerate(words):
         if word not in RELATION_WORDS or i in covered:
             continue
-        before = [m.name for m in objects if m.end <= i]
-        after = [m.name for m in objects if m.start > i]
+        here = [m for m in objects if clauses[m.start] == clauses[i]]
+        before = [m.name for m in here if m.end <= i]
+        after = [m.name for m in here if m.start > i]
+        of_follows = "of" in words[i + 1:i + 3]
         if before:  # "the dog is right of the bear", "the dog is on the right": subject first
             subject = before[-1]
-            others = [n for n in before if n != subject]  # "the dog is on the right" -> the other
-            landmark = after[0] if after else (others[-1] if others else None)
-        elif len(after) < 2:
-            subject = landmark = None
-        elif word in ("left", "right") and "of" not in words[i + 1:i + 3]:
+            landmark = after[0] if after else nearest_other(objects, subject, i)
+        elif len(after) >= 2 and word in ("left", "right") and not of_follows:
             subject, landmark = after[0], after[1]  # "on the left is a dog, then a bear"
-        else:
+        elif len(after) >= 2:
             subject, landmark = after[1], after[0]  # "to the left of the dog is a bear"
-        return RELATION_WORDS[word], subject, landmark
-    return None
+        elif after and of_follows:  # "right of the bear" after "A dog and a bear."
+            subject, landmark = nearest_other(objects, after[0], i), after[0]
+        elif after:  # "on the right a dog"
+            subject, landmark = after[0], nearest_other(objects, after[0], i)
+        else:  # no object in the clause: it goes on from the last one, "..., not left" / "..., or left"
+            subject, landmark = found[-1][2:] if found else (None, None)
+        found.append((i, RELATION_WORDS[word], subject, landmark))
+    return found
 
 
-def relation_holds(words: list, objects: list, obj: str, relation: str, ref: str) -> bool:
-    # "obj REL ref" is proved by saying it, or by saying "ref INVERSE(REL) obj"
-    found = find_relation(words, objects)
-    if found is None:
-        return False
-    said, subject, landmark = found
-    if (subject, landmark) == (obj, ref):  # "the dog is right of the bear"
-        return said == relation
-    return (subject, landmark) == (ref, obj) and said == INVERSE[relation]  # "bear left of dog"
+def relation_claims(words: list, clauses: list, objects: list, denied: set, obj: str, ref: str) -> list:
+    # the claims about the pair (obj, ref), as "obj REL ref": "ref INVERSE(REL) obj" says the same.
+    # A relation whose subject or landmark cannot be read is a claim that is never right; one between
+    # other objects is no claim about this pair (the extra object is priced by object_credits).
+    claims = []
+    for i, said, subject, landmark in find_relations(words, clauses, objects):
+        if (subject, landmark) in ((obj, ref), (ref, obj)):
+            value = said if subject == obj else INVERSE[said]
+            claims.append(Claim(value, subject, i in denied))
+        elif subject is None or landmark is None:  # "it is right of the bear"
+            claims.append(Claim((said, subject, landmark), subject, i in denied))
+    return claims
 
 
-def bind_colors(colors: list, objects: list) -> dict:
-    # class -> colors said of it: the object right after the color, else the nearest one before
+def bind_colors(colors: list, objects: list, words: list) -> dict:
+    # class -> colors said of it: the object right after the run of colors, else the nearest one before
     starts = {m.start: m for m in objects}
+    color_starts = {c.start for c in colors}
     bound = {}
     for color in colors:
-        target = starts.get(color.end)  # adjective: "a purple wine glass"
+        j = color.end
+        while j < len(words) and (j in color_starts or words[j] in JOINERS):
+            j += 1  # "a purple and white wine glass": both colors are the glass's
+        target = starts.get(j)  # adjective: "a purple wine glass"
         if target is None:  # predicate: "the wine glass is purple"
             target = next((m for m in reversed(objects) if m.end <= color.start), None)
         if target:
-            bound.setdefault(target.name, set()).add(color.name)
+            bound.setdefault(target.name, []).append(color)
     return bound
 
 
-def color_credit(expected: str, said: set) -> float:
-    # 1/k when the right color is among k distinct colors said: naming every color earns nothing
-    return 1.0 / len(said) if expected in said else 0.0
+def bind_counts(counts: list, objects: list) -> dict:
+    # class -> counts said of it: the first object after the count, else the nearest one before
+    bound = {}
+    for count in counts:
+        target = next((m for m in objects if m.start >= count.end), None)  # "three or four bowls"
+        if target is None:  # "the bowls are four"
+            target = next((m for m in reversed(objects) if m.end <= count.start), None)
+        if target:
+            bound.setdefault(target.name, []).append(count)
+    return bound
+
+
+def as_claims(mentions: list, denied: set) -> list:
+    # a color or count said twice is said twice, in whatever words: "4 bowls, four bowls" repeats
+    return [Claim(m.name, None, m.start in denied) for m in mentions]
+
+
+def claim_credit(expected, claims: list) -> float:
+    # 1/k if the right value is asserted and never denied; k = distinct values + repeats
+    values = {c.value for c in claims}
+    repeats = len(claims) - len({(c.value, c.side) for c in claims})  # "pink, pink"; not "dog right, bear left"
+    right = any(c.value == expected and not c.denied for c in claims)
+    contradicted = any(c.value == expected and c.denied for c in claims)  # "pink, not pink"
+    return 1.0 / (len(values) + repeats) if right and not contradicted else 0.0
+
+
+def object_credits(names: list, objects: list, denied: set) -> list:
+    # each expected class: named and never denied; n expected classes share n/k when k > n are named
+    named = {m.name for m in objects}  # denied classes too: "a bench and no cat" names two
+    refused = {m.name for m in objects if m.start in denied}
+    share = min(1.0, len(set(names)) / len(named)) if named else 0.0
+    return [share * (name in named and name not in refused) for name in names]
 
 
 def score_details(answer: str, record: dict) -> dict:
     # per-slot credit in [0, 1], slot names as in SLOTS[record["tag"]]
     tag, include = record["tag"], record["include"]
     names = [entry["class"] for entry in include]
-    words = re.findall(r"[a-z0-9]+", str(answer or "").lower())  # "Teddy-bear!" -> teddy, bear
+    words, clauses = read_words(answer)  # "Teddy-bear!" -> teddy, bear
     objects = find_objects(words, OBJECTS + tuple(n for n in names if n not in OBJECTS))
-    named = {m.name for m in objects}
-    hits = [float(name in named) for name in names]  # one object slot per include entry
+    if tag == "color_attr":  # "the jar is orange": there a color, not a third object
+        objects = [m for m in objects if m.start not in {c.start for c in find_colors(words, objects)}]
+    denied = denied_words(words, clauses, objects)
+    hits = object_credits(names, objects, denied)  # one object slot per include entry
     if tag == "single_object":
         return {"object": hits[0]}
     if tag == "two_object":
         return {"first_object": hits[0], "second_object": hits[1]}
     if tag == "counting":
-        count = stated_count(words, objects, names[0])
-        return {"object": hits[0], "count": float(count == include[0]["count"])}
+        counts = find_counts(words)
+        if names[0] in {m.name for m in objects}:  # the counts said of that class
+            counts = bind_counts(counts, objects).get(names[0], [])
+        return {"object": hits[0], "count": claim_credit(include[0]["count"], as_claims(counts, denied))}
     if tag == "colors":
-        said = {c.name for c in find_colors(words, objects)}
-        return {"color": color_credit(include[0]["color"], said)}
+        colors = as_claims(find_colors(words, objects), denied)
+        return {"color": claim_credit(include[0]["color"], colors)}
     if tag == "position":
         obj, relation, ref = split_position(include)
-        return {"object": float(obj in named), "reference": float(ref in named),
-                "relation": float(relation_holds(words, objects, obj, relation, ref))}
+        obj_hit, ref_hit = object_credits([obj, ref], objects, denied)
+        claims = relation_claims(words, clauses, objects, denied, obj, ref)
+        return {"object": obj_hit, "reference": ref_hit, "relation": claim_credit(relation, claims)}
     if tag == "color_attr":
-        bound = bind_colors(find_colors(words, objects), objects)
+        bound = bind_colors(find_colors(words, objects), objects, words)
+        first, second = (as_claims(bound.get(name, []), denied) for name in names)
         return {"first_object": hits[0], "second_object": hits[1],
-                "first_color": color_credit(include[0]["color"], bound.get(names[0], set())),
-                "second_color": color_credit(include[1]["color"], bound.get(names[1], set()))}
+                "first_color": claim_credit(include[0]["color"], first),
+                "second_color": claim_credit(include[1]["color"], second)}
     raise ValueError(f"unknown tag {tag!r}; expected one of {', '.join(SLOTS)}")
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from prompts import OBJECTS, TAGS, add_questions, make_records, plural, read_records
+from prompts import COLORS, OBJECTS, RELATIONS, TAGS, add_questions, make_records, plural, read_records
 from reward import (SLOTS, SYNONYMS, group_advantages, is_correct, score_answer, score_answers,
                     score_details, zero_variance_fraction)
 
@@ -22,6 +22,10 @@ DOG_RIGHT_OF_BEAR = record("position", ("teddy bear", 1, {}),
                            ("dog", 1, {"position": ["right of", 0]}))
 GLASS_AND_APPLE = record("color_attr", ("wine glass", 1, {"color": "purple"}),
                          ("apple", 1, {"color": "black"}))
+BENCH = record("single_object", ("bench", 1, {}))
+BENCH_AND_BALL = record("two_object", ("bench", 1, {}), ("sports ball", 1, {}))
+PINK_CAR = record("colors", ("car", 1, {"color": "pink"}))
+EVERY_OBJECT = " ".join(OBJECTS)
 
 
 def check(cases, rec):
@@ -57,9 +61,12 @@ def test_counting_follows_the_paper_figure():
     check([("Two chairs", 0), ("Three bowls", 0.5), ("Four bowls", 1)], BOWLS)
 
 
-def test_counting_digits_number_words_and_nearest_number():
+def test_counting_digits_number_words_and_the_object_a_count_belongs_to():
+    # "I see 2 chairs and 4 bowls" names a class the question did not ask about: its object slot
+    # shares 1/2 (else listing every class would be free); the 2 is the chairs', the 4 the bowls'
     check([("4 bowls", 1), ("There are four.", 0.5), ("4", 0.5), ("four chairs", 0.5),
-           ("I see 2 chairs and 4 bowls", 1), ("I see 4 chairs and 2 bowls", 0.5),
+           ("I see 2 chairs and 4 bowls", 0.75), ("I see 4 chairs and 2 bowls", 0.25),
+           ("4 red bowls", 1), ("four small bowls", 1), ("the bowls are four", 1),
            ("a bowl", 0.5), ("bowls", 0.5)], BOWLS)
     check([("three people", 1), ("3 persons", 1), ("two men", 0.5)],
           record("counting", ("person", 3, {})))
@@ -116,6 +123,102 @@ def test_color_attr_binding_and_swapped_colors():
            ("The wine glass is purple and white, and the apple is black", 7 / 8),
            ("a purple glass and a black apple", 0.5),
            ("purple and black", 0)], GLASS_AND_APPLE)
+
+
+# Answers a policy finds when it optimises the reward: listing objects, negating, hedging, stating both
+# relations, extra counts, extra colors, repeating. Each earns less than the plain answer (record["answer"]).
+ADVERSARIAL = [
+    (BENCH, EVERY_OBJECT, 1 / 159),  # 159 classes: "orange broccoli" is a broccoli, colored orange
+    (BENCH, "a bench and a chair", 1 / 2),
+    (BENCH, "either a bench or a chair", 1 / 2),
+    (BENCH, "no bench", 0),
+    (BENCH, "There is a bench but no cat", 1 / 2),
+    (BENCH_AND_BALL, EVERY_OBJECT, 2 / 159),
+    (BENCH_AND_BALL, "There is no bench and no sports ball", 0),
+    (BENCH_AND_BALL, "neither a bench nor a sports ball", 0),
+    (BENCH_AND_BALL, "There isn't a bench and there isn't a sports ball", 0),
+    (BENCH_AND_BALL, "a bench without a sports ball", 1 / 2),
+    (BENCH_AND_BALL, "a bench, a sports ball and a cat", 2 / 3),
+    (BOWLS, "there are not four bowls", 0),
+    (BOWLS, "there aren't four bowls", 0),
+    (BOWLS, "three or four bowls", 3 / 4),
+    (BOWLS, "3-4 bowls", 3 / 4),
+    (BOWLS, "one two three four bowls", 5 / 8),
+    (BOWLS, "four or more bowls", 3 / 4),
+    (BOWLS, "at least four bowls", 3 / 4),
+    (BOWLS, "about four bowls", 3 / 4),
+    (BOWLS, "several bowls", 1 / 2),
+    (BOWLS, "not three but four bowls", 3 / 4),
+    (BOWLS, "four bowls, four bowls", 3 / 4),
+    (BOWLS, "4 bowls, four bowls", 3 / 4),
+    (BOWLS, "four bowls four bowls three bowls", 2 / 3),
+    (BOWLS, "four bowls, " + EVERY_OBJECT, (1 / 159 + 1) / 2),
+    (PINK_CAR, "pink or white", 1 / 2),
+    (PINK_CAR, " ".join(COLORS), 1 / 10),
+    (PINK_CAR, "pink, pink", 1 / 2),
+    (PINK_CAR, "the car is pink, not red", 1 / 2),
+    (PINK_CAR, "the car is not pink", 0),
+    (DOG_RIGHT_OF_BEAR, "the dog is right of the teddy bear and the dog is left of the teddy bear", 5 / 6),
+    (DOG_RIGHT_OF_BEAR, "the dog is left or right of the teddy bear", 5 / 6),
+    (DOG_RIGHT_OF_BEAR, "The dog is right of the teddy bear or left", 5 / 6),
+    (DOG_RIGHT_OF_BEAR, "The dog is right of and above the teddy bear", 5 / 6),
+    (DOG_RIGHT_OF_BEAR, "The dog is right of the teddy bear, not left of it", 5 / 6),
+    (DOG_RIGHT_OF_BEAR, "The dog is not right of the teddy bear", 2 / 3),
+    (DOG_RIGHT_OF_BEAR, "The dog is right of the teddy bear. The dog is right of the teddy bear.", 5 / 6),
+    (DOG_RIGHT_OF_BEAR, "dog teddy bear left right above below", 3 / 4),
+    (DOG_RIGHT_OF_BEAR, "The dog is right of the teddy bear and the cat", 7 / 9),
+    (GLASS_AND_APPLE, "The wine glass is purple or black and the apple is black or purple", 3 / 4),
+    (GLASS_AND_APPLE, "The wine glass is purple, not black, and the apple is black, not purple", 3 / 4),
+    (GLASS_AND_APPLE, "a purple purple wine glass and a black apple", 7 / 8),
+    (GLASS_AND_APPLE, f"The wine glass is {' '.join(COLORS)} and the apple is {' '.join(COLORS)}", 11 / 20),
+    (GLASS_AND_APPLE, "The wine glass is purple and the apple is black and the cup is red", 5 / 6),
+]
+
+
+@pytest.mark.parametrize("rec, answer, expected", ADVERSARIAL, ids=[a[:50] for _, a, _ in ADVERSARIAL])
+def test_gaming_answers_earn_less_than_the_plain_answer(rec, answer, expected):
+    assert score_answer(rec["answer"], rec) == 1.0
+    assert score_answer(answer, rec) == pytest.approx(expected)
+    assert score_answer(answer, rec) < 1.0
+
+
+def test_a_hedge_earns_the_mean_of_its_members_whatever_the_truth():
+    # so for any belief a hedge is worth the average of its members' chances, never more than the best one
+    cases = [
+        ([record("counting", ("bowl", n, {})) for n in (2, 3, 4, 5)],
+         ["two bowls", "three bowls", "four bowls"], "two, three or four bowls"),
+        ([record("colors", ("car", 1, {"color": c})) for c in COLORS],
+         ["the car is red", "the car is blue"], "the car is red or blue"),
+        ([record("position", ("teddy bear", 1, {}), ("dog", 1, {"position": [r, 0]})) for r in RELATIONS],
+         ["the dog is left of the teddy bear", "the dog is above the teddy bear"],
+         "the dog is left of the teddy bear or above it"),
+        ([record("single_object", (name, 1, {})) for name in ("bench", "chair", "cat")],
+         ["a bench", "a chair"], "a bench or a chair"),
+    ]
+    for truths, members, hedge in cases:
+        for rec in truths:
+            mean = sum(score_answer(member, rec) for member in members) / len(members)
+            assert score_answer(hedge, rec) == pytest.approx(mean), (hedge, rec["prompt"])
+
+
+def test_negation_reaches_to_the_end_of_its_phrase():
+    # it denies what follows it up to the first object name or relation word, within its clause
+    check([("The dog is not left of the teddy bear", 2 / 3),  # the teddy bear itself is not denied
+           ("The dog isn't on the right of the teddy bear", 2 / 3)], DOG_RIGHT_OF_BEAR)
+    check([("There is a bench and no sports ball", 1 / 2), ("There is no bench, a sports ball", 1 / 2),
+           ("no bench or sports ball", 1 / 2)], BENCH_AND_BALL)
+    check([("The car isn't red, it is pink", 1 / 2), ("The car isnt pink", 0), ("no pink car", 0)], PINK_CAR)
+    check([("There are four bowls, not three", 3 / 4), ("There are no bowls", 0)], BOWLS)
+    check([("The wine glass is not purple and the apple is black", 3 / 4)], GLASS_AND_APPLE)
+
+
+def test_colors_of_a_run_and_orange_read_in_context():
+    check([("a purple and white wine glass and a black apple", 7 / 8)], GLASS_AND_APPLE)
+    check([("a red orange", 1)], record("colors", ("orange", 1, {"color": "red"})))  # the fruit
+    check([("red orange yellow", 1 / 3)], record("colors", ("car", 1, {"color": "orange"})))  # 3 colors
+    # a color word after "is" is a color, not a third object that would share the object slots
+    check([("The zebra is pink and the jar is orange", 1)],
+          record("color_attr", ("zebra", 1, {"color": "pink"}), ("jar", 1, {"color": "orange"})))
 
 
 def test_details_slots_and_batch_api():
