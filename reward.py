@@ -307,7 +307,10 @@ def score_details(answer: str, record: dict) -> dict:
     tag, include = record["tag"], record["include"]
     names = [entry["class"] for entry in include]
     words, clauses = read_words(answer)  # "Teddy-bear!" -> teddy, bear
-    objects = find_objects(words, OBJECTS + tuple(n for n in names if n not in OBJECTS))
+    # the classes an answer may name: the 160 objects, plus a world's own vocabulary when its records carry one
+    # (the shapes world), so naming a class outside the prompt is an extra claim there too
+    extra = tuple(dict.fromkeys(n for n in (*record.get("classes", ()), *names) if n not in OBJECTS))
+    objects = find_objects(words, OBJECTS + extra)
     if tag == "color_attr":  # "the jar is orange": there a color, not a third object
         objects = [m for m in objects if m.start not in {c.start for c in find_colors(words, objects)}]
     denied = denied_words(words, clauses, objects)

@@ -343,9 +343,11 @@ def scene_answer(record, codes):
 
 
 def make_shape_records(n, seed=0, tags=TAGS):
-    """n GenEval-format records over the shapes vocabulary (counts 2-4 fit in the 16 cells)."""
-    return prompts.make_records(n, seed, tags=tags, objects=SHAPES, colors=COLORS,
-                                counts=prompts.COUNTS, relations=prompts.RELATIONS)
+    """n GenEval-format records over the shapes vocabulary (counts 2-4 fit in the 16 cells). Each names the
+    world's classes, so the reward counts a shape the prompt did not ask for as an extra claim."""
+    records = prompts.make_records(n, seed, tags=tags, objects=SHAPES, colors=COLORS,
+                                   counts=prompts.COUNTS, relations=prompts.RELATIONS)
+    return [{**record, "classes": list(SHAPES)} for record in records]
 
 
 EVAL_SEED = 1_000_003  # the evaluation prompts' seed; training pools use small seeds

@@ -296,3 +296,17 @@ def test_rows_are_normalised_independently_and_never_nan():
     assert group_advantages(torch.tensor([[1, 0]])).dtype == torch.float32  # int rewards accepted
     with pytest.raises(ValueError):
         group_advantages(torch.ones(3))
+
+
+def test_a_world_with_its_own_classes_prices_naming_them():
+    """The shapes world's records carry their class list: listing every shape, or denying one the prompt
+    never asked about, earns less than the plain answer, as the 160 objects do for GenEval's prompts."""
+    import shapes
+
+    record = next(r for r in shapes.make_shape_records(60, seed=0) if r["tag"] == "single_object")
+    shape = record["include"][0]["class"]
+    other = next(s for s in shapes.SHAPES if s != shape)
+    plain = score_answer(f"a {shape}", record)
+    assert plain == 1.0
+    assert score_answer(" ".join(shapes.SHAPES), record) < plain
+    assert score_answer(f"a {shape} and a {other}", record) < plain

@@ -189,7 +189,7 @@ def test_step_zero_ratio_is_one_and_kl_is_zero(fresh_janus, records):
 
 @pytest.mark.parametrize("model", FAMILIES)
 def test_grpo_raises_a_fixed_synthetic_reward(records, model):
-    """A few GRPO steps on image tokens raise the share of tokens from the codebook's first eighth."""
+    """Twenty GRPO steps on image tokens raise the share of tokens from the codebook's first eighth."""
     from models import load_policy
 
     p = load_policy(model)
@@ -197,7 +197,7 @@ def test_grpo_raises_a_fixed_synthetic_reward(records, model):
     optimizer = torch.optim.AdamW([q for q in p.parameters() if q.requires_grad], lr=cfg.lr)
     target = p.codebook_size // 8
     means = []
-    for step in range(12):
+    for step in range(20):  # 12 steps left the rise within rounding of the bar on some CPUs (+0.09 on one)
         ro = rollout(p.eval(), records[:2], cfg.group_size, seed=0, step=step, first_index=0, cfg_scale=5.0)
         rewards = (ro.image_ids < target).float().mean(1)  # (N,) the synthetic reward
         means.append(rewards.mean().item())
