@@ -8,6 +8,10 @@ on every GPU: Janus-Pro-7B would need about 111 GiB per GPU. `--fsdp` shards all
 (`torch.distributed.fsdp.fully_shard`): every transformer block is its own unit, the root holds the
 rest. Rollouts and answers run many small no-grad steps, so under FSDP the parameters are gathered
 ONCE before them (`full_params`), not per layer per step.
+
+Mixed precision (train.py --precision bf16) keeps fp32 master weights, gradients and AdamW state in both:
+DDP's forwards run under bf16 autocast; FSDP2 gathers the fp32 shards in bf16 for the forwards and
+reduces the gradients in fp32 (`MixedPrecisionPolicy`), so the sharded parameters never round to bf16.
 """
 
 from __future__ import annotations
@@ -109,13 +113,20 @@ def blocks_of(module) -> list:
     return [m for m in module.modules() if type(m).__name__.endswith(("DecoderLayer", "EncoderLayer"))]
 
 
-def shard(module) -> None:
-    """FSDP2 in place: every block, then the root. Parameters become sharded DTensors."""
-    from torch.distributed.fsdp import fully_shard
+def shard(module, gather_dtype: torch.dtype | None = None) -> None:
+    """FSDP2 in place: every block, then the root. Parameters become sharded DTensors. With gather_dtype
+    (bf16), the shards, their gradients and so the AdamW state keep the parameters' own dtype (fp32): each
+    unit gathers its weights in gather_dtype for a forward and reduces the gradients in the shards' dtype."""
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
+    master = next(module.parameters()).dtype
+    # cast_forward_inputs off: train.py's forwards run under autocast, which casts per op as DDP's do; casting
+    # the inputs would also round the residual stream between blocks and the coupling's uniforms to bf16
+    mp = MixedPrecisionPolicy(param_dtype=gather_dtype, reduce_dtype=master if gather_dtype else None,
+                              cast_forward_inputs=False)
     for block in blocks_of(module):
-        fully_shard(block)
-    fully_shard(module)
+        fully_shard(block, mp_policy=mp)
+    fully_shard(module, mp_policy=mp)
     module._get_fsdp_state()._lazy_init()  # the sampling loops call sub-modules before any root forward
 
 
@@ -123,12 +134,13 @@ def is_sharded(module) -> bool:
     return hasattr(module, "reshard") and hasattr(module, "unshard")
 
 
-def wrap(policy, world: int, device, fsdp: bool):
-    """The module every gradient-carrying call goes through: DDP, the FSDP-sharded policy, or the policy."""
+def wrap(policy, world: int, device, fsdp: bool, gather_dtype: torch.dtype | None = None):
+    """The module every gradient-carrying call goes through: DDP, the FSDP-sharded policy, or the policy.
+    gather_dtype: FSDP's compute dtype for the gathered weights (see `shard`); DDP's comes from autocast."""
     if world == 1:
         return policy
     if fsdp:
-        shard(policy)
+        shard(policy, gather_dtype)
         return policy
     from torch.nn.parallel import DistributedDataParallel as DDP
 

@@ -50,11 +50,11 @@ class Config:
     steps: int = opt(20, "optimizer iterations in total (a resumed run continues up to this)")
     seed: int = opt(0, "seeds prompts order, rollouts and answers")
     device: str = opt("auto", "auto | cpu | cuda")
-    dtype: str = opt("float32", "weights' dtype: float32 | bfloat16")
+    precision: str = opt("fp32", "fp32 | bf16: fp32 master weights, grads and AdamW state, bf16 compute | "
+                                 "bf16-lossy: all stored in bf16, which loses small updates (it says how much)")
     threads: int = opt(0, "torch CPU threads per process; 0 leaves torch's default")
     fsdp: bool = opt(False, "shard weights, grads and AdamW state with FSDP2 (needed for Janus-Pro-7B); default DDP")
     grad_ckpt: bool = opt(False, "activation checkpointing in the trained transformer blocks")
-    autocast: bool = opt(False, "bf16 autocast for sampling and the training forwards (fp32 weights, fp32 losses)")
     kv_bucket: int = opt(128, "AR sampling: attention reads the filled KV slots rounded up to this many (0: all slots)")
     compile_decode: str = opt("off", "AR sampling: torch.compile the one-token step: off | default | "
                                      "reduce-overhead (adds CUDA graphs)")
@@ -101,6 +101,13 @@ class Config:
     keep_checkpoints: int = opt(2, "how many recent checkpoints to keep")
 
 
+# --precision -> (dtype of the stored weights, grads and AdamW state; dtype the forwards compute in). bf16 is
+# UniRL's mixed precision: AdamW's steps of about lr (1e-5) land on fp32 master weights. bf16-lossy stores the
+# weights in bf16, whose spacing near a weight w is |w| / 256 to |w| / 128: a step below half of it rounds away.
+PRECISIONS = {"fp32": (torch.float32, torch.float32), "bf16": (torch.float32, torch.bfloat16),
+              "bf16-lossy": (torch.bfloat16, torch.bfloat16)}
+
+
 def parse_config(argv: list[str] | None = None) -> Config:
     """argparse built from the dataclass; unknown flags are errors. With --resume, the saved config
     is the base and only the flags given on this command line override it."""
@@ -110,7 +117,7 @@ def parse_config(argv: list[str] | None = None) -> Config:
         from checkpoint import find_checkpoint, read_trainer_state
 
         ckpt = find_checkpoint(given["resume"])
-        base = read_trainer_state(ckpt)["config"]
+        base = saved_precision(read_trainer_state(ckpt)["config"])
         base["out"] = str(ckpt.parent)
         given["resume"] = str(ckpt)
     model = given.get("model", base.get("model", Config.model))
@@ -120,6 +127,16 @@ def parse_config(argv: list[str] | None = None) -> Config:
     if cfg.out is None:  # a fresh folder per run, so re-running a command never collides with an old run
         cfg.out = f"runs/{cfg.model}-{cfg.mode}-{time.strftime('%Y%m%d-%H%M%S')}"
     return cfg
+
+
+def saved_precision(saved: dict) -> dict:
+    """A config saved before --precision (keys dtype, autocast) in today's terms: a resumed run continues as it
+    ran. bf16 weights -> bf16-lossy (which then says what it loses), fp32 weights + autocast -> bf16."""
+    old = {k: saved[k] for k in ("dtype", "autocast") if k in saved}
+    if not old:
+        return saved
+    precision = "bf16-lossy" if old.get("dtype") == "bfloat16" else "bf16" if old.get("autocast") else "fp32"
+    return {**{k: v for k, v in saved.items() if k not in old}, "precision": precision}
 
 
 # ------------------------------------------------------------------ checks before any heavy work
@@ -132,7 +149,7 @@ def validate(cfg: Config, world: int) -> None:
     check_sampling_flags(cfg.model, cfg.kv_bucket, cfg.compile_decode, cfg.fsdp)
     choices = {"mode": ("sft", "grpo"), "sft_on": ("gen", "und", "both"), "grpo_on": ("gen", "und", "both"),
                "ratio_dist": ("guided", "cond"), "estimator": ("remask", "trajectory"),
-               "dtype": ("float32", "bfloat16"), "device": ("auto", "cpu", "cuda")}
+               "precision": tuple(PRECISIONS), "device": ("auto", "cpu", "cuda")}
     for name, allowed in choices.items():
         if getattr(cfg, name) not in allowed:
             raise ValueError(f"--{name.replace('_', '-')} {getattr(cfg, name)!r}: choose one of {', '.join(allowed)}")
@@ -254,13 +271,15 @@ def sample_and_answer(step, cfg, policy, records, first, cfg_scale):
 
 
 def autocast(cfg, policy):
-    """bf16 autocast around sampling, answering and the training forwards when asked for (fp32 weights stay
-    the master copy). Log-probs and losses are upcast to fp32; the sampling KV cache is stored in bf16.
-    One region spans a whole rollout, so autocast casts each weight to bf16 once, not at every step."""
-    if not cfg.autocast:
+    """--precision bf16: bf16 autocast around sampling, answering, the training forwards and the held-out
+    evaluation (the fp32 weights stay the master copy). Log-probs and losses are upcast to fp32; the sampling
+    KV cache is stored in bf16. One region spans a whole rollout, so autocast casts each weight to bf16 once,
+    not at every step. A no-op when the weights are stored in the compute dtype (fp32, bf16-lossy)."""
+    stored, compute = PRECISIONS[cfg.precision]
+    if compute == stored:
         return contextlib.nullcontext()
     device = next(policy.parameters()).device
-    return torch.autocast(device.type, dtype=torch.bfloat16)
+    return torch.autocast(device.type, dtype=compute)
 
 
 def build_batch(cfg, policy, ro, idx, cfg_scale, targets):
@@ -352,7 +371,7 @@ def check_finite(loss: torch.Tensor, step: int, stats: dict) -> None:
     """A NaN or inf loss stops every rank together, before it reaches the weights."""
     if any_rank(not bool(torch.isfinite(loss)), loss.device):
         raise FloatingPointError(f"step {step}: the loss is not finite ({loss.item()}; terms {stats}). "
-                                 f"Lower --lr, use --dtype float32, or resume from the last checkpoint.")
+                                 f"Lower --lr, use --precision fp32, or resume from the last checkpoint.")
 
 
 # ------------------------------------------------------------------ main
@@ -382,18 +401,25 @@ def run(cfg: Config, rank: int, world: int, device: torch.device):
     print0(f"world {world} | prompts per rank {per_rank} | images per step {cfg.prompts_per_step * cfg.group_size} | "
            f"micro-batches per rank {math.ceil(per_rank * cfg.group_size / cfg.micro_batch)} | "
            f"training prompts {len(records)}")
-    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[cfg.dtype]
-    policy = load_policy(cfg.model, cfg.resume or cfg.model_path, device=device, dtype=dtype)
+    if cfg.precision == "bf16-lossy":  # weights stored in bf16 never train silently: say what they lose
+        print0(f"warning: --precision bf16-lossy stores the weights, grads and AdamW state in bf16, which rounds away "
+               f"an AdamW step (about --lr) below half the spacing near its weight: at --lr {cfg.lr:g}, weights "
+               f"larger than about {512 * cfg.lr:.2g} in magnitude never move, nor do norm weights near 1 below "
+               f"--lr 0.002. --precision bf16 loses no update (fp32 master weights, 8 more bytes per trained weight)")
+    stored, compute = PRECISIONS[cfg.precision]  # bf16: fp32 weights (the master copy), bf16 forwards
+    policy = load_policy(cfg.model, cfg.resume or cfg.model_path, device=device, dtype=stored)
     ref = None
     if cfg.mode == "grpo" and cfg.kl_beta > 0:  # the KL anchor is the starting model, also after a resume
-        ref = load_policy(cfg.model, cfg.model_path, device=device, dtype=dtype) if cfg.resume else copy.deepcopy(policy)
+        ref = (load_policy(cfg.model, cfg.model_path, device=device, dtype=stored) if cfg.resume
+               else copy.deepcopy(policy))
         ref.requires_grad_(False).eval()
     if cfg.grad_ckpt:
         policy.enable_activation_checkpointing()
     set_sampling(policy, cfg.kv_bucket, cfg.compile_decode)  # after the reference copy: it never samples
-    model = wrap(policy, world, device, cfg.fsdp)  # DDP, or FSDP2 in place; the optimizer sees the result
+    gather = compute if compute != stored else None  # FSDP: gather bf16 for the forwards, keep the shards fp32
+    model = wrap(policy, world, device, cfg.fsdp, gather)  # DDP, or FSDP2 in place; the optimizer sees the result
     if ref is not None and cfg.fsdp and world > 1:
-        wrap(ref, world, device, fsdp=True)
+        wrap(ref, world, device, fsdp=True, gather_dtype=gather)
     params = [p for p in policy.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     start = 0
@@ -407,7 +433,8 @@ def run(cfg: Config, rank: int, world: int, device: torch.device):
         atomic_write_text(out / "run_config.json", json.dumps(dataclasses.asdict(cfg), indent=1))
         trim_metrics(out / "metrics.jsonl", start)
     if cfg.eval_every and start == 0:  # the starting point of every curve
-        first = held_out_eval(cfg, policy, held_out)  # every rank evaluates (FSDP gathers are collective)
+        with autocast(cfg, policy):  # every rank evaluates (FSDP gathers are collective)
+            first = held_out_eval(cfg, policy, held_out)
         if is_main():
             write_metrics(out, {"step": 0, **first})
     bar = tqdm(range(start, cfg.steps), disable=not is_main(), desc="unirl", dynamic_ncols=True)
@@ -421,7 +448,8 @@ def run(cfg: Config, rank: int, world: int, device: torch.device):
         everyone = gather_lists([(float(r), rec["tag"]) for r, rec in zip(ro.rewards, ro.records)])
         m = step_metrics(step + 1, everyone, stats, lr, time.perf_counter() - t0)
         if cfg.eval_every and ((step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps):
-            m.update(held_out_eval(cfg, policy, held_out))
+            with autocast(cfg, policy):
+                m.update(held_out_eval(cfg, policy, held_out))
         if is_main():
             write_metrics(out, m)
             bar.write(f"step {step + 1:5d} | reward {m['reward_mean']:.3f} ± {m['reward_std']:.3f} | "

@@ -499,8 +499,10 @@ def iteration(s: Suite, policy, name: str, group: int, timesteps: int | None = N
     import reward
     import train
 
+    # the suite's policy is stored in s.dtype, so its precision is the one that stores and computes in that dtype
+    precision = "bf16-lossy" if s.dtype == torch.bfloat16 else "fp32"
     cfg = train.Config(model=name, mode="grpo", prompts_per_step=1, group_size=group, micro_batch=group,
-                       max_answer_tokens=16, timesteps=timesteps, dtype="bfloat16")
+                       max_answer_tokens=16, timesteps=timesteps, precision=precision)
     ref = copy.deepcopy(policy).requires_grad_(False).eval()
     params = [x for x in policy.parameters() if x.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=1e-5)

@@ -7,16 +7,20 @@ the largest micro-batch whose memory fits, which fixes the gradient-accumulation
 cannot hold the training states (Janus-Pro-7B: ~110 GiB per GPU with fp32 AdamW states) and FSDP is needed.
 
 Memory model per GPU (bench/roofline.py has each formula):
-    weights, grads, AdamW states   16 B per trainable parameter under train.py --autocast (fp32 weights, grads
-                                   and AdamW, bf16 compute), 8 B with --dtype bfloat16; / GPUs under FSDP
+    weights, grads, AdamW states   16 B per trainable parameter under train.py --precision bf16 (fp32 master
+                                   weights, grads and AdamW, bf16 compute), 8 B with bf16-lossy; / GPUs under FSDP
     reference model                a frozen copy of the weights for the KL (when --kl-beta > 0), / GPUs under FSDP
+    bf16 weight copies             DDP --precision bf16: autocast keeps a bf16 copy of every trained weight it
+                                   casts, for a whole rollout and from a forward to its backward (2 B per parameter)
     rollout (no grad)              the KV cache of the CFG rows (Janus) or one forward's transients (Show-o),
-                                   the answers' KV cache, and under FSDP the whole model gathered once (unshard)
+                                   the answers' KV cache, and under FSDP the whole model gathered once (unshard),
+                                   in the compute dtype (bf16: FSDP2's MixedPrecisionPolicy gathers bf16)
     kept (--compile-decode)        the compiled Janus step keeps its rollout KV cache between rollouts, so the
                                    cache stays allocated while training runs
     training (one micro-batch)     activations ~34 * S * h bytes per layer and row (2 * S * h with checkpointing)
                                    and the fp32 logits of the trained tokens
-    peak = states + reference + kept + max(rollout, training); it must stay under --headroom x --gpu-mem.
+    peak = states + reference + bf16 copies + kept + max(rollout, training); it must stay under --headroom x
+    --gpu-mem.
 It is an estimate (fragmentation, the CUDA context and allocator caching are in the headroom); the GPU suite
 (bench/gpu.py) measures real peaks next to the same predictions. The plan ends with the train.py command
 that runs it.
@@ -66,7 +70,7 @@ class Plan:
     gpus: int
     gpu_mem_gib: float
     fsdp: bool
-    precision: str  # autocast | bf16 | fp32 (train.py's three ways) | mixed (ZeRO's, for comparison only)
+    precision: str  # bf16 | fp32 | bf16-lossy (train.py --precision) | mixed (ZeRO's, for comparison only)
     checkpointing: bool
     kl: bool
     compile_decode: bool
@@ -122,15 +126,15 @@ def training_bytes(model: str, micro: int, checkpointing: bool, ratio_dist: str,
     return out
 
 
-PRECISIONS = {  # name -> (bytes per weight element, bytes per compute element: caches and activations)
-    "autocast": (4, 2),  # train.py --autocast: fp32 weights (and reference), bf16 caches and activations
-    "bf16": (2, 2),  # train.py --dtype bfloat16
-    "fp32": (4, 4),  # train.py's default, no autocast
+PRECISIONS = {  # name -> (bytes per weight element, bytes per compute element: caches, activations, gathers)
+    "bf16": (4, 2),  # train.py --precision bf16: fp32 weights (and reference), bf16 caches and activations
+    "fp32": (4, 4),  # train.py's default
+    "bf16-lossy": (2, 2),  # train.py --precision bf16-lossy: weights stored in bf16, small updates lost
     "mixed": (2, 2),  # ZeRO's bf16 weights + fp32 master copy: not what train.py does, kept to compare
 }
 
 
-def plan_recipe(model: str, gpus: int, gpu_mem_gib: float, *, fsdp: bool = False, precision: str = "autocast",
+def plan_recipe(model: str, gpus: int, gpu_mem_gib: float, *, fsdp: bool = False, precision: str = "bf16",
                 checkpointing: bool = False, kl: bool = True, ratio_dist: str = "guided", train_on: str = "both",
                 compile_decode: bool = False, prompts_per_step: int | None = None, group_size: int | None = None,
                 headroom: float = 0.9, params: dict | None = None) -> Plan:
@@ -162,11 +166,13 @@ def plan_recipe(model: str, gpus: int, gpu_mem_gib: float, *, fsdp: bool = False
     states = {k: v / shard for k, v in R.training_state_bytes(params["trainable"], params["frozen"], precision).items()}
     fixed = dict(states)
     fixed["reference"] = weight_b * params["total"] / shard if kl else 0
+    if weight_b != compute_b and not fsdp:  # autocast's cast cache, and the casts autograd saves for the backward
+        fixed["bf16 weight copies"] = compute_b * params["trainable"]
     rollout = rollout_bytes(model, images, compute_b)
     if compile_decode:  # the compiled step's cache outlives the rollout (JanusPolicy.compile_decode keeps it)
         fixed["kept: rollout kv_cache"] = rollout.pop("kv_cache")
     if fsdp:  # generation calls the model 577 times: gather the full weights once, not per call
-        rollout["unsharded_weights"] = weight_b * params["total"]
+        rollout["unsharded_weights"] = compute_b * params["total"]  # gathered in the compute dtype
     usable = headroom * gpu_mem_gib * GiB
     chosen = None
     for accum in range(1, images + 1):  # fewest accumulation steps = largest micro-batch that fits
@@ -197,9 +203,8 @@ def plan_recipe(model: str, gpus: int, gpu_mem_gib: float, *, fsdp: bool = False
 
 def train_command(plan: Plan) -> str:
     """The torchrun line that runs this plan with train.py."""
-    dtype = {"autocast": "--autocast", "bf16": "--dtype bfloat16", "fp32": "--dtype float32"}[plan.precision]
     flags = [f"--model {plan.model}", "--mode grpo", f"--prompts-per-step {plan.prompts_per_step}",
-             f"--group-size {plan.group_size}", f"--micro-batch {plan.micro_batch}", dtype]
+             f"--group-size {plan.group_size}", f"--micro-batch {plan.micro_batch}", f"--precision {plan.precision}"]
     flags += ["--fsdp"] * plan.fsdp + ["--grad-ckpt"] * plan.checkpointing + ["--kl-beta 0"] * (not plan.kl)
     flags += [f"--ratio-dist {plan.ratio_dist}"] * (plan.ratio_dist != "guided")
     flags += [f"--grpo-on {plan.train_on}"] * (plan.train_on != "both")
@@ -219,13 +224,13 @@ def format_plan(plan: Plan) -> str:
     ]
     for k, v in plan.memory.items():
         lines.append(f"  {k:<32s} {v / GiB:8.2f}")
-    lines.append(f"  {'peak = states + reference + kept + max(rollout, train)':<48s} {plan.peak / GiB:8.2f}  "
+    lines.append(f"  {'peak = states + reference + copies + kept + max(rollout, train)':<48s} {plan.peak / GiB:8.2f}  "
                  f"(usable {plan.usable / GiB:.1f})")
     if plan.fits:
         lines.append("fits.")
         if plan.precision == "mixed":
-            lines.append("note: train.py has no bf16-weight, fp32-master mixed precision; plan --precision autocast "
-                         "(its fp32 weights + bf16 compute) or bf16 to get a command")
+            lines.append("note: train.py has no bf16-weight, fp32-master mixed precision; plan --precision bf16 "
+                         "(its fp32 master weights + bf16 compute) to get a command")
         else:
             lines.append(f"command: {train_command(plan)}")
     else:
@@ -240,9 +245,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--gpus", type=int, default=8, help="number of GPUs (ranks)")
     ap.add_argument("--gpu-mem", type=float, default=80, help="memory per GPU in GiB")
     ap.add_argument("--fsdp", action="store_true", help="shard weights, grads, AdamW states and the reference")
-    ap.add_argument("--precision", default="autocast", choices=list(PRECISIONS),
-                    help="autocast: train.py --autocast (fp32 weights and AdamW, bf16 compute; 16 B/param); bf16: "
-                         "--dtype bfloat16 (8 B/param); fp32: no autocast; mixed: ZeRO's bf16 + fp32 master, to compare")
+    ap.add_argument("--precision", default="bf16", choices=list(PRECISIONS),
+                    help="as train.py --precision: bf16 (fp32 master weights and AdamW, bf16 compute; 16 B/param), "
+                         "fp32, bf16-lossy (8 B/param, loses small updates); mixed: ZeRO's bf16 + fp32 master, "
+                         "to compare")
     ap.add_argument("--checkpointing", action="store_true", help="activation checkpointing (train.py --grad-ckpt)")
     ap.add_argument("--compile-decode", action="store_true",
                     help="Janus: train.py --compile-decode keeps the rollout's KV cache allocated between rollouts")

@@ -247,15 +247,15 @@ def logits_bytes(rows: int, positions: int, vocab: int, copies: int = 3) -> int:
 
 
 def training_state_bytes(trainable: int, frozen: int, precision: str = "mixed") -> dict:
-    """Weights, gradients and AdamW states per replica.
+    """Weights, gradients and AdamW states per replica, named as train.py's --precision.
 
-    autocast: what train.py --autocast does: fp32 weights, grads, m and v, bf16 compute (4 + 4 + 8 = 16 B)
-    mixed:    ZeRO's bf16 weights + bf16 grads + fp32 master, m, v (2 + 2 + 12 = 16 B per trainable parameter,
-              ZeRO §3); train.py does not do this, it is here to compare with performance.md
-    bf16:     what train.py --dtype bfloat16 does: weights, grads, m and v all bf16 (2 + 2 + 4 = 8 B)
-    fp32:     train.py's default float32, no autocast: 4 + 4 + 8 = 16 B
+    bf16:       fp32 weights (the master copy), grads, m and v, bf16 compute (4 + 4 + 8 = 16 B)
+    fp32:       the same states, fp32 compute (16 B)
+    bf16-lossy: weights, grads, m and v all stored in bf16 (2 + 2 + 4 = 8 B); it loses small updates
+    mixed:      ZeRO's bf16 weights + bf16 grads + fp32 master, m, v (2 + 2 + 12 = 16 B per trainable parameter,
+                ZeRO §3); train.py does not do this, it is here to compare with performance.md
     Frozen parameters (the image tokenizer) cost their weights only.
     """
-    weight_b, grad_b, adam_b = {"autocast": (4, 4, 8), "mixed": (2, 2, 12), "bf16": (2, 2, 4),
-                                "fp32": (4, 4, 8)}[precision]
+    weight_b, grad_b, adam_b = {"bf16": (4, 4, 8), "fp32": (4, 4, 8), "bf16-lossy": (2, 2, 4),
+                                "mixed": (2, 2, 12)}[precision]
     return {"weights": weight_b * (trainable + frozen), "grads": grad_b * trainable, "adamw": adam_b * trainable}

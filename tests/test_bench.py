@@ -124,7 +124,8 @@ def test_parameter_counts_of_the_real_architectures():
 
 
 def test_recipe_janus_pro_1b_on_8x80_ddp():
-    """Hand-checked: 8 prompts x G 8 over 8 GPUs, train.py --autocast (fp32 weights, grads and AdamW; bf16 compute)."""
+    """Hand-checked: 8 prompts x G 8 over 8 GPUs, train.py --precision bf16 (fp32 master weights, grads and AdamW;
+    bf16 compute)."""
     plan = recipe.plan_recipe("janus-pro-1b", 8, 80, params=JANUS_1B)
     assert (plan.group_size, plan.prompts_per_rank, plan.images_per_rank) == (8, 1, 8)
     assert (plan.micro_batch, plan.grad_accum, plan.fits) == (8, 1, True)
@@ -133,11 +134,12 @@ def test_recipe_janus_pro_1b_on_8x80_ddp():
     assert gib["grads"] == pytest.approx(7.468, abs=1e-3)  # 4 B x 2,004,753,408 (VQ frozen)
     assert gib["adamw"] == pytest.approx(14.937, abs=1e-3)  # 8 B x 2,004,753,408
     assert gib["reference"] == pytest.approx(7.736, abs=1e-3)  # a copy of the fp32 policy
+    assert gib["bf16 weight copies"] == pytest.approx(3.734, abs=1e-3)  # autocast's casts: 2 B x 2,004,753,408
     assert gib["rollout: kv_cache"] == pytest.approx(1.781, abs=1e-3)  # 16 rows x 608 x 192 KiB, bf16
     assert plan.peak <= plan.usable == 0.9 * 80 * R.GiB
     command = recipe.format_plan(plan).splitlines()[-1]
     assert command == ("command: torchrun --nproc_per_node 8 train.py --model janus-pro-1b --mode grpo "
-                       "--prompts-per-step 8 --group-size 8 --micro-batch 8 --autocast")
+                       "--prompts-per-step 8 --group-size 8 --micro-batch 8 --precision bf16")
     zero = recipe.plan_recipe("janus-pro-1b", 8, 80, precision="mixed", params=JANUS_1B)  # ZeRO's, to compare
     assert zero.memory["adamw"] / R.GiB == pytest.approx(22.405, abs=1e-3)  # 12 B: fp32 master, m, v
     assert "command:" not in recipe.format_plan(zero)  # train.py cannot run it, so no command is offered
@@ -146,7 +148,7 @@ def test_recipe_janus_pro_1b_on_8x80_ddp():
 def test_recipe_compiled_decode_keeps_the_rollout_cache_and_its_command_runs_train_py():
     plain = recipe.plan_recipe("janus-pro-1b", 8, 80, params=JANUS_1B)
     kept = recipe.plan_recipe("janus-pro-1b", 8, 80, compile_decode=True, checkpointing=True, kl=False,
-                              precision="bf16", params=JANUS_1B)
+                              precision="bf16-lossy", params=JANUS_1B)
     assert "rollout: kv_cache" not in kept.memory
     assert kept.memory["kept: rollout kv_cache"] == plain.memory["rollout: kv_cache"]  # bf16 in both
     train_part = sum(v for k, v in kept.memory.items() if k.startswith("train: "))
@@ -154,8 +156,8 @@ def test_recipe_compiled_decode_keeps_the_rollout_cache_and_its_command_runs_tra
     assert kept.peak == pytest.approx(fixed + max(train_part, kept.memory["rollout: answer_kv_cache"]))
     flags = recipe.train_command(kept).split(" train.py ")[1].split()
     cfg = train.parse_config(flags)  # every flag the helper prints is one train.py takes
-    assert (cfg.micro_batch, cfg.dtype, cfg.grad_ckpt, cfg.kl_beta, cfg.compile_decode) == \
-        (kept.micro_batch, "bfloat16", True, 0.0, "reduce-overhead")
+    assert (cfg.micro_batch, cfg.precision, cfg.grad_ckpt, cfg.kl_beta, cfg.compile_decode) == \
+        (kept.micro_batch, "bf16-lossy", True, 0.0, "reduce-overhead")
     with pytest.raises(ValueError, match="Janus under DDP"):
         recipe.plan_recipe("showo", 8, 80, compile_decode=True, params=SHOWO)
     with pytest.raises(ValueError, match="Janus under DDP"):
@@ -171,6 +173,9 @@ def test_recipe_janus_pro_7b_needs_fsdp():
     assert fsdp.fits and fsdp.memory["adamw"] == ddp.memory["adamw"] / 8
     assert fsdp.micro_batch * fsdp.grad_accum >= fsdp.images_per_rank == 8
     assert fsdp.grad_accum > 1  # 8 images of 7B activations do not fit next to the gathered weights
+    # --precision bf16 under FSDP2: the shards stay fp32, the rollout gathers them in bf16, autocast copies nothing
+    assert fsdp.memory["rollout: unsharded_weights"] == 2 * JANUS_7B["total"]
+    assert "bf16 weight copies" not in fsdp.memory and "bf16 weight copies" in ddp.memory
     assert "does NOT fit" in recipe.format_plan(ddp) and "fits." in recipe.format_plan(fsdp)
 
 

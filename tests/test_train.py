@@ -147,8 +147,9 @@ def test_sft_run_trains_both_paths_and_evaluates(tmp_path, model):
 
 @pytest.mark.parametrize("model", FAMILIES)
 def test_autocast_run_samples_and_trains_in_bf16(tmp_path, model, monkeypatch):
-    """--autocast covers the rollout too: every sampling cache (Janus' images and answers, Show-o's answers)
-    is stored in bf16, the weights stay fp32, and a GRPO step with a KL term trains with finite losses."""
+    """--precision bf16's autocast covers the rollout too: every sampling cache (Janus' images and answers,
+    Show-o's answers) is stored in bf16, the weights stay fp32, and a GRPO step with a KL term trains with finite
+    losses."""
     from models.kv_cache import WindowedStaticCache
 
     dtypes = []
@@ -160,7 +161,7 @@ def test_autocast_run_samples_and_trains_in_bf16(tmp_path, model, monkeypatch):
 
     monkeypatch.setattr(WindowedStaticCache, "advance", spy)
     out = tmp_path / "bf16"
-    train.main(SMALL + ["--model", model, "--steps", "1", "--autocast", "--kl-beta", "0.1", "--out", str(out)])
+    train.main(SMALL + ["--model", model, "--steps", "1", "--precision", "bf16", "--kl-beta", "0.1", "--out", str(out)])
     line = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
     assert all(torch.isfinite(torch.tensor(line[k])) for k in ("loss", "gen_kl", "und_kl", "grad_norm"))
     assert dtypes and set(dtypes) == {(torch.bfloat16, True)}  # every cached forward: prefills and steps
