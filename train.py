@@ -24,6 +24,7 @@ import copy
 import dataclasses
 import json
 import math
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -31,10 +32,13 @@ from pathlib import Path
 
 import torch
 
+from checkpoint import (atomic_write_text, claim_run_folder, find_checkpoint, is_checkpoint, list_checkpoints,
+                        load_optimizer, optimizer_tensors, read_run_config, read_trainer_state, restore_rng,
+                        save_checkpoint, unlock_run_folder)
 from cli import given_flags, opt
 from evaluate import held_out_eval
-from parallel import (any_rank, barrier, clip_grads, full_params, gather_lists, gathered_state_dict, is_main,
-                      mean_over_ranks, micro_step, print0, setup_distributed, teardown_distributed, wrap)
+from parallel import (any_rank, barrier, clip_grads, from_rank0, full_params, gather_lists, gathered_state_dict,
+                      is_main, mean_over_ranks, micro_step, print0, setup_distributed, teardown_distributed, wrap)
 
 
 @dataclass
@@ -102,16 +106,21 @@ class Config:
 
 def parse_config(argv: list[str] | None = None) -> Config:
     """argparse built from the dataclass; unknown flags are errors. With --resume, the saved config
-    is the base and only the flags given on this command line override it."""
+    is the base and only the flags given on this command line override it. A run that died before its
+    first checkpoint resumes from step 0 with its run_config.json (cfg.resume is then its folder)."""
     given = given_flags(Config, argv, __doc__.split("\n")[0])
     base = {}
     if "resume" in given:
-        from checkpoint import find_checkpoint, read_trainer_state
-
-        ckpt = find_checkpoint(given["resume"])
-        base = read_trainer_state(ckpt)["config"]
-        base["out"] = str(ckpt.parent)
-        given["resume"] = str(ckpt)
+        quiet = os.environ.get("RANK", "0") != "0"  # before the process group exists: only rank 0 warns
+        ckpt = find_checkpoint(given["resume"], warn=(lambda _: None) if quiet else print)
+        folder = ckpt.parent if ckpt else Path(given["resume"])
+        if "out" in given and Path(given["out"]).resolve() != folder.resolve():
+            instead = f"--model-path {ckpt} --out {given['out']}" if ckpt else f"--out {given['out']} alone"
+            raise ValueError(f"--resume {given['resume']} continues the run in its own folder {folder}, not in --out "
+                             f"{given['out']}: drop --out, or start a new run from those weights with {instead}")
+        base = read_trainer_state(ckpt)["config"] if ckpt else read_run_config(folder)
+        base["out"] = str(folder)
+        given["resume"] = str(ckpt or folder)
     model = given.get("model", base.get("model", Config.model))
     from shapes import TRAIN_DEFAULTS  # the shapes world's measured settings, under the command line's
 
@@ -143,10 +152,6 @@ def validate(cfg: Config, world: int) -> None:
     if cfg.steps < 1 or cfg.micro_batch < 1 or cfg.inner_iters < 1 or cfg.lr <= 0:
         raise ValueError("--steps, --micro-batch and --inner-iters must be >= 1 and --lr > 0")
     cfg.exclude_prompts = prompts.exclusion_file(cfg.exclude_prompts, cfg.model)  # a file, or None
-    run_config = Path(cfg.out) / "run_config.json"
-    if run_config.exists() and not cfg.resume:
-        raise ValueError(f"--out {cfg.out} already holds a run ({run_config.name}): continue it with "
-                         f"--resume {cfg.out}, or choose a new --out")
 
 
 def load_records(cfg: Config) -> tuple[list[dict], list[dict]]:
@@ -329,15 +334,29 @@ def learn(cfg, policy, model, optimizer, ro, step, keep=None, advantages=None, r
             stats["loss"] = stats.get("loss", 0.0) + loss.item()
         if cfg.grad_clip > 0:
             stats["grad_norm"] = clip_grads([p for p in policy.parameters() if p.requires_grad], cfg.grad_clip)
+        check_grads(policy, step, stats.get("grad_norm"))  # before the step: a NaN never reaches the weights
         optimizer.step()
     return {k: v / cfg.inner_iters for k, v in stats.items()}
 
 
 def check_finite(loss: torch.Tensor, step: int, stats: dict) -> None:
-    """A NaN or inf loss stops every rank together, before it reaches the weights."""
+    """A NaN or inf loss stops every rank together, before it reaches the weights. `step` counts from 0;
+    the message counts from 1, as the progress lines do."""
     if any_rank(not bool(torch.isfinite(loss)), loss.device):
-        raise FloatingPointError(f"step {step}: the loss is not finite ({loss.item()}; terms {stats}). "
-                                 f"Lower --lr, use --dtype float32, or resume from the last checkpoint.")
+        raise FloatingPointError(f"step {step + 1}: the loss is not finite ({loss.item()}; terms {stats}). "
+                                 f"Lower --lr or use --dtype float32.")
+
+
+def check_grads(policy, step: int, norm: float | None = None) -> None:
+    """A non-finite total gradient norm (on any rank) stops every rank before optimizer.step, so no update
+    and no checkpoint ever holds its NaN or inf. `norm`: what clip_grads returned, else computed here."""
+    params = [p for p in policy.parameters() if p.requires_grad]
+    if norm is None:
+        total = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
+        norm = float(total.full_tensor() if hasattr(total, "full_tensor") else total)  # FSDP: a DTensor
+    if any_rank(not math.isfinite(norm), params[0].device):
+        raise FloatingPointError(f"step {step + 1}: the gradient norm is not finite ({norm}); the weights were "
+                                 f"not updated. Lower --lr or use --dtype float32.")
 
 
 # ------------------------------------------------------------------ main
@@ -347,14 +366,13 @@ def main(argv: list[str] | None = None) -> None:
     try:
         run(cfg, rank, world, device)
     finally:
+        unlock_run_folder(cfg.out)  # the OS would drop it at exit; a caller running again needs it now
         teardown_distributed()
 
 
 def run(cfg: Config, rank: int, world: int, device: torch.device):
     from tqdm import tqdm
 
-    from checkpoint import (atomic_write_text, load_optimizer, optimizer_tensors, read_trainer_state, restore_rng,
-                            save_checkpoint)
     from metrics import finish_run, save_grid, step_metrics, trim_metrics, write_metrics
     from models import load_policy, set_sampling
 
@@ -362,16 +380,27 @@ def run(cfg: Config, rank: int, world: int, device: torch.device):
         torch.set_num_threads(cfg.threads)
     validate(cfg, world)
     records, held_out = load_records(cfg)
+    ckpt = cfg.resume if cfg.resume and is_checkpoint(cfg.resume) else None  # None: a resume starts at step 0
+    start = read_trainer_state(ckpt)["step"] if ckpt else 0
+    out = Path(cfg.out)
+    problem = None
+    if is_main():  # one run per folder: rank 0 holds its lock until the run ends (main releases it)
+        try:
+            claim_run_folder(out, resuming=cfg.resume is not None, start=start)
+        except ValueError as err:
+            problem = str(err)
+    if from_rank0(problem):  # every rank stops together
+        raise ValueError(problem)
     per_rank = cfg.prompts_per_step // world
     print0(json.dumps(dataclasses.asdict(cfg), indent=1))
     print0(f"world {world} | prompts per rank {per_rank} | images per step {cfg.prompts_per_step * cfg.group_size} | "
            f"micro-batches per rank {math.ceil(per_rank * cfg.group_size / cfg.micro_batch)} | "
            f"training prompts {len(records)}")
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[cfg.dtype]
-    policy = load_policy(cfg.model, cfg.resume or cfg.model_path, device=device, dtype=dtype)
+    policy = load_policy(cfg.model, ckpt or cfg.model_path, device=device, dtype=dtype)
     ref = None
     if cfg.mode == "grpo" and cfg.kl_beta > 0:  # the KL anchor is the starting model, also after a resume
-        ref = load_policy(cfg.model, cfg.model_path, device=device, dtype=dtype) if cfg.resume else copy.deepcopy(policy)
+        ref = load_policy(cfg.model, cfg.model_path, device=device, dtype=dtype) if ckpt else copy.deepcopy(policy)
         ref.requires_grad_(False).eval()
     if cfg.grad_ckpt:
         policy.enable_activation_checkpointing()
@@ -381,12 +410,9 @@ def run(cfg: Config, rank: int, world: int, device: torch.device):
         wrap(ref, world, device, fsdp=True)
     params = [p for p in policy.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    start = 0
-    if cfg.resume:
-        load_optimizer(policy, optimizer, cfg.resume)
-        restore_rng(cfg.resume)
-        start = read_trainer_state(cfg.resume)["step"]
-    out = Path(cfg.out)
+    if ckpt:
+        load_optimizer(policy, optimizer, ckpt)
+        restore_rng(ckpt)
     if is_main():
         (out / "samples").mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / "run_config.json", json.dumps(dataclasses.asdict(cfg), indent=1))
@@ -401,7 +427,12 @@ def run(cfg: Config, rank: int, world: int, device: torch.device):
         lr = cfg.lr * min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps else cfg.lr
         for group in optimizer.param_groups:
             group["lr"] = lr
-        stats, ro = train_step(step, cfg, policy, model, ref, optimizer, records, rank, world)
+        try:
+            stats, ro = train_step(step, cfg, policy, model, ref, optimizer, records, rank, world)
+        except FloatingPointError as err:  # say where to go back to: every checkpoint predates this step
+            last = list_checkpoints(out)
+            where = f"the last checkpoint, {last[-1]}," if last else "step 0 (no checkpoint was written),"
+            raise FloatingPointError(f"{err} Resume from {where} with --resume {out} and a lower --lr") from None
         stats = mean_over_ranks(stats)
         everyone = gather_lists([(float(r), rec["tag"]) for r, rec in zip(ro.rewards, ro.records)])
         m = step_metrics(step + 1, everyone, stats, lr, time.perf_counter() - t0)
@@ -429,7 +460,7 @@ def run(cfg: Config, rank: int, world: int, device: torch.device):
 if __name__ == "__main__":
     try:
         main()
-    except (ValueError, FloatingPointError) as err:
+    except (ValueError, FloatingPointError, OSError) as err:  # OSError: a full disk, named by checkpoint.py
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
     from parallel import end_worker
