@@ -129,8 +129,8 @@ def save_checkpoint(run_dir: str | os.PathLike, step: int, policy, optimizer_sta
         settle_tree(tmp)
     except (OSError, SafetensorError) as err:  # safetensors reports a full disk as SafetensorError
         shutil.rmtree(tmp, ignore_errors=True)
-        raise OSError(getattr(err, "errno", None), f"could not write checkpoint {final} ({err}); the earlier "
-                      f"checkpoints are intact. Free space in {run_dir}, then continue with --resume {run_dir}") from err
+        raise OSError(f"could not write checkpoint {final} ({err}); the earlier checkpoints are intact. Free space "
+                      f"in {run_dir}, then continue with --resume {run_dir}") from err
     if final.exists():  # a re-run of the same step: replace it only once the new one is complete
         shutil.rmtree(final)
     os.replace(tmp, final)
@@ -163,7 +163,10 @@ def verify_checkpoint(ckpt: str | os.PathLike) -> None:
     file it lists must have its recorded size, every safetensors header must match its file's length and
     every JSON file must parse. Reads headers and small files only, never the tensors."""
     ckpt = Path(ckpt)
-    state = read_trainer_state(ckpt)
+    state = read_json(ckpt / STATE)
+    missing = {"step", "config", "param_groups", "torch_rng"} - set(state)
+    if missing:
+        raise ValueError(f"{ckpt / STATE} lacks {', '.join(sorted(missing))}")
     for name, size in state.get("files", {}).items():  # checkpoints from before the manifest skip this
         path = ckpt / name
         if not path.is_file():
@@ -229,27 +232,27 @@ def find_checkpoint(path: str | os.PathLike, warn=print) -> Path | None:
                      f"{STATE}, or a run folder holding one or its run_config.json)")
 
 
-def read_json(path: Path, fix: str) -> dict:
-    """A JSON object from `path`, or a ValueError naming the file, the problem and `fix`."""
+def read_json(path: Path, fix: str = "") -> dict:
+    """A JSON object from `path`, or a ValueError naming the file, the problem and the `fix`."""
+    fix = f": {fix}" if fix else ""
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
-        raise ValueError(f"{path} is missing: {fix}") from None
+        raise ValueError(f"{path} is missing{fix}") from None
     except (ValueError, UnicodeDecodeError) as err:
-        raise ValueError(f"{path} is not valid JSON ({err}): {fix}") from None
+        raise ValueError(f"{path} is not valid JSON ({err}){fix}") from None
     if not isinstance(data, dict):
-        raise ValueError(f"{path} does not hold a JSON object: {fix}")
+        raise ValueError(f"{path} does not hold a JSON object{fix}")
     return data
 
 
 def read_trainer_state(ckpt: str | os.PathLike) -> dict:
-    path = Path(ckpt) / STATE
-    state = read_json(path, "the checkpoint is damaged; resume from an earlier one, or from the run folder")
-    missing = {"step", "config", "param_groups", "torch_rng"} - set(state)
-    if missing:
-        raise ValueError(f"{path} lacks {', '.join(sorted(missing))}: the checkpoint is damaged; resume from an "
-                         f"earlier one, or from the run folder")
-    return state
+    """The checkpoint's trainer_state.json; a damaged one is a ValueError naming it (verify_checkpoint checks more)."""
+    try:
+        return read_json(Path(ckpt) / STATE)
+    except ValueError as err:
+        raise ValueError(f"{err}: the checkpoint is damaged; use an earlier one (--resume takes the run folder "
+                         f"and picks its newest whole checkpoint)") from None
 
 
 def read_run_config(run_dir: str | os.PathLike) -> dict:

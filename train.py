@@ -387,7 +387,7 @@ def run(cfg: Config, rank: int, world: int, device: torch.device):
     if is_main():  # one run per folder: rank 0 holds its lock until the run ends (main releases it)
         try:
             claim_run_folder(out, resuming=cfg.resume is not None, start=start)
-        except ValueError as err:
+        except (ValueError, OSError) as err:  # raised on rank 0 alone: hand it to every rank
             problem = str(err)
     if from_rank0(problem):  # every rank stops together
         raise ValueError(problem)
