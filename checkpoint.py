@@ -132,12 +132,20 @@ def save_checkpoint(run_dir: str | os.PathLike, step: int, policy, optimizer_sta
         raise OSError(f"could not write checkpoint {final} ({err}); the earlier checkpoints are intact. Free space "
                       f"in {run_dir}, then continue with --resume {run_dir}") from err
     if final.exists():  # a re-run of the same step: replace it only once the new one is complete
-        shutil.rmtree(final)
+        remove_folder(final)
     os.replace(tmp, final)
     fsync_dir(run_dir)
     for old in list_checkpoints(run_dir)[:-keep] if keep > 0 else []:
-        shutil.rmtree(old)
+        remove_folder(old)
     return final
+
+
+def remove_folder(folder: Path) -> None:
+    """Rename a checkpoint to a temporary name, then delete it: a kill mid-delete leaves a temporary folder
+    (removed at the next start), never a half-deleted ckpt-NNNNNN."""
+    doomed = folder.with_name(f"{TEMP_PREFIX}removed-{folder.name}-{secrets.token_hex(4)}")
+    os.replace(folder, doomed)
+    shutil.rmtree(doomed)
 
 
 def file_sizes(folder: Path) -> dict[str, int]:
@@ -197,7 +205,8 @@ def check_safetensors(path: Path) -> None:
         except (ValueError, KeyError, TypeError, IndexError, UnicodeDecodeError) as err:
             raise ValueError(f"{path} is not a whole safetensors file ({err})") from None
     if 8 + n + end != size:
-        raise ValueError(f"{path} is truncated or damaged: its header describes {8 + n + end} bytes, the file has {size}")
+        raise ValueError(f"{path} is truncated or damaged: its header describes {8 + n + end} bytes, "
+                         f"the file has {size}")
 
 
 def find_checkpoint(path: str | os.PathLike, warn=print) -> Path | None:
@@ -309,8 +318,9 @@ def refuse_existing_run(run_dir: Path) -> None:
         raise ValueError(f"--out {run_dir} already holds a run (its ckpt-* folders): continue it with "
                          f"--resume {run_dir}, or choose a new --out")
     if (run_dir / "run_config.json").exists():  # the run died before its first checkpoint
-        raise ValueError(f"--out {run_dir} already holds a run that never wrote a checkpoint: restart it from step 0 "
-                         f"with --resume {run_dir} (its saved config; flags you add override it), or choose a new --out")
+        raise ValueError(f"--out {run_dir} already holds a run that never wrote a checkpoint: restart it from "
+                         f"step 0 with --resume {run_dir} (its saved config; flags you add override it), or choose "
+                         f"a new --out")
 
 
 def remove_stale_temps(run_dir: Path, say=print) -> None:

@@ -188,3 +188,21 @@ def test_a_nonfinite_gradient_stops_before_the_update_with_the_progress_lines_st
         train.check_grads(layer, 2)
     with pytest.raises(FloatingPointError, match="step 3: the loss is not finite"):
         train.check_finite(torch.tensor(float("nan")), 2, {})
+
+
+def test_a_kill_while_pruning_leaves_a_temporary_folder_not_a_half_deleted_checkpoint(tmp_path, monkeypatch):
+    save(tmp_path, 1, keep=1)
+
+    def killed_mid_delete(path, *args, **kwargs):
+        (Path(path) / "model.safetensors").unlink()  # some files gone, then the process dies
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(checkpoint.shutil, "rmtree", killed_mid_delete)
+    with pytest.raises(KeyboardInterrupt):
+        save(tmp_path, 2, keep=1)
+    monkeypatch.undo()
+    assert checkpoint.list_checkpoints(tmp_path) == [tmp_path / "ckpt-000002"]
+    said = []
+    checkpoint.claim_run_folder(tmp_path, resuming=True, start=2, say=said.append)
+    checkpoint.unlock_run_folder(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".lock", "ckpt-000002"] and "removed-ckpt-000001" in said[0]
