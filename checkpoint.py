@@ -97,8 +97,8 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
         os.replace(tmp, path)
     except OSError as err:
         tmp.unlink(missing_ok=True)
-        raise OSError(err.errno, f"could not write {path} ({err.strerror or err}): free disk space or fix "
-                                 f"the folder's permissions, then run again") from err
+        raise OSError(f"could not write {path} ({err}): free disk space or fix the folder's permissions, "
+                      f"then run again") from err
     fsync_dir(path.parent)
 
 

@@ -37,7 +37,7 @@ from checkpoint import (atomic_write_text, claim_run_folder, find_checkpoint, is
                         save_checkpoint, unlock_run_folder)
 from cli import given_flags, opt
 from evaluate import held_out_eval
-from parallel import (any_rank, barrier, clip_grads, from_rank0, full_params, gather_lists, gathered_state_dict,
+from parallel import (any_rank, clip_grads, from_rank0, full_params, gather_lists, gathered_state_dict,
                       is_main, mean_over_ranks, micro_step, print0, setup_distributed, teardown_distributed, wrap)
 
 
@@ -447,10 +447,15 @@ def run(cfg: Config, rank: int, world: int, device: torch.device):
         if (step + 1) % cfg.save_every == 0 or step + 1 == cfg.steps:
             optimizer_state = optimizer_tensors(policy, optimizer)  # collective: every rank joins the gathers
             weights = gathered_state_dict(policy)  # FSDP only
+            problem = None
             if is_main():
-                save_checkpoint(out, step + 1, policy, optimizer_state, dataclasses.asdict(cfg),
-                                keep=cfg.keep_checkpoints, state_dict=weights)
-            barrier()  # nobody races ahead of a half-written checkpoint
+                try:
+                    save_checkpoint(out, step + 1, policy, optimizer_state, dataclasses.asdict(cfg),
+                                    keep=cfg.keep_checkpoints, state_dict=weights)
+                except OSError as err:  # a full disk: every rank stops with rank 0's message
+                    problem = str(err)
+            if from_rank0(problem):  # also the barrier: nobody races ahead of a half-written checkpoint
+                raise OSError(problem)
     if is_main():  # the curves of the whole run, next to its metrics, and the before/after table
         finish_run(cfg, out, len(held_out))
     print0(f"done: {out}")
