@@ -241,6 +241,27 @@ def find_checkpoint(path: str | os.PathLike, warn=print) -> Path | None:
                      f"{STATE}, or a run folder holding one or its run_config.json)")
 
 
+def resume_point(resume: str, out: str | None = None, warn=print) -> tuple[str, dict]:
+    """What `--resume` continues from, and the config to continue with (the run's folder as its out): the
+    checkpoint, or the folder of a run that never checkpointed (it restarts from step 0). A given `out` must
+    be that folder: a resumed run never writes into another run's folder."""
+    ckpt = find_checkpoint(resume, warn)
+    folder = ckpt.parent if ckpt else Path(resume)
+    if out is not None and Path(out).resolve() != folder.resolve():
+        instead = f"--model-path {ckpt} --out {out}" if ckpt else f"--out {out} alone"
+        raise ValueError(f"--resume {resume} continues the run in its own folder {folder}, not in --out {out}: "
+                         f"drop --out, or start a new run from those weights with {instead}")
+    config = read_trainer_state(ckpt)["config"] if ckpt else read_run_config(folder)
+    return str(ckpt or folder), {**config, "out": str(folder)}
+
+
+def resume_advice(run_dir: Path) -> str:
+    """Where to go back to after a NaN: the newest checkpoint (all of them predate the failing step)."""
+    last = list_checkpoints(run_dir)
+    where = f"the last checkpoint, {last[-1]}," if last else "step 0 (no checkpoint was written),"
+    return f"Resume from {where} with --resume {run_dir} and a lower --lr."
+
+
 def read_json(path: Path, fix: str = "") -> dict:
     """A JSON object from `path`, or a ValueError naming the file, the problem and the `fix`."""
     fix = f": {fix}" if fix else ""

@@ -32,9 +32,9 @@ from pathlib import Path
 
 import torch
 
-from checkpoint import (atomic_write_text, claim_run_folder, find_checkpoint, is_checkpoint, list_checkpoints,
-                        load_optimizer, optimizer_tensors, read_run_config, read_trainer_state, restore_rng,
-                        save_checkpoint, unlock_run_folder)
+from checkpoint import (atomic_write_text, claim_run_folder, is_checkpoint, load_optimizer, optimizer_tensors,
+                        read_trainer_state, restore_rng, resume_advice, resume_point, save_checkpoint,
+                        unlock_run_folder)
 from cli import given_flags, opt
 from evaluate import held_out_eval
 from parallel import (any_rank, clip_grads, from_rank0, full_params, gather_lists, gathered_state_dict,
@@ -112,15 +112,7 @@ def parse_config(argv: list[str] | None = None) -> Config:
     base = {}
     if "resume" in given:
         quiet = os.environ.get("RANK", "0") != "0"  # before the process group exists: only rank 0 warns
-        ckpt = find_checkpoint(given["resume"], warn=(lambda _: None) if quiet else print)
-        folder = ckpt.parent if ckpt else Path(given["resume"])
-        if "out" in given and Path(given["out"]).resolve() != folder.resolve():
-            instead = f"--model-path {ckpt} --out {given['out']}" if ckpt else f"--out {given['out']} alone"
-            raise ValueError(f"--resume {given['resume']} continues the run in its own folder {folder}, not in --out "
-                             f"{given['out']}: drop --out, or start a new run from those weights with {instead}")
-        base = read_trainer_state(ckpt)["config"] if ckpt else read_run_config(folder)
-        base["out"] = str(folder)
-        given["resume"] = str(ckpt or folder)
+        given["resume"], base = resume_point(given["resume"], given.get("out"), (lambda _: None) if quiet else print)
     model = given.get("model", base.get("model", Config.model))
     from shapes import TRAIN_DEFAULTS  # the shapes world's measured settings, under the command line's
 
@@ -430,9 +422,7 @@ def run(cfg: Config, rank: int, world: int, device: torch.device):
         try:
             stats, ro = train_step(step, cfg, policy, model, ref, optimizer, records, rank, world)
         except FloatingPointError as err:  # say where to go back to: every checkpoint predates this step
-            last = list_checkpoints(out)
-            where = f"the last checkpoint, {last[-1]}," if last else "step 0 (no checkpoint was written),"
-            raise FloatingPointError(f"{err} Resume from {where} with --resume {out} and a lower --lr") from None
+            raise FloatingPointError(f"{err} {resume_advice(out)}") from None
         stats = mean_over_ranks(stats)
         everyone = gather_lists([(float(r), rec["tag"]) for r, rec in zip(ro.rewards, ro.records)])
         m = step_metrics(step + 1, everyone, stats, lr, time.perf_counter() - t0)
