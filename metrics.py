@@ -44,14 +44,31 @@ def write_metrics(out: Path, m: dict) -> None:
         f.write(json.dumps(m) + "\n")
 
 
-def trim_metrics(path: Path, step: int) -> None:
-    """On resume, drop metric lines past the checkpoint's step so the log reads as one run."""
+def trim_metrics(path: Path, step: int, warn=print) -> None:
+    """On resume, drop metric lines past the checkpoint's step so the log reads as one run (at step 0, all of
+    them: the restarted run writes its own). A last line cut short by a killed run is dropped with a warning;
+    any other line that is not a JSON object with a step is an error naming the file and the line."""
     from checkpoint import atomic_write_text
 
     if not path.exists():
         return
-    lines = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= step]
-    atomic_write_text(path, "".join(ln + "\n" for ln in lines))
+    lines = path.read_text(errors="replace").splitlines()
+    kept = []
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            m = json.loads(line)
+            line_step = m["step"]
+        except (ValueError, KeyError, TypeError) as err:
+            if i == len(lines):  # appending is not atomic: a kill mid-write leaves a torn last line
+                warn(f"warning: {path} line {i} is incomplete (the run was stopped while writing it); dropped")
+                continue
+            raise ValueError(f"{path} line {i} is not a metrics line ({type(err).__name__}: {err}): delete or "
+                             f"repair that line, then resume again") from None
+        if 0 < step and line_step <= step:
+            kept.append(line)
+    atomic_write_text(path, "".join(ln + "\n" for ln in kept))
 
 
 def save_grid(out: Path, step: int, pixels: torch.Tensor, columns: int) -> Path:

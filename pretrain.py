@@ -39,7 +39,6 @@ import math
 import os
 import random
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +46,7 @@ from pathlib import Path
 import torch
 
 import shapes
+from checkpoint import fsync_dir, new_folder, settle_tree
 from cli import opt
 
 VERSION = 1  # bump when a change here alters what a given config trains: old caches are then ignored
@@ -168,10 +168,11 @@ def save_base(policy, cfg: PretrainConfig, history: list[dict], folder: str | os
     if folder.exists() and not (folder / "pretrain_config.json").exists():
         raise ValueError(f"{folder} exists and is not a pretrained shapes base: choose another --out")
     folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.tmp-"))
+    tmp = new_folder(folder.parent, f".{folder.name}.tmp-")  # a group-readable cache (mkdtemp would make it 0700)
     policy.save(tmp)
     (tmp / "pretrain_config.json").write_text(json.dumps({**dataclasses.asdict(cfg), "version": VERSION}, indent=1))
     (tmp / "pretrain_history.json").write_text(json.dumps(history))
+    settle_tree(tmp)  # on disk before the rename publishes it
     if folder.exists():
         if not replace:
             shutil.rmtree(tmp)
@@ -183,6 +184,7 @@ def save_base(policy, cfg: PretrainConfig, history: list[dict], folder: str | os
         shutil.rmtree(tmp)
         if replace or not (folder / "config.json").exists():
             raise
+    fsync_dir(folder.parent)
     return folder
 
 

@@ -24,6 +24,7 @@ import copy
 import dataclasses
 import json
 import math
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -31,10 +32,13 @@ from pathlib import Path
 
 import torch
 
+from checkpoint import (atomic_write_text, claim_run_folder, is_checkpoint, load_optimizer, optimizer_tensors,
+                        read_trainer_state, restore_rng, resume_advice, resume_point, save_checkpoint,
+                        unlock_run_folder)
 from cli import given_flags, opt
 from evaluate import held_out_eval
-from parallel import (any_rank, barrier, clip_grads, full_params, gather_lists, gathered_state_dict, is_main,
-                      mean_over_ranks, micro_step, print0, setup_distributed, teardown_distributed, wrap)
+from parallel import (any_rank, clip_grads, from_rank0, full_params, gather_lists, gathered_state_dict,
+                      is_main, mean_over_ranks, micro_step, print0, setup_distributed, teardown_distributed, wrap)
 
 
 @dataclass
@@ -110,16 +114,14 @@ PRECISIONS = {"fp32": (torch.float32, torch.float32), "bf16": (torch.float32, to
 
 def parse_config(argv: list[str] | None = None) -> Config:
     """argparse built from the dataclass; unknown flags are errors. With --resume, the saved config
-    is the base and only the flags given on this command line override it."""
+    is the base and only the flags given on this command line override it. A run that died before its
+    first checkpoint resumes from step 0 with its run_config.json (cfg.resume is then its folder)."""
     given = given_flags(Config, argv, __doc__.split("\n")[0])
     base = {}
     if "resume" in given:
-        from checkpoint import find_checkpoint, read_trainer_state
-
-        ckpt = find_checkpoint(given["resume"])
-        base = saved_precision(read_trainer_state(ckpt)["config"])
-        base["out"] = str(ckpt.parent)
-        given["resume"] = str(ckpt)
+        quiet = os.environ.get("RANK", "0") != "0"  # before the process group exists: only rank 0 warns
+        given["resume"], base = resume_point(given["resume"], given.get("out"), (lambda _: None) if quiet else print)
+        base = saved_precision(base)  # a run saved before --precision continues as it ran
     model = given.get("model", base.get("model", Config.model))
     from shapes import TRAIN_DEFAULTS  # the shapes world's measured settings, under the command line's
 
@@ -164,10 +166,6 @@ def validate(cfg: Config, world: int) -> None:
     if cfg.steps < 1 or cfg.micro_batch < 1 or cfg.inner_iters < 1 or cfg.lr <= 0:
         raise ValueError("--steps, --micro-batch and --inner-iters must be >= 1 and --lr > 0")
     cfg.exclude_prompts = prompts.exclusion_file(cfg.exclude_prompts, cfg.model)  # a file, or None
-    run_config = Path(cfg.out) / "run_config.json"
-    if run_config.exists() and not cfg.resume:
-        raise ValueError(f"--out {cfg.out} already holds a run ({run_config.name}): continue it with "
-                         f"--resume {cfg.out}, or choose a new --out")
 
 
 def load_records(cfg: Config) -> tuple[list[dict], list[dict]]:
@@ -363,15 +361,29 @@ def learn(cfg, policy, model, optimizer, ro, step, keep=None, advantages=None, r
             stats["loss"] = stats.get("loss", 0.0) + loss.item()
         if cfg.grad_clip > 0:
             stats["grad_norm"] = clip_grads([p for p in policy.parameters() if p.requires_grad], cfg.grad_clip)
+        check_grads(policy, step, stats.get("grad_norm"))  # before the step: a NaN never reaches the weights
         optimizer.step()
     return {k: v / cfg.inner_iters for k, v in stats.items()}
 
 
 def check_finite(loss: torch.Tensor, step: int, stats: dict) -> None:
-    """A NaN or inf loss stops every rank together, before it reaches the weights."""
+    """A NaN or inf loss stops every rank together, before it reaches the weights. `step` counts from 0;
+    the message counts from 1, as the progress lines do."""
     if any_rank(not bool(torch.isfinite(loss)), loss.device):
-        raise FloatingPointError(f"step {step}: the loss is not finite ({loss.item()}; terms {stats}). "
-                                 f"Lower --lr, use --precision fp32, or resume from the last checkpoint.")
+        raise FloatingPointError(f"step {step + 1}: the loss is not finite ({loss.item()}; terms {stats}). "
+                                 f"Lower --lr or use --precision fp32.")
+
+
+def check_grads(policy, step: int, norm: float | None = None) -> None:
+    """A non-finite total gradient norm (on any rank) stops every rank before optimizer.step, so no update
+    and no checkpoint ever holds its NaN or inf. `norm`: what clip_grads returned, else computed here."""
+    params = [p for p in policy.parameters() if p.requires_grad]
+    if norm is None:
+        total = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
+        norm = float(total.full_tensor() if hasattr(total, "full_tensor") else total)  # FSDP: a DTensor
+    if any_rank(not math.isfinite(norm), params[0].device):
+        raise FloatingPointError(f"step {step + 1}: the gradient norm is not finite ({norm}); the weights were "
+                                 f"not updated. Lower --lr or use --precision fp32.")
 
 
 # ------------------------------------------------------------------ main
@@ -381,14 +393,13 @@ def main(argv: list[str] | None = None) -> None:
     try:
         run(cfg, rank, world, device)
     finally:
+        unlock_run_folder(cfg.out)  # the OS would drop it at exit; a caller running again needs it now
         teardown_distributed()
 
 
 def run(cfg: Config, rank: int, world: int, device: torch.device):
     from tqdm import tqdm
 
-    from checkpoint import (atomic_write_text, load_optimizer, optimizer_tensors, read_trainer_state, restore_rng,
-                            save_checkpoint)
     from metrics import finish_run, save_grid, step_metrics, trim_metrics, write_metrics
     from models import load_policy, set_sampling
 
@@ -396,6 +407,17 @@ def run(cfg: Config, rank: int, world: int, device: torch.device):
         torch.set_num_threads(cfg.threads)
     validate(cfg, world)
     records, held_out = load_records(cfg)
+    ckpt = cfg.resume if cfg.resume and is_checkpoint(cfg.resume) else None  # None: a resume starts at step 0
+    start = read_trainer_state(ckpt)["step"] if ckpt else 0
+    out = Path(cfg.out)
+    problem = None
+    if is_main():  # one run per folder: rank 0 holds its lock until the run ends (main releases it)
+        try:
+            claim_run_folder(out, resuming=cfg.resume is not None, start=start)
+        except (ValueError, OSError) as err:  # raised on rank 0 alone: hand it to every rank
+            problem = str(err)
+    if from_rank0(problem):  # every rank stops together
+        raise ValueError(problem)
     per_rank = cfg.prompts_per_step // world
     print0(json.dumps(dataclasses.asdict(cfg), indent=1))
     print0(f"world {world} | prompts per rank {per_rank} | images per step {cfg.prompts_per_step * cfg.group_size} | "
@@ -407,10 +429,10 @@ def run(cfg: Config, rank: int, world: int, device: torch.device):
                f"larger than about {512 * cfg.lr:.2g} in magnitude never move, nor do norm weights near 1 below "
                f"--lr 0.002. --precision bf16 loses no update (fp32 master weights, 8 more bytes per trained weight)")
     stored, compute = PRECISIONS[cfg.precision]  # bf16: fp32 weights (the master copy), bf16 forwards
-    policy = load_policy(cfg.model, cfg.resume or cfg.model_path, device=device, dtype=stored)
+    policy = load_policy(cfg.model, ckpt or cfg.model_path, device=device, dtype=stored)
     ref = None
     if cfg.mode == "grpo" and cfg.kl_beta > 0:  # the KL anchor is the starting model, also after a resume
-        ref = (load_policy(cfg.model, cfg.model_path, device=device, dtype=stored) if cfg.resume
+        ref = (load_policy(cfg.model, cfg.model_path, device=device, dtype=stored) if ckpt
                else copy.deepcopy(policy))
         ref.requires_grad_(False).eval()
     if cfg.grad_ckpt:
@@ -422,12 +444,9 @@ def run(cfg: Config, rank: int, world: int, device: torch.device):
         wrap(ref, world, device, fsdp=True, gather_dtype=gather)
     params = [p for p in policy.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    start = 0
-    if cfg.resume:
-        load_optimizer(policy, optimizer, cfg.resume)
-        restore_rng(cfg.resume)
-        start = read_trainer_state(cfg.resume)["step"]
-    out = Path(cfg.out)
+    if ckpt:
+        load_optimizer(policy, optimizer, ckpt)
+        restore_rng(ckpt)
     if is_main():
         (out / "samples").mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / "run_config.json", json.dumps(dataclasses.asdict(cfg), indent=1))
@@ -443,7 +462,10 @@ def run(cfg: Config, rank: int, world: int, device: torch.device):
         lr = cfg.lr * min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps else cfg.lr
         for group in optimizer.param_groups:
             group["lr"] = lr
-        stats, ro = train_step(step, cfg, policy, model, ref, optimizer, records, rank, world)
+        try:
+            stats, ro = train_step(step, cfg, policy, model, ref, optimizer, records, rank, world)
+        except FloatingPointError as err:  # say where to go back to: every checkpoint predates this step
+            raise FloatingPointError(f"{err} {resume_advice(out)}") from None
         stats = mean_over_ranks(stats)
         everyone = gather_lists([(float(r), rec["tag"]) for r, rec in zip(ro.rewards, ro.records)])
         m = step_metrics(step + 1, everyone, stats, lr, time.perf_counter() - t0)
@@ -459,10 +481,15 @@ def run(cfg: Config, rank: int, world: int, device: torch.device):
         if (step + 1) % cfg.save_every == 0 or step + 1 == cfg.steps:
             optimizer_state = optimizer_tensors(policy, optimizer)  # collective: every rank joins the gathers
             weights = gathered_state_dict(policy)  # FSDP only
+            problem = None
             if is_main():
-                save_checkpoint(out, step + 1, policy, optimizer_state, dataclasses.asdict(cfg),
-                                keep=cfg.keep_checkpoints, state_dict=weights)
-            barrier()  # nobody races ahead of a half-written checkpoint
+                try:
+                    save_checkpoint(out, step + 1, policy, optimizer_state, dataclasses.asdict(cfg),
+                                    keep=cfg.keep_checkpoints, state_dict=weights)
+                except OSError as err:  # a full disk: every rank stops with rank 0's message
+                    problem = str(err)
+            if from_rank0(problem):  # also the barrier: nobody races ahead of a half-written checkpoint
+                raise OSError(problem)
     if is_main():  # the curves of the whole run, next to its metrics, and the before/after table
         finish_run(cfg, out, len(held_out))
     print0(f"done: {out}")
@@ -472,7 +499,7 @@ def run(cfg: Config, rank: int, world: int, device: torch.device):
 if __name__ == "__main__":
     try:
         main()
-    except (ValueError, FloatingPointError) as err:
+    except (ValueError, FloatingPointError, OSError) as err:  # OSError: a full disk, named by checkpoint.py
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
     from parallel import end_worker

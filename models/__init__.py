@@ -56,6 +56,8 @@ from pathlib import Path
 
 import torch
 
+from checkpoint import fsync_dir, settle_tree
+
 # name -> "module:function" that builds it as f(name, path, dtype). `--model-path` overrides the weights.
 PRESETS = {
     "janus-pro-1b": "models.janus:load_janus",
@@ -148,17 +150,20 @@ def training_forward(policy, gen: dict | None, und: dict | None, couple: dict | 
 
 @contextlib.contextmanager
 def atomic_folder(directory):
-    """Yield a temporary sibling folder to fill; it replaces `directory` only once the block succeeded."""
+    """Yield a temporary sibling folder to fill; it replaces `directory` only once the block succeeded and its
+    files are on disk (fsynced, with the umask's modes)."""
     directory = Path(directory)
     tmp, old = directory.with_name(directory.name + ".tmp"), directory.with_name(directory.name + ".old")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
         yield tmp
+        settle_tree(tmp)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     if directory.exists():
         os.replace(directory, old)
     os.replace(tmp, directory)
+    fsync_dir(directory.parent)
     shutil.rmtree(old, ignore_errors=True)
