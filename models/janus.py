@@ -378,10 +378,11 @@ def load_janus(name: str, path: str | None = None, dtype=torch.float32) -> Janus
         return JanusPolicy(model.to(dtype), processor)
     source = path or HUB_IDS[name]
     folder = resolve_folder(source)
-    from models.convert_janus import convert_original_janus, is_original_janus
+    from models.convert_janus import convert_original_janus, is_original_janus, source_key
 
     if is_original_janus(folder):  # DeepSeek's own layout: convert once into the cache, then load
-        converted = cache_dir() / "converted" / Path(folder).resolve().name
+        # keyed by the source's content: another folder of the same name gets its own conversion
+        converted = cache_dir() / "converted" / source_key(folder, memo=cache_dir() / "converted" / "file_hashes.json")
         if not (converted / "config.json").exists():
             print(f"converting original-format Janus at {folder} -> {converted}")
             convert_original_janus(folder, converted)
