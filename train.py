@@ -31,7 +31,7 @@ from pathlib import Path
 
 import torch
 
-from cli import given_flags, opt
+from cli import check_flags, given_flags, opt
 from evaluate import held_out_eval
 from parallel import (any_rank, barrier, clip_grads, full_params, gather_lists, gathered_state_dict, is_main,
                       mean_over_ranks, micro_step, print0, setup_distributed, teardown_distributed, wrap)
@@ -100,6 +100,25 @@ class Config:
     keep_checkpoints: int = opt(2, "how many recent checkpoints to keep")
 
 
+# What every number and path flag accepts, checked by cli.check_flags in validate() before anything loads:
+# min / max inclusive, above / below exclusive; path: file | folder | out | model (cli.PATH_KINDS).
+LIMITS = dict(
+    model_path=dict(path="model"), out=dict(path="out"), resume=dict(path="folder"), prompts=dict(path="file"),
+    steps=dict(min=1), seed=dict(min=0), threads=dict(min=0), kv_bucket=dict(min=0),
+    num_prompts=dict(min=1), prompts_per_step=dict(min=1), group_size=dict(min=1),
+    cfg_scale=dict(min=0), temperature=dict(min=0), timesteps=dict(min=1),
+    max_answer_tokens=dict(min=1), answer_temperature=dict(min=0),
+    sft_min_reward=dict(min=0, max=1),  # rewards lie in [0, 1]: above 1 no image would ever be imitated
+    gumbel_tau=dict(above=0),
+    clip_eps=dict(above=0, below=1),  # the lower clip 1 - eps must stay a positive ratio
+    kl_beta=dict(min=0), inner_iters=dict(min=1), traj_steps=dict(min=0),
+    lr=dict(above=0), weight_decay=dict(min=0), warmup_steps=dict(min=0), grad_clip=dict(min=0),
+    micro_batch=dict(min=1),
+    sample_every=dict(min=1), eval_every=dict(min=0), eval_prompts=dict(min=1), eval_samples=dict(min=1),
+    save_every=dict(min=1), keep_checkpoints=dict(min=0),  # 0 keeps them all (checkpoint.save_checkpoint)
+)
+
+
 def parse_config(argv: list[str] | None = None) -> Config:
     """argparse built from the dataclass; unknown flags are errors. With --resume, the saved config
     is the base and only the flags given on this command line override it."""
@@ -125,8 +144,9 @@ def parse_config(argv: list[str] | None = None) -> Config:
 def validate(cfg: Config, world: int) -> None:
     """Every bad input fails here, with the problem and the fix, before models are loaded."""
     import prompts
-    from models import check_model_name, check_sampling_flags
+    from models import check_cache_writable, check_model_name, check_sampling_flags
 
+    check_flags(cfg, LIMITS)
     check_model_name(cfg.model)
     check_sampling_flags(cfg.model, cfg.kv_bucket, cfg.compile_decode, cfg.fsdp)
     choices = {"mode": ("sft", "grpo"), "sft_on": ("gen", "und", "both"), "grpo_on": ("gen", "und", "both"),
@@ -140,8 +160,11 @@ def validate(cfg: Config, world: int) -> None:
     if cfg.prompts_per_step % world:
         raise ValueError(f"--prompts-per-step {cfg.prompts_per_step} does not divide over {world} ranks: "
                          f"use a multiple of {world} so every rank holds whole groups")
-    if cfg.steps < 1 or cfg.micro_batch < 1 or cfg.inner_iters < 1 or cfg.lr <= 0:
-        raise ValueError("--steps, --micro-batch and --inner-iters must be >= 1 and --lr > 0")
+    trains_images = (cfg.grpo_on if cfg.mode == "grpo" else "") in ("gen", "both")
+    if trains_images and cfg.temperature == 0 and "showo" not in cfg.model:  # Show-o: T is the re-masking noise
+        raise ValueError("--temperature 0 picks image tokens by argmax, and GRPO's ratio needs their log-probs "
+                         "under softmax(logits / T): use a temperature > 0, or --grpo-on und")
+    check_cache_writable(cfg.model, cfg.resume or cfg.model_path)  # e.g. the shapes base, pretrained first
     cfg.exclude_prompts = prompts.exclusion_file(cfg.exclude_prompts, cfg.model)  # a file, or None
     run_config = Path(cfg.out) / "run_config.json"
     if run_config.exists() and not cfg.resume:
@@ -358,9 +381,9 @@ def run(cfg: Config, rank: int, world: int, device: torch.device):
     from metrics import finish_run, save_grid, step_metrics, trim_metrics, write_metrics
     from models import load_policy, set_sampling
 
+    validate(cfg, world)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    validate(cfg, world)
     records, held_out = load_records(cfg)
     per_rank = cfg.prompts_per_step // world
     print0(json.dumps(dataclasses.asdict(cfg), indent=1))

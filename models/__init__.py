@@ -120,6 +120,33 @@ def check_sampling_flags(name: str, kv_bucket: int, compile_decode: str, fsdp: b
                          "rollouts). Drop one of the two flags.")
 
 
+def cache_to_fill(name: str, path: str | None) -> Path | None:
+    """The folder under UNIRL_CACHE that loading (name, path) would write first, or None: the shapes world's
+    pretrained base when it is not cached yet, or the conversion of an original-format Janus folder. Lets a
+    command check that it can write there before minutes of work (nothing is created here)."""
+    if name.startswith("shapes-") and path is None:
+        from models.shapes_models import FAMILIES, base_to_fill
+
+        return base_to_fill(FAMILIES[name])
+    if PRESETS.get(name) == "models.janus:load_janus" and path is not None and os.path.isdir(path):
+        from models.janus import conversion_to_fill
+
+        return conversion_to_fill(path)
+    return None
+
+
+def check_cache_writable(name: str, path: str | None) -> None:
+    """Fail at once, not after minutes of pretraining or converting, when loading (name, path) must write under
+    UNIRL_CACHE and cannot."""
+    from cli import writable_folder_problem  # plumbing, needed on this one path
+
+    folder = cache_to_fill(name, path)
+    problem = folder and writable_folder_problem(folder)
+    if problem:
+        raise ValueError(f"UNIRL_CACHE: loading {name} first writes {folder}, but {problem} (UNIRL_CACHE sets the "
+                         f"cache's place)")
+
+
 def set_sampling(policy, kv_bucket: int, compile_decode: str) -> None:
     """Apply the sampler's fast-path flags to an autoregressive policy (masked families ignore kv_bucket)."""
     if hasattr(policy, "kv_bucket"):

@@ -378,11 +378,10 @@ def load_janus(name: str, path: str | None = None, dtype=torch.float32) -> Janus
         return JanusPolicy(model.to(dtype), processor)
     source = path or HUB_IDS[name]
     folder = resolve_folder(source)
-    from models.convert_janus import convert_original_janus, is_original_janus, source_key
+    from models.convert_janus import convert_original_janus, is_original_janus
 
     if is_original_janus(folder):  # DeepSeek's own layout: convert once into the cache, then load
-        # keyed by the source's content: another folder of the same name gets its own conversion
-        converted = cache_dir() / "converted" / source_key(folder, memo=cache_dir() / "converted" / "file_hashes.json")
+        converted = conversion_folder(folder)
         if not (converted / "config.json").exists():
             print(f"converting original-format Janus at {folder} -> {converted}")
             convert_original_janus(folder, converted)
@@ -394,6 +393,24 @@ def load_janus(name: str, path: str | None = None, dtype=torch.float32) -> Janus
     model = JanusForConditionalGeneration.from_pretrained(folder, dtype=dtype)
     processor = JanusProcessor.from_pretrained(folder)
     return JanusPolicy(model, processor)
+
+
+def conversion_folder(folder) -> Path:
+    """Where the cache keeps the conversion of the original-format Janus `folder`. Keyed by the source's content
+    (models.convert_janus.source_key): another folder of the same name gets its own conversion."""
+    from models.convert_janus import source_key
+
+    return cache_dir() / "converted" / source_key(folder, memo=cache_dir() / "converted" / "file_hashes.json")
+
+
+def conversion_to_fill(folder) -> Path | None:
+    """The conversion folder that loading `folder` would write, or None (not original-format, or converted)."""
+    from models.convert_janus import is_original_janus
+
+    if not is_original_janus(folder):
+        return None
+    converted = conversion_folder(folder)
+    return None if (converted / "config.json").exists() else converted
 
 
 def resolve_folder(source: str) -> str:
