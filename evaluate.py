@@ -51,7 +51,7 @@ import numpy as np
 import torch
 
 import geneval
-from cli import given_flags, opt
+from cli import check_flags, given_flags, opt
 import prompts
 import reward
 import shapes
@@ -92,6 +92,17 @@ class Config:
     per_tag: int = opt(EVAL_PER_TAG, "--shapes: held-out prompts per category, as train.py evaluates")
 
 
+# What every number and path flag accepts (cli.check_flags, in validate() before anything loads): min / max
+# inclusive, above / below exclusive; path: file | folder | out | model (cli.PATH_KINDS).
+LIMITS = dict(
+    model_path=dict(path="model"), metadata=dict(path="file"), out=dict(path="out"),
+    official_results=dict(path="file"), detector=dict(path="model"), clip=dict(path="model"),
+    n_samples=dict(min=1, max=9999),  # GenEval's sample names have four digits
+    batch_size=dict(min=1), cfg_scale=dict(min=0), temperature=dict(min=0), steps=dict(min=1), seed=dict(min=0),
+    max_answer_tokens=dict(min=1), threads=dict(min=0), kv_bucket=dict(min=0), per_tag=dict(min=1),
+)
+
+
 def parse_config(argv: list[str] | None = None) -> Config:
     """argparse built from the dataclass; unknown flags are errors."""
     return Config(**given_flags(Config, argv, __doc__.split("\n")[0]))
@@ -101,10 +112,13 @@ def validate(cfg: Config) -> Path | None:
     """Every bad input fails here, naming the fix, before a model loads. Returns the metadata path (GenEval)."""
     import os
 
-    from models import check_model_name, check_sampling_flags
+    from models import check_cache_writable, check_model_name, check_sampling_flags
 
+    cfg.out = cfg.out or f"outputs/{cfg.model}-{'shapes' if cfg.shapes else 'geneval'}"
+    check_flags(cfg, LIMITS)
     check_model_name(cfg.model)
     check_sampling_flags(cfg.model, cfg.kv_bucket, cfg.compile_decode)
+    check_cache_writable(cfg.model, cfg.model_path)  # e.g. the shapes base, pretrained first
     for name, allowed in {"scorer": ("builtin", "none"), "device": ("auto", "cpu", "cuda"),
                           "dtype": ("float32", "bfloat16")}.items():
         if getattr(cfg, name) not in allowed:
@@ -117,9 +131,6 @@ def validate(cfg: Config) -> Path | None:
             raise ValueError("--shapes and --geneval are two different benchmarks: pass one of them")
         if "RANK" in os.environ:
             raise ValueError("--shapes runs in one process (seconds on a CPU): start it with python, not torchrun")
-        if cfg.per_tag < 1:
-            raise ValueError(f"--per-tag {cfg.per_tag}: use at least 1")
-        cfg.out = cfg.out or f"outputs/{cfg.model}-shapes"
         return None
     if not cfg.geneval:
         raise ValueError("nothing to evaluate: pass --geneval (GenEval export + scores + self-QA), or --shapes for "
@@ -127,13 +138,6 @@ def validate(cfg: Config) -> Path | None:
     if cfg.model.startswith("shapes-"):
         raise ValueError(f"--geneval with {cfg.model}: GenEval's COCO prompts lie outside the shapes world's "
                          f"vocabulary and pictures; evaluate it with --shapes")
-    if not 1 <= cfg.n_samples <= 9999:  # GenEval's sample names have four digits
-        raise ValueError(f"--n-samples {cfg.n_samples}: use 1 to 9999")
-    if cfg.batch_size < 1 or cfg.temperature < 0 or (cfg.steps is not None and cfg.steps < 1):
-        raise ValueError("--batch-size and --steps must be >= 1 and --temperature >= 0")
-    if cfg.official_results and not Path(cfg.official_results).is_file():
-        raise ValueError(f"--official-results {cfg.official_results}: no such file")
-    cfg.out = cfg.out or f"outputs/{cfg.model}-geneval"
     return find_metadata(cfg.metadata)
 
 
@@ -362,9 +366,9 @@ def run(cfg: Config, rank: int, world: int, device: torch.device, judge=None) ->
     from models import load_policy, set_sampling
     from parallel import from_rank0, gather_lists, is_main, print0
 
+    metadata = validate(cfg)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    metadata = validate(cfg)
     lines, records = read_metadata(metadata)
     if not records:
         raise ValueError(f"{metadata} holds no prompts")

@@ -76,8 +76,11 @@ def sample_tokens(logits: torch.Tensor, uniforms: torch.Tensor, temperature: flo
     if temperature == 0:
         return logits.argmax(-1)
     cdf = torch.softmax(logits.double() / temperature, -1).cumsum(-1)  # float64 so the tail is exact
-    ids = torch.searchsorted(cdf, uniforms.to(cdf).reshape(-1, 1).contiguous()).squeeze(-1)
-    return ids.clamp(max=logits.shape[-1] - 1)  # the last cdf entry can round to just below 1
+    # right=True: the first token whose cdf exceeds u, so a token of probability 0 (a masked-out answer token)
+    # is never drawn, not even at u = 0
+    ids = torch.searchsorted(cdf, uniforms.to(cdf).reshape(-1, 1).contiguous(), right=True).squeeze(-1)
+    # past the end only when the last cdf entry rounded to just below u: take the most likely token then
+    return torch.where(ids < logits.shape[-1], ids, logits.argmax(-1))
 
 
 @torch.no_grad()

@@ -39,6 +39,8 @@ import math
 import os
 import random
 import shutil
+import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,7 +49,7 @@ import torch
 
 import shapes
 from checkpoint import fsync_dir, new_folder, settle_tree
-from cli import opt
+from cli import check_flags, opt, writable_folder_problem
 
 VERSION = 1  # bump when a change here alters what a given config trains: old caches are then ignored
 
@@ -73,6 +75,48 @@ class PretrainConfig:
         """A short hash of every setting and VERSION: the cache folder's name."""
         text = json.dumps({**dataclasses.asdict(self), "version": VERSION}, sort_keys=True)
         return f"{self.family}-{hashlib.sha256(text.encode()).hexdigest()[:12]}"
+
+
+@dataclass
+class PretrainRun:
+    """The flags that do not change what is trained (so they stay out of PretrainConfig.key())."""
+    out: str | None = opt(None, "write the base here instead of the cache")
+    threads: int = opt(0, "torch CPU threads; 0 leaves torch's default")
+    eval_per_tag: int = opt(8, "evaluation records per tag afterwards; 0 skips it")
+
+
+# What every number and path flag accepts (cli.check_flags, in validate() before any pretraining): min / max
+# inclusive, above / below exclusive; path: out = a folder this run creates or writes into.
+LIMITS = dict(
+    seed=dict(min=0), hidden=dict(min=8), layers=dict(min=1), vocab_size=dict(min=1), steps=dict(min=1),
+    batch=dict(min=1), lr=dict(above=0), beta2=dict(min=0, below=1), warmup=dict(min=0),
+    cfg_dropout=dict(min=0, below=1),  # 1 would never show the model a prompt
+    und_weight=dict(min=0), num_records=dict(min=1),
+    out=dict(path="out"), threads=dict(min=0), eval_per_tag=dict(min=0),
+)
+
+
+def validate(cfg: PretrainConfig, run: PretrainRun) -> None:
+    """Every bad flag fails here, in one line, before minutes of pretraining; so does a folder we cannot write."""
+    from models.shapes_models import BUILDERS
+
+    check_flags(cfg, LIMITS)
+    check_flags(run, LIMITS)
+    if cfg.family not in BUILDERS:
+        raise ValueError(f"--family {cfg.family!r}: choose one of {', '.join(BUILDERS)}")
+    if cfg.hidden % 8:
+        raise ValueError(f"--hidden {cfg.hidden}: use a multiple of 8 (4 attention heads, each of an even width "
+                         f"for the rotary embeddings)")
+    if run.out is not None:
+        out = Path(run.out)
+        if out.exists() and not (out / "pretrain_config.json").exists():  # save_base would refuse it at the end
+            raise ValueError(f"--out {run.out} exists and is not a pretrained shapes base: choose another --out")
+        return
+    folder = base_folder(cfg)
+    problem = None if (folder / "config.json").exists() else writable_folder_problem(folder)
+    if problem:
+        raise ValueError(f"UNIRL_CACHE: the base is cached at {folder}, but {problem} (UNIRL_CACHE sets the "
+                         f"cache's place; or pass --out)")
 
 
 def world_batch(policy, records: list[dict], codes: torch.Tensor, drop: torch.Tensor,
@@ -211,31 +255,33 @@ def cached_base(cfg: PretrainConfig) -> Path:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    for f in dataclasses.fields(PretrainConfig):
-        ap.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=f.default,
-                        help=f"{f.metadata['help']} (default {f.default})")
-    ap.add_argument("--out", default=None, help="write the base here instead of the cache")
-    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads; 0 leaves torch's default")
-    ap.add_argument("--eval-per-tag", type=int, default=8, help="evaluation records per tag afterwards; 0 skips it")
+    for f in dataclasses.fields(PretrainConfig) + dataclasses.fields(PretrainRun):
+        ap.add_argument("--" + f.name.replace("_", "-"), type=str if f.default is None else type(f.default),
+                        default=f.default, help=f"{f.metadata['help']} (default {f.default})")
     args = vars(ap.parse_args(argv))
-    out, threads, per_tag = args.pop("out"), args.pop("threads"), args.pop("eval_per_tag")
-    if threads:
-        torch.set_num_threads(threads)
+    run = PretrainRun(**{f.name: args.pop(f.name) for f in dataclasses.fields(PretrainRun)})
     cfg = PretrainConfig(**args)
+    validate(cfg, run)
+    if run.threads:
+        torch.set_num_threads(run.threads)
     print(json.dumps(dataclasses.asdict(cfg), indent=1))
-    if out is None:
+    if run.out is None:
         folder = cached_base(cfg)
     else:
         policy, history = pretrain(cfg)
-        folder = save_base(policy, cfg, history, out)
+        folder = save_base(policy, cfg, history, run.out)
         print(f"wrote {folder} ({history[-1]['seconds']:.0f}s)")
-    if per_tag:
+    if run.eval_per_tag:
         from models.shapes_models import LOADERS, evaluate_world
 
         policy = LOADERS[cfg.family](str(folder))
-        result = evaluate_world(policy, shapes.eval_records(per_tag), seed=cfg.seed)
+        result = evaluate_world(policy, shapes.eval_records(run.eval_per_tag), seed=cfg.seed)
         print(json.dumps({k: round(v, 3) for k, v in result.items()}, indent=1))
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)

@@ -35,7 +35,7 @@ import torch
 from checkpoint import (atomic_write_text, claim_run_folder, is_checkpoint, load_optimizer, optimizer_tensors,
                         read_trainer_state, restore_rng, resume_advice, resume_point, save_checkpoint,
                         unlock_run_folder)
-from cli import given_flags, opt
+from cli import check_flags, given_flags, opt
 from evaluate import held_out_eval
 from parallel import (any_rank, clip_grads, from_rank0, full_params, gather_lists, gathered_state_dict,
                       is_main, mean_over_ranks, micro_step, print0, setup_distributed, teardown_distributed, wrap)
@@ -110,6 +110,23 @@ class Config:
 # weights in bf16, whose spacing near a weight w is |w| / 256 to |w| / 128: a step below half of it rounds away.
 PRECISIONS = {"fp32": (torch.float32, torch.float32), "bf16": (torch.float32, torch.bfloat16),
               "bf16-lossy": (torch.bfloat16, torch.bfloat16)}
+# What every number and path flag accepts, checked by cli.check_flags in validate() before anything loads:
+# min / max inclusive, above / below exclusive; path: file | folder | out | model (cli.PATH_KINDS).
+LIMITS = dict(
+    model_path=dict(path="model"), out=dict(path="out"), resume=dict(path="folder"), prompts=dict(path="file"),
+    steps=dict(min=1), seed=dict(min=0), threads=dict(min=0), kv_bucket=dict(min=0),
+    num_prompts=dict(min=1), prompts_per_step=dict(min=1), group_size=dict(min=1),
+    cfg_scale=dict(min=0), temperature=dict(min=0), timesteps=dict(min=1),
+    max_answer_tokens=dict(min=1), answer_temperature=dict(min=0),
+    sft_min_reward=dict(min=0, max=1),  # rewards lie in [0, 1]: above 1 no image would ever be imitated
+    gumbel_tau=dict(above=0),
+    clip_eps=dict(above=0, below=1),  # the lower clip 1 - eps must stay a positive ratio
+    kl_beta=dict(min=0), inner_iters=dict(min=1), traj_steps=dict(min=0),
+    lr=dict(above=0), weight_decay=dict(min=0), warmup_steps=dict(min=0), grad_clip=dict(min=0),
+    micro_batch=dict(min=1),
+    sample_every=dict(min=1), eval_every=dict(min=0), eval_prompts=dict(min=1), eval_samples=dict(min=1),
+    save_every=dict(min=1), keep_checkpoints=dict(min=0),  # 0 keeps them all (checkpoint.save_checkpoint)
+)
 
 
 def parse_config(argv: list[str] | None = None) -> Config:
@@ -145,8 +162,9 @@ def saved_precision(saved: dict) -> dict:
 def validate(cfg: Config, world: int) -> None:
     """Every bad input fails here, with the problem and the fix, before models are loaded."""
     import prompts
-    from models import check_model_name, check_sampling_flags
+    from models import check_cache_writable, check_model_name, check_sampling_flags
 
+    check_flags(cfg, LIMITS)
     check_model_name(cfg.model)
     check_sampling_flags(cfg.model, cfg.kv_bucket, cfg.compile_decode, cfg.fsdp)
     choices = {"mode": ("sft", "grpo"), "sft_on": ("gen", "und", "both"), "grpo_on": ("gen", "und", "both"),
@@ -163,8 +181,11 @@ def validate(cfg: Config, world: int) -> None:
     if cfg.couple and (cfg.sft_on if cfg.mode == "sft" else cfg.grpo_on) == "gen":
         raise ValueError(f"--couple carries the answer loss into generation, but --{cfg.mode}-on gen trains no "
                          f"answers: use --{cfg.mode}-on und or both, or drop --couple")
-    if cfg.steps < 1 or cfg.micro_batch < 1 or cfg.inner_iters < 1 or cfg.lr <= 0:
-        raise ValueError("--steps, --micro-batch and --inner-iters must be >= 1 and --lr > 0")
+    trains_images = (cfg.grpo_on if cfg.mode == "grpo" else "") in ("gen", "both")
+    if trains_images and cfg.temperature == 0 and "showo" not in cfg.model:  # Show-o: T is the re-masking noise
+        raise ValueError("--temperature 0 picks image tokens by argmax, and GRPO's ratio needs their log-probs "
+                         "under softmax(logits / T): use a temperature > 0, or --grpo-on und")
+    check_cache_writable(cfg.model, cfg.resume or cfg.model_path)  # e.g. the shapes base, pretrained first
     cfg.exclude_prompts = prompts.exclusion_file(cfg.exclude_prompts, cfg.model)  # a file, or None
 
 
@@ -403,9 +424,9 @@ def run(cfg: Config, rank: int, world: int, device: torch.device):
     from metrics import finish_run, save_grid, step_metrics, trim_metrics, write_metrics
     from models import load_policy, set_sampling
 
+    validate(cfg, world)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    validate(cfg, world)
     records, held_out = load_records(cfg)
     ckpt = cfg.resume if cfg.resume and is_checkpoint(cfg.resume) else None  # None: a resume starts at step 0
     start = read_trainer_state(ckpt)["step"] if ckpt else 0

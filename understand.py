@@ -10,6 +10,9 @@ The loop is batched over all N images with one KV cache, greedy by default:
     repeat: token = argmax (or a sample at `temperature`), feed it, until every row has said EOS
 
 Rows that finished keep being fed PAD; their later tokens are masked out of `answer_mask`.
+Answers are text: `policy.und_step` gives image slots, BOI/EOI, image codes, PAD and other control tokens
+probability 0 (models.restrict_to_answer_vocab), and the training forward's answer logits are restricted the
+same way, so GRPO's ratio and KL and SFT's NLL are of the distribution the answers were drawn from.
 What it simplifies on purpose: a fixed `max_new_tokens` cap (UniRL's answers are a few words; the
 original evaluation allowed 100).
 

@@ -13,6 +13,9 @@ Attributes
                        is Janus' uncond + s (cond - uncond) and Show-o's (1 + w) cond - w uncond
     default_timesteps  masked decoding only: sampler steps for training rollouts
     eos_id, pad_id     for answers
+    answer_vocab_mask  (V,) bool: the tokens an answer may hold (text and EOS; never an image slot, BOI/EOI,
+                       image code, PAD or other control token). und_step and the forward's und_logits apply it
+                       with restrict_to_answer_vocab, so answers are sampled from, and trained on, one distribution
 
 Text to ids, no gradients
     tokenize_gen_prompts(prompts)   -> ids, mask (N, L), left-padded t2i prompts
@@ -119,6 +122,33 @@ def check_sampling_flags(name: str, kv_bucket: int, compile_decode: str, fsdp: b
                          "rollouts). Drop one of the two flags.")
 
 
+def cache_to_fill(name: str, path: str | None) -> Path | None:
+    """The folder under UNIRL_CACHE that loading (name, path) would write first, or None: the shapes world's
+    pretrained base when it is not cached yet, or the conversion of an original-format Janus folder. Lets a
+    command check that it can write there before minutes of work (nothing is created here)."""
+    if name.startswith("shapes-") and path is None:
+        from models.shapes_models import FAMILIES, base_to_fill
+
+        return base_to_fill(FAMILIES[name])
+    if PRESETS.get(name) == "models.janus:load_janus" and path is not None and os.path.isdir(path):
+        from models.janus import conversion_to_fill
+
+        return conversion_to_fill(path)
+    return None
+
+
+def check_cache_writable(name: str, path: str | None) -> None:
+    """Fail at once, not after minutes of pretraining or converting, when loading (name, path) must write under
+    UNIRL_CACHE and cannot."""
+    from cli import writable_folder_problem  # plumbing, needed on this one path
+
+    folder = cache_to_fill(name, path)
+    problem = folder and writable_folder_problem(folder)
+    if problem:
+        raise ValueError(f"UNIRL_CACHE: loading {name} first writes {folder}, but {problem} (UNIRL_CACHE sets the "
+                         f"cache's place)")
+
+
 def set_sampling(policy, kv_bucket: int, compile_decode: str) -> None:
     """Apply the sampler's fast-path flags to an autoregressive policy (masked families ignore kv_bucket)."""
     if hasattr(policy, "kv_bucket"):
@@ -146,6 +176,17 @@ def training_forward(policy, gen: dict | None, und: dict | None, couple: dict | 
         out["und_logits"] = policy._und_logits(images, und["prompt_ids"], und["prompt_mask"], und["answer_ids"],
                                                und["answer_mask"])
     return out
+
+
+def restrict_to_answer_vocab(logits: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+    """Answer logits (..., V) with every token outside `allowed` (V,) set to the dtype's lowest value.
+
+    Each family applies this inside und_step (the answers understand.py samples) and _und_logits (the
+    teacher-forced logits every answer loss reads), so grpo.token_logprobs and sft.token_nll see the same
+    restricted softmax as the sampler with no change of theirs. The value is finite, not -inf: an answer's
+    padded tail holds PAD ids, and their masked-out log-probs (exactly this value, whatever the rest of the
+    row) must cancel in the ratio and the KL; -inf - (-inf) would be NaN, and NaN * mask 0 stays NaN."""
+    return logits.masked_fill(~allowed.to(logits.device), torch.finfo(logits.dtype).min)
 
 
 @contextlib.contextmanager

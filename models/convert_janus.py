@@ -31,7 +31,9 @@ What it does, in order:
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import os
 import re
 import shutil
 import tempfile
@@ -57,6 +59,8 @@ SIGLIP_HEADS = {"siglip_large_patch16_384": 16}
 LLAMA_4X_DEFAULTS = {"vocab_size": 32000, "hidden_size": 4096, "intermediate_size": 11008, "num_hidden_layers": 32,
                      "num_attention_heads": 32, "hidden_act": "silu", "max_position_embeddings": 2048,
                      "rms_norm_eps": 1e-6, "rope_theta": 10000.0, "attention_bias": False}
+
+VERSION = 1  # part of every cache key (source_key): bump when a change here alters what a conversion writes
 
 WEIGHT_FILES = ("model.safetensors.index.json", "model.safetensors", "pytorch_model.bin.index.json", "pytorch_model.bin")
 
@@ -358,6 +362,60 @@ def build_generation_config(ids: dict):
                               temperature=1.0, do_sample=True, top_k=0)  # top_k unset would mean transformers' 50
     config._from_model_config = False  # with True, a reload drops generation_kwargs (and so boi_token_id)
     return config
+
+
+# -------------------------------------------------------------------- the cache key
+def source_key(src, memo: Path | None = None) -> str:
+    """The name of `src`'s conversion in a cache: the folder's name plus a hash of everything the conversion reads.
+
+    Content, not the name alone: two different folders called Janus-1.3B must never share one conversion (nor
+    let an evaluation load one folder's weights while it records the other's hash). Hashed: VERSION, the chat
+    roles (detect_roles reads them partly from the path) and every file's relative name and sha256 (hidden
+    entries such as .git are skipped). Hashing 4 to 15 GB of weights takes seconds to a minute, so `memo` (a
+    JSON file) remembers each file's sha256 under its path, size, mtime, ctime and inode, and a later load only
+    stats the files. Size and mtime alone would not be safe: copies that keep timestamps (cp -p, rsync -a, tar)
+    or reset them can give two different checkpoints the same pair, and a fine-tune keeps the size. ctime cannot
+    be set from user space and changes with every write, so a remembered hash never outlives its bytes.
+    """
+    src = Path(src)
+    try:
+        known = _read_json(memo) if memo is not None else {}
+    except ValueError:  # an unreadable memo only costs the hashing again
+        known = {}
+    digest = hashlib.sha256(json.dumps({"version": VERSION, "roles": detect_roles(src)[0]}).encode())
+    files = sorted(p for p in src.rglob("*") if p.is_file() and not any(
+        part.startswith(".") for part in p.relative_to(src).parts))
+    for path in files:
+        digest.update(str(path.relative_to(src)).encode() + b"\0" + _file_sha256(path, known).encode())
+    if memo is not None:
+        _write_memo(memo, known)
+    return f"{src.resolve().name}-{digest.hexdigest()[:16]}"
+
+
+def _file_sha256(path: Path, known: dict) -> str:
+    """sha256 of a file's bytes, from `known` ({resolved path: {stat, sha256}}) while its stat is unchanged."""
+    st = path.stat()  # a hub snapshot's symlink: the blob's own stat
+    stamp = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev]
+    where = str(path.resolve())
+    if known.get(where, {}).get("stat") != stamp:
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 24), b""):
+                digest.update(block)
+        known[where] = {"stat": stamp, "sha256": digest.hexdigest()}
+    return known[where]["sha256"]
+
+
+def _write_memo(memo: Path, known: dict) -> None:
+    """Replace the memo atomically (ranks may write it together). It only saves time: a cache we cannot write
+    is left alone, and the conversion that needs it will fail with its own error."""
+    try:
+        memo.parent.mkdir(parents=True, exist_ok=True)
+        tmp = memo.with_name(f"{memo.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(known, indent=1))
+        os.replace(tmp, memo)
+    except OSError:
+        pass
 
 
 # -------------------------------------------------------------------- the conversion

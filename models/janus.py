@@ -30,6 +30,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from models import restrict_to_answer_vocab
 from models.kv_cache import WindowedStaticCache, autocast_dtype
 
 # DeepSeek's special-token strings: full-width bars and U+2581 in BOS / EOS / PAD.
@@ -92,6 +93,19 @@ class JanusPolicy(nn.Module):
         self.num_image_tokens = model.config.vision_config.num_image_tokens  # 576 at 384 px
         self.codebook_size = model.config.vq_config.num_embeddings  # 16384 for VQ-16
         self.image_size = model.config.vision_config.image_size
+        self.answer_vocab_mask = self._answer_vocab_mask()  # (V,) bool: the tokens an answer may hold
+
+    def _answer_vocab_mask(self) -> torch.Tensor:
+        """(V,) bool over lm_head's rows: True for the text tokens an answer may contain, EOS included. Out: every
+        special or added control token (image slot, BOI / EOI, PAD, BOS, ...) and head rows past the tokenizer."""
+        tok = self.tokenizer
+        allowed = torch.zeros(self.model.lm_head.out_features, dtype=torch.bool)
+        allowed[: len(tok)] = True
+        special = set(tok.all_special_ids) | {i for i, t in tok.added_tokens_decoder.items() if t.special}
+        special |= {self.image_token_id, self.boi_id, tok.convert_tokens_to_ids(EOI), self.pad_id, self.bos_id}
+        allowed[[i for i in special if 0 <= i < len(allowed)]] = False
+        allowed[self.eos_id] = True
+        return allowed
 
     def guide(self, cond: torch.Tensor, uncond: torch.Tensor, scale: float) -> torch.Tensor:
         """Janus' classifier-free guidance on logits: uncond + s * (cond - uncond)."""
@@ -124,6 +138,11 @@ class JanusPolicy(nn.Module):
         slots = BOI + IMAGE * self.num_image_tokens + EOI  # one placeholder per SigLIP patch
         texts = [system + self._chat(q, image=True).replace(IMAGE, slots) for q in questions]
         enc = self.tokenizer(texts, padding=True, padding_side="left", return_tensors="pt")  # see tokenize_gen_prompts
+        counts = (enc["input_ids"] == self.image_token_id).sum(1)
+        if bool((counts != self.num_image_tokens).any()):  # a question spelling out an image token itself
+            bad = questions[int((counts != self.num_image_tokens).nonzero()[0])]
+            raise ValueError(f"question {bad!r} contains an image token ({IMAGE}, {BOI} or {EOI}): remove it from "
+                             f"the prompt records")
         return enc["input_ids"], enc["attention_mask"]
 
     def tokenize_answers(self, answers: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -180,21 +199,27 @@ class JanusPolicy(nn.Module):
         return guide(cond, logits[n:], cfg_scale), cond
 
     def _und_logits(self, images, prompt_ids, prompt_mask, answer_ids, answer_mask):
-        """Teacher-forced answer logits: [prompt with image slots][answer[:-1]] -> (N, A, V)."""
+        """Teacher-forced answer logits: [prompt with image slots][answer[:-1]] -> (N, A, V), restricted to the
+        answer vocabulary as und_step's are (so grpo.py and sft.py score the distribution answers come from)."""
         length = prompt_ids.shape[1]
         ids = torch.cat([prompt_ids, answer_ids[:, :-1]], 1)
         mask = torch.cat([prompt_mask, answer_mask[:, :-1]], 1)
-        hidden = self._lm(self._und_embeds(ids, images), mask)[:, length - 1 :]
-        return self.model.lm_head(hidden).float()
+        hidden = self._lm(self._und_embeds(ids, images, question_len=length), mask)[:, length - 1 :]
+        return restrict_to_answer_vocab(self.model.lm_head(hidden).float(), self.answer_vocab_mask)
 
-    def _und_embeds(self, ids, images):
-        """Text embeddings with the aligned SigLIP features scattered into the image slots."""
+    def _und_embeds(self, ids, images, question_len: int | None = None):
+        """Text embeddings with the aligned SigLIP features scattered into the question's image slots.
+
+        The slots are the placeholder ids among the first `question_len` tokens (default: all of `ids` are the
+        question). The answer part is never searched: an answer token equal to the placeholder stays text."""
         embeds = self.model.get_input_embeddings()(ids)
         if images is None:
             return embeds
         features = self.model.model.get_image_features(images).pooler_output  # (N, 576, H)
-        slots = (ids == self.image_token_id).unsqueeze(-1).expand_as(embeds)
-        return embeds.masked_scatter(slots, features.to(embeds.dtype))
+        slots = torch.zeros_like(ids, dtype=torch.bool)
+        length = ids.shape[1] if question_len is None else question_len
+        slots[:, :length] = ids[:, :length] == self.image_token_id
+        return embeds.masked_scatter(slots.unsqueeze(-1).expand_as(embeds), features.to(embeds.dtype))
 
     def _lm(self, embeds, mask, cache=None):
         """The Llama trunk. Positions are arange over the row, left pads included, as generate() does;
@@ -266,9 +291,10 @@ class JanusPolicy(nn.Module):
 
     @torch.no_grad()
     def und_step(self, cache, mask, ids, images=None) -> torch.Tensor:
-        """Feed the understanding prompt (with images) or one answer token per row; next-token logits (B, V)."""
+        """Feed the understanding prompt (with images) or one answer token per row; next-token logits (B, V),
+        restricted to the answer vocabulary (image and control tokens get probability 0)."""
         hidden = self._lm(self._und_embeds(ids, images), mask, cache)[:, -1]
-        return self.model.lm_head(hidden).float()
+        return restrict_to_answer_vocab(self.model.lm_head(hidden).float(), self.answer_vocab_mask)
 
     @torch.no_grad()
     def decode_images(self, image_ids: torch.Tensor) -> torch.Tensor:
@@ -357,7 +383,7 @@ def load_janus(name: str, path: str | None = None, dtype=torch.float32) -> Janus
     from models.convert_janus import convert_original_janus, is_original_janus
 
     if is_original_janus(folder):  # DeepSeek's own layout: convert once into the cache, then load
-        converted = cache_dir() / "converted" / Path(folder).resolve().name
+        converted = conversion_folder(folder)
         if not (converted / "config.json").exists():
             print(f"converting original-format Janus at {folder} -> {converted}")
             convert_original_janus(folder, converted)
@@ -369,6 +395,24 @@ def load_janus(name: str, path: str | None = None, dtype=torch.float32) -> Janus
     model = JanusForConditionalGeneration.from_pretrained(folder, dtype=dtype)
     processor = JanusProcessor.from_pretrained(folder)
     return JanusPolicy(model, processor)
+
+
+def conversion_folder(folder) -> Path:
+    """Where the cache keeps the conversion of the original-format Janus `folder`. Keyed by the source's content
+    (models.convert_janus.source_key): another folder of the same name gets its own conversion."""
+    from models.convert_janus import source_key
+
+    return cache_dir() / "converted" / source_key(folder, memo=cache_dir() / "converted" / "file_hashes.json")
+
+
+def conversion_to_fill(folder) -> Path | None:
+    """The conversion folder that loading `folder` would write, or None (not original-format, or converted)."""
+    from models.convert_janus import is_original_janus
+
+    if not is_original_janus(folder):
+        return None
+    converted = conversion_folder(folder)
+    return None if (converted / "config.json").exists() else converted
 
 
 def resolve_folder(source: str) -> str:

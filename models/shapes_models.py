@@ -220,6 +220,14 @@ def load_shapes_policy(name: str, path: str | None = None, dtype=torch.float32):
     return LOADERS[family](path, dtype=dtype)
 
 
+def base_to_fill(family: str) -> Path | None:
+    """The cache folder the base of `family` would be pretrained into, or None when it is cached already."""
+    import pretrain
+
+    folder = pretrain.base_folder(pretrain.PretrainConfig(family=family))
+    return None if (folder / "config.json").exists() else folder
+
+
 def shared_cached_base(family: str) -> Path:
     """The cached base, pretrained once under torchrun: rank 0 fills the cache while the other ranks wait at
     a barrier, then they all read it. Only rank 0 can write it: under a process group, transformers'

@@ -27,6 +27,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from models import restrict_to_answer_vocab
 from models import showo as S
 from models.kv_cache import WindowedStaticCache, autocast_dtype
 from models.magvitv2 import MAGVITv2, load_magvitv2, magvitv2_tiny_config, save_magvitv2
@@ -85,6 +86,8 @@ class ShowoPolicy(nn.Module):
         self.eos_id = self.bos_id = c.bos_token_id  # <|endoftext|> is bos, eos, <|sot|> and <|eot|>
         self.pad_id = c.pad_id
         self.prefix = 3 + c.num_vq_tokens  # [<|mmu|>, <|soi|>, image, <|eoi|>] before the question
+        # answers hold text only: [PAD], Show-o's specials, the image codes and [MASK] all sit past the text ids
+        self.answer_vocab_mask = torch.arange(c.vocab_size) < c.llm_vocab_size  # (V,) bool; EOS is text
 
     def guide(self, cond: torch.Tensor, uncond: torch.Tensor, scale: float) -> torch.Tensor:
         """Show-o's (MUSE-style) guidance: (1 + w) * cond - w * uncond."""
@@ -256,7 +259,8 @@ class ShowoPolicy(nn.Module):
         ids = torch.cat([prompt_ids, answer_ids[:, :-1]], 1)
         mask = self._full_mask(torch.cat([prompt_mask, answer_mask[:, :-1]], 1))
         hidden = self._und_forward(self._und_embeds(images, ids), mask)[:, length - 1 :]
-        return self.model.showo.lm_head(hidden).float()
+        # the answer vocabulary, as und_step's: grpo.py and sft.py score the distribution answers come from
+        return restrict_to_answer_vocab(self.model.showo.lm_head(hidden).float(), self.answer_vocab_mask)
 
     def new_cache(self, batch: int, max_len: int):
         """A KV cache allocated once for the image prefix plus `max_len` text tokens; attention reads only its
@@ -266,10 +270,11 @@ class ShowoPolicy(nn.Module):
 
     @torch.no_grad()
     def und_step(self, cache, mask, ids, images=None) -> torch.Tensor:
-        """Prefill (images given) or one token per row. mask: the 2-D mask of the text part so far."""
+        """Prefill (images given) or one token per row. mask: the 2-D mask of the text part so far.
+        Next-token logits (B, V) restricted to the answer vocabulary (non-text tokens get probability 0)."""
         embeds = self._und_embeds(images, ids) if images is not None else self.model.embed_tokens(ids)
         hidden = self._und_forward(embeds, self._full_mask(mask), cache)[:, -1]
-        return self.model.showo.lm_head(hidden).float()
+        return restrict_to_answer_vocab(self.model.showo.lm_head(hidden).float(), self.answer_vocab_mask)
 
     # ---------------------------------------------------------------- images
     @torch.no_grad()

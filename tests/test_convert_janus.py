@@ -10,6 +10,7 @@ Run: python -m pytest -q tests/test_convert_janus.py
 """
 
 import json
+import os
 import re
 
 import pytest
@@ -344,3 +345,29 @@ def test_non_empty_destination_is_refused(source, tmp_path):
     with pytest.raises(ValueError, match="not empty"):
         convert_original_janus(source["janus13b"], dst)
     assert [p.name for p in dst.iterdir()] == ["keep.txt"]
+
+
+def test_cache_is_keyed_by_content_not_folder_name(source, tmp_path, monkeypatch):
+    """Two different folders both called Janus-1.3B each load their own weights through the converted cache,
+    and a folder whose weights change in place is converted again."""
+    from models.janus import load_janus
+
+    monkeypatch.setenv("UNIRL_CACHE", str(tmp_path / "cache"))
+    first = original_state_dict(source["model"])
+    second = dict(first, **{"language_model.lm_head.weight": first["language_model.lm_head.weight"] + 1.0})
+    for parent, weights in (("a", first), ("b", second)):
+        write_original(tmp_path / parent / "Janus-1.3B", source["model"], source["tok"], "safetensors", weights=weights)
+
+    def head(parent):
+        return load_janus("janus-1.3b", str(tmp_path / parent / "Janus-1.3B")).model.lm_head.weight
+
+    assert torch.equal(head("a"), first["language_model.lm_head.weight"])
+    assert torch.equal(head("b"), second["language_model.lm_head.weight"])
+    assert len([p for p in (tmp_path / "cache" / "converted").iterdir() if p.is_dir()]) == 2
+    # new bytes in place, same size, and the old mtime put back (as cp -p or rsync -a would): converted again
+    weights_file = tmp_path / "a" / "Janus-1.3B" / "model.safetensors"
+    old = weights_file.stat()
+    save_file(second, str(weights_file))
+    os.utime(weights_file, ns=(old.st_atime_ns, old.st_mtime_ns))
+    assert weights_file.stat().st_size == old.st_size
+    assert torch.equal(head("a"), second["language_model.lm_head.weight"])
