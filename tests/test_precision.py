@@ -28,29 +28,37 @@ def run(args, timeout=300):
 
 
 def still_weights(run_dir: Path) -> tuple[dict, dict]:
-    """The checkpoint's weights, and per tensor how many of them the run left exactly where they started.
-    A token embedding row learns only when the run's prompts, images or answers hold that token, so only
-    the rows that moved at all are counted there."""
+    """The checkpoint's weights, and per tensor how many of them the run left exactly where they started."""
     from models import load_policy
 
     start = load_policy("showo-tiny").model.state_dict()  # the preset's seeded init: std 0.02, norm weights 1
     weights = load_file(str(run_dir / "ckpt-000010" / "pytorch_model.safetensors"))
-    still = {}
-    for name, w in weights.items():
-        same = w == start[name].to(w.dtype)
-        if "embed_tokens" in name:
-            same = same[~same.all(dim=1)]
-        still[name] = int(same.sum())
-    return weights, still
+    return weights, {name: int((w == start[name].to(w.dtype)).sum()) for name, w in weights.items()}
+
+
+@pytest.fixture(scope="module")
+def fp32_still(tmp_path_factory):
+    """What fp32 leaves unmoved in one process: only weights that no loss reaches (token rows that no prompt,
+    image or answer holds; output rows of tokens an answer may not use), which no precision can move."""
+    out = tmp_path_factory.mktemp("fp32")
+    run([sys.executable, "train.py"] + FLAGS + ["--precision", "fp32", "--out", str(out)])
+    return still_weights(out)[1]
 
 
 @pytest.mark.parametrize("layout", ["ddp", "fsdp"])
-def test_bf16_recipe_moves_every_weight_as_fp32_does(tmp_path, layout):
-    """In fp32, 10 steps at lr 1e-5 move every weight of the preset (std 0.02, norm weights 1); --precision bf16
-    must move every one too."""
+def test_bf16_recipe_moves_every_weight_as_fp32_does(tmp_path, layout, fp32_still):
+    """10 steps at lr 1e-5 (the paper's) under --precision bf16 leave unmoved the weights fp32 leaves unmoved
+    (those no gradient reaches), tensor by tensor: the share of changed weights equals fp32's."""
     run(TORCHRUN + FLAGS + ["--precision", "bf16", "--out", str(tmp_path)] + ["--fsdp"] * (layout == "fsdp"))
     weights, still = still_weights(tmp_path)
-    assert {name: n for name, n in still.items() if n} == {}
+    dense = [name for name in weights if "embed_tokens" not in name]  # embedding rows move only where used
+    assert sum(fp32_still[n] for n in dense) < 0.01 * sum(weights[n].numel() for n in dense)  # fp32 moves ~all
+    # equal up to rounding, while bf16-stored weights leave 85 % unmoved. bf16 compute can round to exactly 0
+    # the tiny gradient that fp32 gives a token row seen only through masked attention (one row of 332 under
+    # FSDP, measured), so embedding tables get 1 % of slack and every other tensor 1e-4
+    for name, w in weights.items():
+        slack = 0.01 if "embed_tokens" in name else 1e-4
+        assert abs(still[name] - fp32_still[name]) <= slack * w.numel() + 1, name
     assert {w.dtype for w in weights.values()} == {torch.float32}  # the master copy is what is saved
 
 
@@ -69,9 +77,9 @@ def test_bf16_stored_weights_lose_updates_and_say_so(tmp_path):
                                               ({"dtype": "bfloat16", "autocast": False}, "bf16-lossy")])
 def test_resume_reads_configs_saved_before_precision(tmp_path, saved, precision):
     """Checkpoints written with the old keys (dtype, autocast) resume as they ran."""
-    ckpt = tmp_path / "run" / "ckpt-000001"
-    ckpt.mkdir(parents=True)
+    folder = tmp_path / "run"  # a run that died before its first checkpoint resumes from its run_config.json
+    folder.mkdir()
     config = {k: v for k, v in dataclasses.asdict(train.Config()).items() if k != "precision"}
-    (ckpt / "trainer_state.json").write_text(json.dumps({"step": 1, "config": {**config, **saved}}))
+    (folder / "run_config.json").write_text(json.dumps({**config, **saved, "out": str(folder)}))
     cfg = train.parse_config(["--resume", str(tmp_path / "run")])
     assert cfg.precision == precision and not hasattr(cfg, "dtype")
