@@ -418,7 +418,7 @@ def test_split_is_a_function_of_the_prompt_not_its_wording():
             "include": [{"class": "ring", "count": 1}, {"class": "cross", "count": 1, "position": ["left of", 0]}]}
     assert shapes.split_of(right) == shapes.split_of(left)
     with pytest.raises(ValueError, match="not a class of the shapes world"):
-        shapes.split_of({"tag": "single_object", "prompt": "a photo of a dog", "include": [{"class": "dog", "count": 1}]})
+        shapes.split_of({"tag": "single_object", "prompt": "a dog", "include": [{"class": "dog", "count": 1}]})
 
 
 def test_eval_records_repeat_the_few_held_out_prompts():
