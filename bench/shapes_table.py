@@ -2,8 +2,10 @@
 
 Protocol. Settings are chosen on DEV_SEEDS and reported on REPORT_SEEDS, which never choose anything:
 `--sweep` runs the arms at several learning rates on the dev seeds and prints the ARM_SETTINGS it would
-write; `--seeds report` then runs the table with ARM_SETTINGS as they stand. Every result row records the
-seed set its seed belongs to, and the printed table says which set it shows.
+write (per arm, the learning rate with the best mean held-out judge); `--seeds report` then runs the table
+with ARM_SETTINGS as they stand. Every result row records the seed set its seed belongs to, and the printed
+table says which set it shows. (The sweep and the report see the same held-out prompts, on other seeds: other
+bases, other images.)
 
 For every seed s: the base is pretrained with seed s (pretrain.py, cached) and evaluated with `evaluate_world`
 on shapes.eval_records; each arm then runs train.py from that base with seed s and is evaluated the same way.
@@ -269,7 +271,8 @@ def format_sweep(rows: list[dict]) -> str:
         for lr in sorted({r["lr"] for r in rows if r["arm"] == arm and "lr" in r}):
             m, s = mean_std([r["geneval"] for r in rows if r["arm"] == arm and r.get("lr") == lr])
             lines.append(f"{arm:>14} lr {lr:g}: judge {m:.3f} ± {s:.3f}")
-    lines += ["", "ARM_SETTINGS = {  # chosen on DEV_SEEDS by --sweep"]
+    seeds = " ".join(str(s) for s in sorted({r["seed"] for r in rows}))
+    lines += ["", f"ARM_SETTINGS = {{  # chosen by --sweep on seeds {seeds}, by mean held-out judge"]
     lines += [f'    "{arm}": {json.dumps(settings)},' for arm, settings in best_settings(rows).items()]
     return "\n".join(lines + ["}"])
 
