@@ -429,3 +429,18 @@ def test_eval_records_repeat_the_few_held_out_prompts():
     single = collections.Counter(r["prompt"] for r in records if r["tag"] == "single_object")
     assert single == {"a photo of a diamond": 8, "a photo of a cross": 8}
     assert shapes.eval_records(16) == records  # fixed by EVAL_SEED
+
+
+def test_train_py_applies_an_exclusion_file_in_the_shapes_world(tmp_path):
+    """--exclude-prompts FILE also drops training prompts in the world, with its held-out evaluation on."""
+    import train
+
+    circle = {"tag": "single_object", "include": [{"class": "circle", "count": 1}], "prompt": "a photo of a circle"}
+    prompts.write_records(tmp_path / "drop.jsonl", [circle])
+    cfg = train.parse_config(["--model", "shapes-janus", "--num-prompts", "300", "--exclude-prompts",
+                              str(tmp_path / "drop.jsonl"), "--out", str(tmp_path / "run")])
+    train.validate(cfg, 1)
+    training, evaluation = train.load_records(cfg)
+    assert cfg.eval_every > 0 and evaluation and shapes.split_of(circle) == "train"
+    assert "a photo of a circle" not in {r["prompt"] for r in training}
+    assert "a photo of a square" in {r["prompt"] for r in training}
