@@ -15,8 +15,11 @@ The world:
     palette color: no anti-aliasing. Encoding (`parse_image`) cuts the image into cells and picks the
     nearest tile; all tiles differ, so render -> parse is an exact round trip.
   * Records are GenEval records (tag / include / exclude / prompt / question / answer) built by
-    prompts.make_records with this vocabulary (see `make_shape_records`). `eval_records` draws the
-    evaluation prompts and `heldout_records` says which of them training can leave out.
+    prompts.make_records with this vocabulary (see `make_shape_records`). A fixed split of the world's
+    prompts (`split_of`) holds combinations out: `training_records` draws post-training prompts from the
+    "train" side only, and `eval_records` draws evaluation prompts from the "eval" side only, in every
+    category. (pretrain.py's base learns the whole world from true scenes, as a real base has seen captions
+    like GenEval's; the split keeps the evaluation prompts away from UniRL's post-training.)
   * The models that live in this world (a tiny Janus, its exact codec, its evaluation) are in
     models/shapes_models.py; pretrain.py teaches them the world from rendered ground truth.
 
@@ -43,7 +46,10 @@ Nothing runs at import time. `python shapes.py` prints a few records, ground-tru
 verdicts, and writes shapes_demo.png.
 """
 import functools
+import itertools
+import json
 import random
+import zlib
 from collections import namedtuple
 
 import numpy as np
@@ -350,8 +356,8 @@ def make_shape_records(n, seed=0, tags=TAGS):
     return [{**record, "classes": list(SHAPES)} for record in records]
 
 
-EVAL_SEED = 1_000_003  # the evaluation prompts' seed; training pools use small seeds
-EVAL_PER_TAG = 16  # held-out prompts per tag in train.py's evaluation, evaluate.py --shapes and the shapes bench
+EVAL_SEED = 1_000_003  # which held-out prompts eval_records draws, and in which order and wording
+EVAL_PER_TAG = 16  # evaluation records per tag in train.py's evaluation, evaluate.py --shapes and the shapes bench
 
 # train.py's defaults for the world's presets, applied under whatever the command line gives. Measured with
 # bench/shapes_table.py: a small model on 2 CPU cores learns within a few minutes with them.
@@ -365,18 +371,107 @@ TRAIN_DEFAULTS = {
 }
 
 
+# ----------------------------------------------------------------------------------------------
+# The split: which prompts post-training may use, and which only evaluation sees
+
+# Evaluation prompts are COMBINATIONS that post-training never shows, while every shape, color, count and relation
+# still trains in other combinations; a gain on them is generalisation. The split is fixed (no seed), and
+# `split_of` is its only definition: train.py's pool, the bench's pool and every evaluation go through it.
+HELDOUT_SHAPES = ("diamond", "cross")  # single_object: 2 of the 6 shapes are evaluation prompts, 4 train
+HELDOUT_EVERY = 3  # the other tags hold out one combination in 3 (Latin squares, or a hash of the prompt)
+
+
+def _indices(names, record, field):
+    """The index of each include entry's `field` in `names` (SHAPES or COLORS), or a clear error."""
+    values = [entry.get(field) for entry in record["include"]]
+    unknown = [v for v in values if v not in names]
+    if unknown:
+        raise ValueError(f"{record['prompt']!r}: {unknown[0]!r} is not a {field} of the shapes world "
+                         f"({', '.join(names)}); split_of splits the world's own records only")
+    return [names.index(v) for v in values]
+
+
+def split_of(record) -> str:
+    """"train" or "eval": the side of the world's fixed split that a record's prompt lies on.
+
+    The rule reads the prompt's content, never its wording, so every wording of one prompt (prompts.prompt_key:
+    entry order, "A right of B" == "B left of A") lands on the same side. With i the shape's index in SHAPES
+    and j the color's in COLORS, a prompt is held out ("eval") when:
+      single_object  its shape is in HELDOUT_SHAPES (diamond, cross): 2 of 6
+      counting       a Latin square, n == COUNTS[i % 3] (circle 2, square 3, triangle 4, diamond 2, ring 3,
+                     cross 4): 6 of 18, each shape held out at one count and each count for two shapes
+      two_object     its unordered pair has (i1 + i2) % 3 == 0 (circle+diamond, square+triangle, square+cross,
+                     triangle+ring, ring+cross): 5 of 15 pairs, each shape in one or two of them
+      colors         a Latin square, (i - j) % 3 == 0 (circle and diamond: red, green; square and ring:
+                     orange, blue; triangle and cross: yellow, purple): 12 of 36
+      position,      the CRC-32 of its canonical key is divisible by 3: 17 of the 60 position keys (34 of
+      color_attr     the 120 wordings) and 165 of the 450 color_attr keys (330 of the 900 wordings)
+    """
+    tag = record["tag"]
+    shapes_ = _indices(SHAPES, record, "class")
+    if tag == "single_object":
+        held = SHAPES[shapes_[0]] in HELDOUT_SHAPES
+    elif tag == "counting":
+        held = record["include"][0]["count"] == prompts.COUNTS[shapes_[0] % len(prompts.COUNTS)]
+    elif tag == "two_object":
+        held = sum(shapes_) % HELDOUT_EVERY == 0
+    elif tag == "colors":
+        held = (shapes_[0] - _indices(COLORS, record, "color")[0]) % HELDOUT_EVERY == 0
+    else:  # position, color_attr: too many combinations for a square; a hash that no Python run re-seeds
+        _, facts, relation = prompts.prompt_key(record)
+        canonical = json.dumps([tag, sorted(facts), relation])  # the key with its set in a fixed order
+        held = zlib.crc32(canonical.encode()) % HELDOUT_EVERY == 0
+    return "eval" if held else "train"
+
+
+def world_records(tag):
+    """Every distinct prompt of one tag in the world, as records of make_shape_records' format: 6 single_object,
+    30 two_object (both orders), 18 counting, 36 colors, 120 position and 900 color_attr prompts."""
+    pairs = list(itertools.permutations(SHAPES, 2))
+    one = lambda shape, **fields: {"class": shape, "count": 1, **fields}  # noqa: E731
+    includes = {
+        "single_object": lambda: [[one(s)] for s in SHAPES],
+        "two_object": lambda: [[one(a), one(b)] for a, b in pairs],
+        "counting": lambda: [[{"class": s, "count": n}] for s in SHAPES for n in prompts.COUNTS],
+        "colors": lambda: [[one(s, color=c)] for s in SHAPES for c in COLORS],
+        "position": lambda: [[one(a), one(b, position=[rel, 0])] for a, b in pairs for rel in prompts.RELATIONS],
+        "color_attr": lambda: [[one(a, color=ca), one(b, color=cb)] for a, b in pairs
+                               for ca, cb in itertools.permutations(COLORS, 2)],
+    }[tag]()
+    records = []
+    for include in includes:
+        record = {"tag": tag, "include": include}
+        if tag == "counting":  # exactly n, as prompts.make_record writes it
+            record["exclude"] = [{"class": include[0]["class"], "count": include[0]["count"] + 1}]
+        record["prompt"] = prompts.make_prompt(tag, include)
+        records.append({**prompts.add_questions(record), "classes": list(SHAPES)})
+    return records
+
+
+def training_records(n, seed=0):
+    """n post-training records, all on the "train" side of `split_of`: the first n such records of a pool
+    drawn like make_shape_records' (tags round-robin), so the six tags stay about balanced."""
+    pool = make_shape_records(2 * n, seed=seed)  # about 2/3 of every tag trains, so 2n draws hold n of them
+    return [r for r in pool if split_of(r) == "train"][:n]
+
+
 def eval_records(per_tag=8, seed=EVAL_SEED):
-    """`per_tag` records of each of the six tags, for evaluation (tags round-robin, distinct prompts
-    where the tag has that many: single_object has only len(SHAPES) prompts)."""
-    return make_shape_records(per_tag * len(TAGS), seed=seed)
-
-
-def heldout_records(records, min_prompts=20):
-    """The evaluation records whose prompts training can leave out (pass them to train.py's
-    --exclude-prompts). Tags with fewer than `min_prompts` possible prompts are never held out: the world
-    has only 6 single_object and 18 counting prompts, and excluding them would leave none to train on."""
-    possible = {"single_object": len(SHAPES), "counting": len(SHAPES) * len(prompts.COUNTS)}
-    return [r for r in records if possible.get(r["tag"], min_prompts) >= min_prompts]
+    """`per_tag` evaluation records of each of the six tags (tags round-robin), all on the "eval" side of
+    `split_of`. Each tag's held-out prompts (one wording per prompts.prompt_key, drawn from `seed`) are shuffled
+    and taken in turn; a tag with fewer than `per_tag` of them repeats them. single_object holds out 2 prompts,
+    so at 16 per tag each is evaluated 8 times, counting's 6 about 3 times: the repeats are not duplicates, since
+    every evaluation record draws images (and a true scene) of its own."""
+    rng = random.Random(seed)
+    columns = []
+    for tag in TAGS:
+        wordings = {}  # prompt_key -> the held-out records that word it
+        for record in world_records(tag):
+            if split_of(record) == "eval":
+                wordings.setdefault(prompts.prompt_key(record), []).append(record)
+        held = list(wordings.values())
+        rng.shuffle(held)
+        columns.append([dict(rng.choice(held[i % len(held)])) for i in range(per_tag)])
+    return [column[i] for i in range(per_tag) for column in columns]
 
 
 if __name__ == "__main__":

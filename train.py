@@ -193,17 +193,15 @@ def load_records(cfg: Config) -> tuple[list[dict], list[dict]]:
     """The training prompts (a jsonl file or the generator, minus any evaluation prompts) and the held-out ones."""
     import prompts
 
+    world_eval = None  # the shapes world's own evaluation records
     if cfg.prompts:
         records = prompts.read_records(cfg.prompts)
     elif cfg.model.startswith("shapes-"):  # the shapes world speaks its own small vocabulary
         import shapes
 
-        records = shapes.make_shape_records(cfg.num_prompts, seed=cfg.seed)
-        if cfg.eval_every:  # its evaluation prompts, minus the tags too small to hold any out
-            held_out = shapes.eval_records(shapes.EVAL_PER_TAG)  # as evaluate.py --shapes measures
-            records, dropped = prompts.exclude_records(records, shapes.heldout_records(held_out))
-            print0(f"excluded {dropped} training prompts that the evaluation uses")
-            return records, held_out
+        # its fixed split (shapes.split_of): training draws "train" prompts only, evaluation "eval" ones only
+        records = shapes.training_records(cfg.num_prompts, seed=cfg.seed)
+        world_eval = shapes.eval_records(shapes.EVAL_PER_TAG)  # as evaluate.py --shapes measures
     else:
         records = prompts.make_records(cfg.num_prompts, seed=cfg.seed)
     if cfg.exclude_prompts:
@@ -213,6 +211,8 @@ def load_records(cfg: Config) -> tuple[list[dict], list[dict]]:
         raise ValueError("no training prompts left: check --prompts / --exclude-prompts")
     if not cfg.eval_every:
         return records, []
+    if world_eval is not None:
+        return records, world_eval
     # the last prompts are held out, and every repeat of them (same prompts.prompt_key) leaves training
     training, held_out = prompts.hold_out(records, cfg.eval_prompts)
     if not training or len(held_out) < cfg.eval_prompts:

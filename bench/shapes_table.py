@@ -1,25 +1,43 @@
-"""Does UniRL learn in the shapes world? Base vs SFT vs GRPO variants, over seeds, on held-out prompts.
+"""Does UniRL learn in the shapes world? Base, SFT and GRPO arms over seeds, on held-out prompts.
 
-For every seed s: the base is pretrained with seed s (pretrain.py, cached), evaluated with
-`evaluate_world` on the evaluation records (shapes.eval_records), and then each arm runs train.py from
-that base with seed s, training on prompts with the held-out evaluation prompts excluded, and is
-evaluated the same way. Arms:
+Protocol. Settings are chosen on DEV_SEEDS and reported on REPORT_SEEDS, which never choose anything:
+`--sweep` runs the arms at several learning rates on the dev seeds and prints the ARM_SETTINGS it would
+write (per arm, the learning rate with the best mean held-out judge); `--seeds report` then runs the table
+with ARM_SETTINGS as they stand. Every result row records the seed set its seed belongs to, and the printed
+table says which set it shows. (The sweep and the report see the same held-out prompts, on other seeds: other
+bases, other images.)
 
-    base               no post-training
-    sft                --mode sft            (true-answer understanding SFT + best-of-group image SFT)
-    grpo-gen           --mode grpo --grpo-on gen
-    grpo-und           --mode grpo --grpo-on und
-    grpo-both          --mode grpo --grpo-on both
-    grpo-both-couple   --mode grpo --grpo-on both --couple
+For every seed s: the base is pretrained with seed s (pretrain.py, cached) and evaluated with `evaluate_world`
+on shapes.eval_records; each arm then runs train.py from that base with seed s and is evaluated the same way.
+train.py draws its prompts from the "train" side of the world's fixed split (shapes.split_of) and the
+evaluation only from the "eval" side, so no evaluation prompt of any category was ever trained on. Arms:
 
-Prints a markdown table (mean ± std over seeds) of the judge per category and overall, understanding
-of true scenes, self-QA and the imbalance, with CPU minutes per run; appends one JSON line per (seed,
-arm) to --out. `--model` picks the world's family (shapes-janus, the default, or shapes-showo); give each
-model its own --work folder. Extra train.py flags go after `--`, e.g.
+    base           no post-training
+    sft-e2e        --mode sft --sft-on und --couple     the paper's SFT (end to end, see below)
+    sft            --mode sft --sft-on both             non-end-to-end SFT: true-answer SFT on detached images,
+                                                        plus best-of-group image SFT for generation
+    grpo-gen       --mode grpo --grpo-on gen
+    grpo-und       --mode grpo --grpo-on und
+    grpo-both      --mode grpo --grpo-on both
+    grpo-both-e2e  --mode grpo --grpo-on both --couple  the answer loss also reaches generation (ST-GS)
 
-    python bench/shapes_table.py --seeds 0 1 2 --steps 300 -- --kl-beta 0.05
-    python bench/shapes_table.py --model shapes-showo --arms base grpo-both --work runs/showo-bench \
-        --out runs/showo-bench/results.jsonl                      (its preset's guidance, w = 1)
+Why sft-e2e is `--sft-on und --couple`: the paper's SFT is one loss, the NLL of the TRUE answer given the
+generated image, made differentiable by straight-through Gumbel-softmax, so that loss trains understanding and,
+through the image tokens, generation. `--couple` adds no loss term; it routes the answer loss into the image
+logits. `--sft-on und --couple` is therefore exactly that objective; `--sft-on both` would add an image-imitation
+term that the paper's SFT does not have (that term is the non-end-to-end `sft` arm's way to train generation).
+
+Prints a markdown table (mean ± std over seeds) of the judge per category and overall, understanding of true
+scenes, self-QA, the imbalance and CPU minutes per run, then each arm's gain over the base paired by seed;
+appends one JSON line per (seed, arm) to --out and draws the arms' means into a PNG beside it. Commands:
+
+    python bench/shapes_table.py --sweep --lrs 3e-5 1e-4 3e-4        # dev seeds: choose each arm's lr
+    python bench/shapes_table.py --seeds report                       # the reported table, 7 arms x 5 seeds
+    python bench/shapes_table.py --claims bench/results/shapes-janus-report.jsonl   # which claims hold
+    python bench/shapes_table.py --table bench/results/shapes-janus-report.jsonl    # table and plot again
+    python bench/shapes_table.py --model shapes-showo --seeds report  # Show-o's family (its preset's w = 1)
+
+Extra train.py flags go after `--`, e.g. `-- --kl-beta 0.05`; they apply to every arm.
 """
 
 from __future__ import annotations
@@ -32,64 +50,144 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+from PIL import Image, ImageDraw, ImageFont
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import plot  # noqa: E402
+import pretrain  # noqa: E402
+import shapes  # noqa: E402
+import train  # noqa: E402
+from models.shapes_models import FAMILIES, evaluate_world, load_shapes_policy  # noqa: E402
+
+DEV_SEEDS = (100, 101, 102)  # choose settings (--sweep) on these
+REPORT_SEEDS = (1000, 1001, 1002, 1003, 1004)  # report on these; never used for a choice
 ARMS = {
     "base": None,
-    "sft": ["--mode", "sft"],
+    "sft-e2e": ["--mode", "sft", "--sft-on", "und", "--couple"],
+    "sft": ["--mode", "sft", "--sft-on", "both"],
     "grpo-gen": ["--mode", "grpo", "--grpo-on", "gen"],
     "grpo-und": ["--mode", "grpo", "--grpo-on", "und"],
     "grpo-both": ["--mode", "grpo", "--grpo-on", "both"],
-    "grpo-both-couple": ["--mode", "grpo", "--grpo-on", "both", "--couple"],
+    "grpo-both-e2e": ["--mode", "grpo", "--grpo-on", "both", "--couple"],
 }
-# what worked best in our measurements (see the report); anything after `--` overrides it
-# guidance comes from train.py's preset defaults (3 for shapes-janus, 1 for shapes-showo)
-TRAIN_FLAGS = ["--prompts-per-step", "8", "--group-size", "8", "--micro-batch", "64", "--lr", "1e-4",
-               "--kl-beta", "0", "--max-answer-tokens", "16"]
-COLUMNS = ([(f"geneval/{t}", t) for t in ("single_object", "two_object", "counting", "colors", "position", "color_attr")]
+# Per-arm train.py settings, chosen on DEV_SEEDS only (`--sweep` prints the table it would write here). Every
+# other setting is the world preset's (shapes.TRAIN_DEFAULTS), the same for every arm.
+ARM_SETTINGS = {arm: {"lr": 1e-4} for arm in ARMS if arm != "base"}
+SWEEP_LRS = (3e-5, 1e-4, 3e-4)  # --sweep's default learning rates
+CLAIM_SE = 3.0  # a claim holds when its paired gain exceeds this many standard errors
+COLUMNS = ([(f"geneval/{t}", t) for t in shapes.TAGS]
            + [("geneval", "**overall**"), ("und", "und (true scenes)"), ("self_qa", "self-QA"),
-              ("imbalance/judge_only", "judge yes / answer no"), ("imbalance/answer_only", "judge no / answer yes"),
-              ("cpu_min", "CPU min")])
+              ("imbalance", "imbalance"), ("imbalance/judge_only", "judge yes / answer no"),
+              ("imbalance/answer_only", "judge no / answer yes"), ("cpu_min", "CPU min")])
+PLOT_KEYS = ("geneval", "und", "self_qa", "imbalance")
 
 
-def run_arm(arm: str, seed: int, base: Path, work: Path, args, extra: list[str], exclude: Path) -> dict:
-    """Train one arm from the base (unless `base`), then evaluate; returns the JSON row."""
-    import torch
+# ------------------------------------------------------------------ seeds
+def seed_set(seed: int) -> str:
+    """Which named set a seed belongs to: "dev", "report" or "other"."""
+    return "dev" if seed in DEV_SEEDS else "report" if seed in REPORT_SEEDS else "other"
 
-    import shapes
-    import train
-    from models.shapes_models import evaluate_world, load_shapes_policy
 
-    cpu0, wall0 = time.process_time(), time.perf_counter()
+def parse_seeds(values: list[str]) -> list[int]:
+    """--seeds dev | report | integers."""
+    if values in (["dev"], ["report"]):
+        return list(DEV_SEEDS if values == ["dev"] else REPORT_SEEDS)
+    try:
+        return [int(v) for v in values]
+    except ValueError:
+        raise ValueError(f"--seeds {' '.join(values)}: give dev, report, or integers") from None
+
+
+# ------------------------------------------------------------------ one run
+def train_argv(arm: str, seed: int, base: Path, out: Path, args, extra: list[str], settings: dict) -> list[str]:
+    """train.py's command line for one arm: the world preset's settings, then the arm's, then `extra`."""
+    arm_flags = [text for name, value in settings.items() for text in (f"--{name.replace('_', '-')}", str(value))]
+    return (["--model", args.model, "--model-path", str(base), "--seed", str(seed), "--steps", str(args.steps),
+             "--out", str(out), "--save-every", str(args.steps), "--sample-every", str(args.steps),
+             "--threads", str(args.threads), "--eval-every", "0"]  # the bench evaluates the last checkpoint itself
+            + arm_flags + ARMS[arm] + extra)
+
+
+def run_arm(arm: str, seed: int, base: Path, work: Path, args, extra: list[str], settings: dict) -> dict:
+    """Train one arm from the base (unless `base`), then evaluate it; returns the JSON row."""
     cfg_scale = float(extra[extra.index("--cfg-scale") + 1]) if "--cfg-scale" in extra else \
         shapes.TRAIN_DEFAULTS[args.model]["cfg_scale"]
-    flags = TRAIN_FLAGS + ["--cfg-scale", str(cfg_scale)]
-    folder = base
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    folder, argv = base, []
     if ARMS[arm] is not None:
-        out = work / f"{arm}-s{seed}"
-        with open(work / f"{arm}-s{seed}.log", "w") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
-            train.main(["--model", args.model, "--model-path", str(base), "--seed", str(seed), "--steps", str(args.steps),
-                        "--out", str(out), "--exclude-prompts", str(exclude), "--save-every", str(args.steps),
-                        "--sample-every", str(args.steps), "--threads", str(args.threads)] + flags + ARMS[arm] + extra)
-        folder = out / f"ckpt-{args.steps:06d}"
+        name = f"{arm}-s{seed}" + "".join(f"-{k}{v}" for k, v in settings.items())
+        argv = train_argv(arm, seed, base, work / name, args, extra, settings)
+        with open(work / f"{name}.log", "w") as log, contextlib.redirect_stdout(log), \
+                contextlib.redirect_stderr(log):
+            train.main(argv)
+        folder = work / name / f"ckpt-{args.steps:06d}"
     cpu_train, wall_train = time.process_time() - cpu0, time.perf_counter() - wall0
     policy = load_shapes_policy(args.model, str(folder))
-    torch.set_num_threads(args.threads)
     result = evaluate_world(policy, shapes.eval_records(args.per_tag), n_samples=args.samples, cfg_scale=cfg_scale,
                             seed=seed)
-    return {"model": args.model, "arm": arm, "seed": seed, "steps": 0 if ARMS[arm] is None else args.steps, **result,
-            "cpu_min": cpu_train / 60, "wall_min": wall_train / 60, "flags": flags + (ARMS[arm] or []) + extra}
+    return {"model": args.model, "arm": arm, "seed": seed, "seed_set": seed_set(seed),
+            "steps": 0 if ARMS[arm] is None else args.steps, **settings, **result,
+            "cpu_min": cpu_train / 60, "wall_min": wall_train / 60, "argv": argv}
 
 
+def run_grid(args, extra: list[str], grid: dict[str, list[dict]], out: Path) -> list[dict]:
+    """Every (seed, arm, settings) of `grid` ({arm: [settings, ...]}); each row is appended to `out` at once."""
+    torch.set_num_threads(args.threads)
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for seed in args.seeds:
+        cpu0 = time.process_time()
+        base = pretrain.cached_base(pretrain.PretrainConfig(family=FAMILIES[args.model], seed=seed))
+        print(f"seed {seed} ({seed_set(seed)}): base ready ({(time.process_time() - cpu0) / 60:.1f} CPU min)",
+              flush=True)
+        for arm, choices in grid.items():
+            for settings in choices:
+                row = run_arm(arm, seed, base, work, args, extra, settings)
+                rows.append(row)
+                with open(out, "a") as f:
+                    f.write(json.dumps(row) + "\n")
+                print(f"seed {seed} {arm} {settings}: judge {row['geneval']:.3f} und {row['und']:.3f} "
+                      f"self-QA {row['self_qa']:.3f} ({row['cpu_min']:.1f} CPU min)", flush=True)
+    return rows
+
+
+# ------------------------------------------------------------------ statistics and the table
 def mean_std(values: list[float]) -> tuple[float, float]:
     m = sum(values) / len(values)
     return m, (math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0)
 
 
+def paired(rows: list[dict], arm: str, other: str, key: str) -> tuple[float, float, int] | None:
+    """arm minus other on `key`, paired by seed: (mean, standard error, seeds), or None under 2 pairs."""
+    theirs = {r["seed"]: r[key] for r in rows if r["arm"] == other}
+    gains = [r[key] - theirs[r["seed"]] for r in rows if r["arm"] == arm and r["seed"] in theirs]
+    if len(gains) < 2:
+        return None
+    m, s = mean_std(gains)
+    return m, s / math.sqrt(len(gains)), len(gains)
+
+
+def describe_seeds(rows: list[dict]) -> str:
+    """The title line: which seed sets the rows come from, and what that allows."""
+    if not rows:
+        return "no rows"
+    sets = sorted({r.get("seed_set", seed_set(r["seed"])) for r in rows})
+    seeds = " ".join(str(s) for s in sorted({r["seed"] for r in rows}))
+    if sets == ["report"]:
+        return f"REPORT seeds ({seeds}): never used to choose a setting"
+    return (f"seed sets {', '.join(sets)} ({seeds}): NOT a report; dev seeds choose the settings, "
+            f"report on --seeds report")
+
+
 def format_rows(rows: list[dict], arms: list[str]) -> str:
-    """Markdown: one line per arm, mean ± std over seeds per column."""
-    lines = ["| arm | " + " | ".join(label for _, label in COLUMNS) + " |", "|---" * (len(COLUMNS) + 1) + "|"]
+    """Markdown: a title naming the seed sets, then one line per arm, mean ± std over seeds per column."""
+    lines = [describe_seeds(rows), "", "| arm | " + " | ".join(label for _, label in COLUMNS) + " |",
+             "|---" * (len(COLUMNS) + 1) + "|"]
     for arm in arms:
         mine = [r for r in rows if r["arm"] == arm]
         if not mine:
@@ -103,70 +201,184 @@ def format_rows(rows: list[dict], arms: list[str]) -> str:
 
 
 def paired_gains(rows: list[dict], arms: list[str], key: str = "geneval") -> str:
-    """Each arm minus the base of the same seed: mean, standard error and their ratio (the done-criterion:
-    GRPO on both tasks beats the base by more than 3 standard errors)."""
-    base = {r["seed"]: r[key] for r in rows if r["arm"] == "base"}
+    """Each arm minus the base of the same seed: mean, standard error and their ratio."""
     lines = []
     for arm in arms:
-        gains = [r[key] - base[r["seed"]] for r in rows if r["arm"] == arm and arm != "base" and r["seed"] in base]
-        if len(gains) > 1:
-            m, s = mean_std(gains)
-            se = s / math.sqrt(len(gains))
-            lines.append(f"{arm}: {key} gain over base {m:+.3f} ± {se:.3f} (SE, n={len(gains)} seeds) = "
-                         f"{m / se if se > 0 else float('inf'):.1f} SE")
+        gain = paired(rows, arm, "base", key) if arm != "base" else None
+        if gain:
+            m, se, n = gain
+            lines.append(f"{arm}: {key} gain over base {m:+.3f} ± {se:.3f} (SE, n={n} seeds) = "
+                         f"{m / se if se > 0 else math.copysign(math.inf, m):+.1f} SE")
     return "\n".join(lines)
+
+
+# ------------------------------------------------------------------ the paper's claims
+# (claim, arm, compared with, key, sign): the claim holds when sign * (arm - other) > CLAIM_SE standard errors
+CLAIMS = (
+    ("generation improves (judge, GRPO both vs base)", "grpo-both", "base", "geneval", 1),
+    ("understanding improves (true scenes, GRPO both vs base)", "grpo-both", "base", "und", 1),
+    ("the imbalance falls (GRPO both vs base)", "grpo-both", "base", "imbalance", -1),
+    ("GRPO beats SFT (judge, non-end-to-end: grpo-both vs sft)", "grpo-both", "sft", "geneval", 1),
+    ("GRPO beats SFT (judge, end to end: grpo-both-e2e vs sft-e2e)", "grpo-both-e2e", "sft-e2e", "geneval", 1),
+)
+
+
+def claims(rows: list[dict]) -> list[tuple[str, str, str]]:
+    """(claim, verdict, numbers) per claim: "holds", "does not hold" or "not measured" (fewer than 2 seeds
+    with both arms). Paired by seed; holds when the signed mean gain exceeds CLAIM_SE standard errors."""
+    out = []
+    for name, arm, other, key, sign in CLAIMS:
+        gain = paired(rows, arm, other, key)
+        if gain is None:
+            out.append((name, "not measured", f"needs {arm} and {other} on 2 or more seeds"))
+            continue
+        m, se, n = gain
+        holds = sign * m > CLAIM_SE * se and sign * m > 0
+        ratio = m / se if se > 0 else math.copysign(math.inf, m)
+        out.append((name, "holds" if holds else "does not hold",
+                    f"{key} {arm} - {other} = {m:+.3f} ± {se:.3f} SE ({ratio:+.1f} SE, n={n} seeds)"))
+    return out
+
+
+def format_claims(rows: list[dict]) -> str:
+    lines = [describe_seeds(rows)]
+    for model in sorted({r["model"] for r in rows}):
+        lines.append(f"{model}:")
+        mine = [r for r in rows if r["model"] == model]
+        lines += [f"  {verdict:>13}: {name}: {numbers}" for name, verdict, numbers in claims(mine)]
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------ the sweep (dev seeds only)
+def best_settings(rows: list[dict], key: str = "geneval") -> dict[str, dict]:
+    """Per arm, the settings with the best mean `key` over seeds: what ARM_SETTINGS should hold."""
+    best = {}
+    for arm in ARMS:
+        tried = {}
+        for r in rows:
+            if r["arm"] == arm and arm != "base":
+                tried.setdefault(r["lr"], []).append(r[key])
+        if tried:
+            lr = max(tried, key=lambda v: sum(tried[v]) / len(tried[v]))
+            best[arm] = {"lr": lr}
+    return best
+
+
+def format_sweep(rows: list[dict]) -> str:
+    """Mean held-out judge per arm and learning rate, and the ARM_SETTINGS the sweep chose."""
+    lines = [describe_seeds(rows), ""]
+    for arm in ARMS:
+        for lr in sorted({r["lr"] for r in rows if r["arm"] == arm and "lr" in r}):
+            m, s = mean_std([r["geneval"] for r in rows if r["arm"] == arm and r.get("lr") == lr])
+            lines.append(f"{arm:>14} lr {lr:g}: judge {m:.3f} ± {s:.3f}")
+    seeds = " ".join(str(s) for s in sorted({r["seed"] for r in rows}))
+    lines += ["", f"ARM_SETTINGS = {{  # chosen by --sweep on seeds {seeds}, by mean held-out judge"]
+    lines += [f'    "{arm}": {json.dumps(settings)},' for arm, settings in best_settings(rows).items()]
+    return "\n".join(lines + ["}"])
+
+
+# ------------------------------------------------------------------ the plot
+def plot_arms(rows: list[dict], arms: list[str], path: Path, keys=PLOT_KEYS) -> Path:
+    """A PNG beside the results: per key a panel of bars, one per arm (mean over seeds, whisker ± 1 SE)."""
+    arms = [a for a in arms if any(r["arm"] == a for r in rows)]
+    width, height, legend = max(plot.PANEL[0], 50 * len(arms) + plot.LEFT + plot.RIGHT), plot.PANEL[1], 18
+    image = Image.new("RGB", (width * len(keys), height + legend), (255, 255, 255))
+    draw, font = ImageDraw.Draw(image), ImageFont.load_default()
+    x = 6
+    for arm, color in zip(arms, plot.COLORS * 2):  # the legend: one swatch per arm, across the top
+        draw.rectangle([x, 5, x + 10, 13], fill=color)
+        draw.text((x + 14, 3), arm, fill=plot.INK, font=font)
+        x += 24 + plot.text_width(draw, arm, font)
+    draw.text((x + 12, 3), describe_seeds(rows).split(":")[0], fill=plot.INK, font=font)  # which seeds these are
+    for n, key in enumerate(keys):
+        stats = [mean_std([r[key] for r in rows if r["arm"] == a]) + (sum(r["arm"] == a for r in rows),) for a in arms]
+        bars = [(m, s / math.sqrt(k)) for m, s, k in stats]
+        ticks = plot.nice_ticks(min(0.0, *(m - e for m, e in bars)), max(m + e for m, e in bars))
+        x0, y0 = n * width, legend
+        left, top, right, bottom = x0 + plot.LEFT, y0 + plot.TOP, x0 + width - plot.RIGHT, y0 + height - plot.BOTTOM
+        to_py = lambda v: bottom - (v - ticks[0]) / (ticks[-1] - ticks[0]) * (bottom - top)  # noqa: E731
+        draw.text((x0 + (width - plot.text_width(draw, key, font)) // 2, y0 + 6), key, fill=plot.INK, font=font)
+        for t in ticks:
+            draw.line([(left, to_py(t)), (right, to_py(t))], fill=plot.GRID)
+            draw.text((left - 6 - plot.text_width(draw, plot.label(t), font), to_py(t) - 6), plot.label(t),
+                      fill=plot.INK, font=font)
+        slot = (right - left) / len(arms)
+        for j, ((m, e), color) in enumerate(zip(bars, plot.COLORS * 2)):
+            a, b = left + j * slot + slot * 0.15, left + (j + 1) * slot - slot * 0.15
+            draw.rectangle([a, to_py(max(m, 0.0)), b, to_py(min(m, 0.0))], fill=color)
+            draw.line([((a + b) / 2, to_py(m - e)), ((a + b) / 2, to_py(m + e))], fill=plot.INK, width=1)
+            text = f"{m:.2f}"
+            draw.text(((a + b) / 2 - plot.text_width(draw, text, font) / 2, bottom + 6), text, fill=plot.INK, font=font)
+        draw.rectangle([left, top, right, bottom], outline=plot.FRAME)
+    image.save(path)
+    return path
+
+
+# ------------------------------------------------------------------ main
+def read_rows(path: str) -> list[dict]:
+    """The rows of a results file. Rows written before they named their model are shapes-janus's."""
+    rows = [json.loads(line) for line in open(path) if line.strip()]
+    return [{"model": "shapes-janus", **row} for row in rows]
+
+
+def parse_args(argv: list[str]):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", default="shapes-janus", choices=list(FAMILIES),
+                    help="the world's family: its base (pretrain.py, cached) and train.py's --model")
+    ap.add_argument("--seeds", nargs="+", default=["dev"],
+                    help=f"dev {DEV_SEEDS} | report {REPORT_SEEDS} | integers (labelled other)")
+    ap.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
+    ap.add_argument("--steps", type=int, default=shapes.TRAIN_DEFAULTS["shapes-janus"]["steps"],
+                    help="train.py steps per arm")
+    ap.add_argument("--per-tag", type=int, default=shapes.EVAL_PER_TAG, help="evaluation records per tag, as train.py")
+    ap.add_argument("--samples", type=int, default=4, help="images per evaluation record")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--work", default=None, help="folder for the runs; default runs/shapes-bench/<model>")
+    ap.add_argument("--out", default=None,
+                    help="JSON lines, appended; default bench/results/shapes-<model>-<seed set>.jsonl")
+    ap.add_argument("--sweep", action="store_true", help="dev seeds: every arm at every --lrs; prints ARM_SETTINGS")
+    ap.add_argument("--lrs", type=float, nargs="+", default=list(SWEEP_LRS), help="--sweep's learning rates")
+    ap.add_argument("--table", default=None, help="only print the table (and redraw the plot) of a results file")
+    ap.add_argument("--claims", default=None, help="only print which of the paper's claims a results file supports")
+    args = ap.parse_args(argv)
+    args.seeds = parse_seeds(args.seeds)
+    if args.sweep and any(seed_set(s) == "report" for s in args.seeds):
+        raise ValueError(f"--sweep --seeds {' '.join(map(str, args.seeds))}: the report seeds {REPORT_SEEDS} must "
+                         f"never choose a setting; sweep on --seeds dev")
+    sets = {seed_set(s) for s in args.seeds}
+    label = "sweep" if args.sweep else sets.pop() if len(sets) == 1 else "mixed"
+    args.work = args.work or f"runs/shapes-bench/{args.model}"
+    args.out = Path(args.out or ROOT / "bench" / "results" / f"shapes-{args.model}-{label}.jsonl")
+    return args
 
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     extra = argv[argv.index("--") + 1:] if "--" in argv else []
-    argv = argv[:argv.index("--")] if "--" in argv else argv
-    import shapes
-
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--model", default="shapes-janus", choices=["shapes-janus", "shapes-showo"],
-                    help="the world's family: its base (pretrain.py, cached) and train.py's --model")
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
-    ap.add_argument("--steps", type=int, default=300, help="train.py steps per arm")
-    ap.add_argument("--per-tag", type=int, default=shapes.EVAL_PER_TAG, help="evaluation records per tag, as train.py")
-    ap.add_argument("--samples", type=int, default=4, help="images per evaluation record")
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--work", default="runs/shapes-bench", help="folder for the runs")
-    ap.add_argument("--out", default="runs/shapes-bench/results.jsonl", help="JSON lines, appended")
-    ap.add_argument("--table", default=None, help="only print the table of an existing results file")
-    args = ap.parse_args(argv)
-    if args.table:
-        rows = [json.loads(line) for line in open(args.table) if line.strip()]
-        arms = [a for a in ARMS if any(r["arm"] == a for r in rows)]
-        print(format_rows(rows, arms) + "\n\n" + paired_gains(rows, arms))
+    args = parse_args(argv[:argv.index("--")] if "--" in argv else argv)
+    if args.claims:
+        print(format_claims(read_rows(args.claims)))
         return
-
-    import torch
-
-    import pretrain
-    import prompts
-    from models.shapes_models import FAMILIES
-
-    torch.set_num_threads(args.threads)
-    work = Path(args.work)
-    work.mkdir(parents=True, exist_ok=True)
-    exclude = work / "heldout.jsonl"  # the evaluation prompts that training can leave out
-    prompts.write_records(exclude, shapes.heldout_records(shapes.eval_records(args.per_tag)))
-    rows = []
-    for seed in args.seeds:
-        cpu0 = time.process_time()
-        base = pretrain.cached_base(pretrain.PretrainConfig(family=FAMILIES[args.model], seed=seed))
-        print(f"seed {seed}: base ready ({(time.process_time() - cpu0) / 60:.1f} CPU min)", flush=True)
-        for arm in args.arms:
-            row = run_arm(arm, seed, base, work, args, extra, exclude)
-            rows.append(row)
-            with open(args.out, "a") as f:
-                f.write(json.dumps(row) + "\n")
-            print(f"seed {seed} {arm}: judge {row['geneval']:.3f} und {row['und']:.3f} self-QA {row['self_qa']:.3f} "
-                  f"({row['cpu_min']:.1f} CPU min)", flush=True)
-    print(format_rows(rows, args.arms) + "\n\n" + paired_gains(rows, args.arms))
+    if args.table:
+        rows = read_rows(args.table)
+        arms = list(dict.fromkeys([a for a in ARMS if any(r["arm"] == a for r in rows)] + [r["arm"] for r in rows]))
+        print(format_rows(rows, arms) + "\n\n" + paired_gains(rows, arms))
+        print(f"plot: {plot_arms(rows, arms, Path(args.table).with_suffix('.png'))}")
+        return
+    if args.sweep:
+        grid = {arm: ([{"lr": lr} for lr in args.lrs] if ARMS[arm] else [{}]) for arm in args.arms}
+        rows = run_grid(args, extra, grid, args.out)
+        print(format_sweep(rows))
+        return
+    grid = {arm: [ARM_SETTINGS.get(arm, {})] for arm in args.arms}
+    rows = run_grid(args, extra, grid, args.out)
+    print(format_rows(rows, args.arms) + "\n\n" + paired_gains(rows, args.arms) + "\n\n" + format_claims(rows))
+    print(f"rows: {args.out}; plot: {plot_arms(rows, args.arms, args.out.with_suffix('.png'))}")
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)

@@ -4,11 +4,12 @@ code paths (on CPU). No timing is asserted anywhere: timings are machine noise, 
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 
-from bench import cpu, recipe
+from bench import cpu, recipe, shapes_table
 from bench import roofline as R
 import train
 from conftest import ROOT
@@ -232,3 +233,86 @@ def test_gpu_script_dry_run_tiny(tmp_path):
     assert len(shares) == 2
     for r in shares:  # the phases add up to the iteration
         assert sum(v for k, v in r.items() if k.startswith("share_")) == pytest.approx(1.0, abs=0.05)
+
+
+# ------------------------------------------------------------------------------ the shapes world's table
+def fake_metrics(arm: str, seed: int) -> dict:
+    """evaluate_world's keys, with grpo-both clearly above the base and sft below it."""
+    judge = {"base": 0.60, "grpo-both": 0.70, "sft": 0.40}.get(arm, 0.60) + 0.001 * (seed % 7)
+    tags = {f"geneval/{t}": judge for t in shapes_table.shapes.TAGS}
+    return {**tags, "geneval": judge, "und": 0.85, "self_qa": judge, "imbalance": 0.1 if arm == "base" else 0.05,
+            "imbalance/judge_only": 0.03, "imbalance/answer_only": 0.02, "images": 6, "seconds": 0.0}
+
+
+def test_shapes_bench_seed_sets_are_disjoint_and_the_sweep_refuses_report_seeds():
+    assert not set(shapes_table.DEV_SEEDS) & set(shapes_table.REPORT_SEEDS)
+    assert shapes_table.parse_seeds(["report"]) == list(shapes_table.REPORT_SEEDS)
+    assert shapes_table.parse_seeds(["dev"]) == list(shapes_table.DEV_SEEDS)
+    assert [shapes_table.seed_set(s) for s in (100, 1000, 7)] == ["dev", "report", "other"]
+    with pytest.raises(ValueError, match="never choose a setting"):
+        shapes_table.parse_args(["--sweep", "--seeds", "report"])
+    with pytest.raises(ValueError, match="give dev, report, or integers"):
+        shapes_table.parse_args(["--seeds", "reprot"])
+
+
+def test_shapes_bench_report_rows_are_labelled_and_train_on_the_split(tmp_path, monkeypatch, capsys):
+    """--seeds report: every row says report, the table says so, train.py accepts every arm's command line, and
+    the pool it builds from that command line holds no evaluation prompt (models stubbed: seconds, not hours)."""
+    import prompts
+    import shapes
+
+    argvs = []
+
+    def fake_train(argv):
+        cfg = train.parse_config(argv)
+        train.validate(cfg, 1)  # every flag the bench passes is one train.py accepts
+        if not argvs:  # the pool: once, it takes a few seconds at train.py's default size
+            training, _ = train.load_records(cfg)
+            evaluation = shapes.eval_records(shapes.EVAL_PER_TAG)
+            assert all(shapes.split_of(r) == "train" for r in training)
+            assert not {prompts.prompt_key(r) for r in evaluation} & {prompts.prompt_key(r) for r in training}
+            assert not {r["prompt"] for r in evaluation} & {r["prompt"] for r in training}
+        argvs.append(argv)
+
+    monkeypatch.setattr(shapes_table.pretrain, "cached_base", lambda cfg: tmp_path / f"base-{cfg.seed}")
+    monkeypatch.setattr(shapes_table.train, "main", fake_train)
+    monkeypatch.setattr(shapes_table, "load_shapes_policy", lambda model, folder: folder)
+    monkeypatch.setattr(shapes_table, "evaluate_world", lambda folder, records, **kw: fake_metrics(
+        "base" if "base-" in folder else Path(folder).parent.name.split("-s1")[0], 0))
+    out = tmp_path / "rows.jsonl"
+    shapes_table.main(["--seeds", "report", "--arms", "base", "sft", "grpo-both", "--steps", "2", "--threads", "1",
+                       "--work", str(tmp_path / "work"), "--out", str(out)])
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 3 * len(shapes_table.REPORT_SEEDS) and len(argvs) == 2 * len(shapes_table.REPORT_SEEDS)
+    assert {r["seed_set"] for r in rows} == {"report"} and {r["seed"] for r in rows} == set(shapes_table.REPORT_SEEDS)
+    assert {r["lr"] for r in rows if r["arm"] != "base"} == {shapes_table.ARM_SETTINGS["grpo-both"]["lr"]}
+    printed = capsys.readouterr().out
+    assert "REPORT seeds (1000 1001 1002 1003 1004)" in printed
+    assert "holds: generation improves" in printed and out.with_suffix(".png").stat().st_size > 0
+
+
+def test_shapes_bench_claims_give_the_expected_verdicts():
+    rows = []
+    for seed in shapes_table.REPORT_SEEDS:
+        wobble = 0.01 * (seed % 3)
+        rows += [{"model": "shapes-janus", "arm": "base", "seed": seed, "geneval": 0.60 + wobble, "und": 0.80,
+                  "imbalance": 0.10},
+                 {"model": "shapes-janus", "arm": "grpo-both", "seed": seed, "geneval": 0.70 + wobble,  # +0.1 always
+                  "und": 0.80 + (0.05 if seed % 2 else -0.04), "imbalance": 0.12},  # und: noise, imbalance rises
+                 {"model": "shapes-janus", "arm": "sft", "seed": seed, "geneval": 0.50 + 2 * wobble}]
+    verdicts = {name.split(" (")[0] + (" e2e" if "end to end" in name else ""): verdict
+                for name, verdict, _ in shapes_table.claims(rows)}
+    assert verdicts == {"generation improves": "holds", "understanding improves": "does not hold",
+                        "the imbalance falls": "does not hold", "GRPO beats SFT": "holds",
+                        "GRPO beats SFT e2e": "not measured"}
+    numbers = shapes_table.claims(rows)[0][2]
+    assert "+0.100" in numbers and "n=5 seeds" in numbers
+
+
+def test_shapes_bench_sweep_picks_each_arms_best_learning_rate():
+    judge = {("grpo-both", 1e-4): 0.70, ("grpo-both", 3e-4): 0.75, ("sft", 1e-4): 0.50, ("sft", 3e-4): 0.40}
+    rows = [{"arm": arm, "lr": lr, "seed": seed, "geneval": value + 0.01 * seed}
+            for (arm, lr), value in judge.items() for seed in shapes_table.DEV_SEEDS]
+    rows += [{"arm": "base", "seed": seed, "geneval": 0.9} for seed in shapes_table.DEV_SEEDS]
+    assert shapes_table.best_settings(rows) == {"sft": {"lr": 1e-4}, "grpo-both": {"lr": 3e-4}}
+    assert '"grpo-both": {"lr": 0.0003},' in shapes_table.format_sweep(rows)

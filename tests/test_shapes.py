@@ -1,4 +1,5 @@
-"""Tests for the shapes world: exact tokenizer round trip, GenEval's rules case by case, ground truth."""
+"""Tests for the shapes world: exact tokenizer round trip, GenEval's rules case by case, ground truth, the split."""
+import collections
 import io
 import itertools
 import os
@@ -11,6 +12,7 @@ import torch
 from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import prompts  # noqa: E402
 import shapes  # noqa: E402
 from shapes import GRID, NUM_CELLS, NUM_CODES, SIZE  # noqa: E402
 
@@ -348,3 +350,97 @@ def test_generated_records():
     bare = {"tag": "color_attr", "include": [{"class": "ring", "count": 1, "color": "orange"},
                                              {"class": "cross", "count": 1, "color": "blue"}]}
     assert shapes.answer_for(bare) == "The ring is orange and the cross is blue"
+
+
+# ----------------------------------------------------------------------------------------------
+# The split: evaluation prompts are never training prompts, in any category
+
+
+def keys_and_texts(records):
+    return {prompts.prompt_key(r) for r in records}, {prompts.prompt_text(r) for r in records}
+
+
+def assert_disjoint(training, evaluation):
+    """No evaluation prompt is a training prompt (by text or by prompts.prompt_key); every tag is evaluated."""
+    train_keys, train_texts = keys_and_texts(training)
+    for record in evaluation:
+        assert prompts.prompt_key(record) not in train_keys, record["prompt"]
+        assert prompts.prompt_text(record) not in train_texts, record["prompt"]
+    assert {r["tag"] for r in evaluation} == set(shapes.TAGS)
+
+
+def assert_everything_trains(training):
+    """Every shape, color, count and relation still occurs in training, in the tags that use it."""
+    by_tag = {tag: [r for r in training if r["tag"] == tag] for tag in shapes.TAGS}
+    for tag in shapes.TAGS:  # single_object holds two shapes out; they train in every other tag
+        entries = [e for r in by_tag[tag] for e in r["include"]]
+        expected = set(shapes.SHAPES) - set(shapes.HELDOUT_SHAPES) if tag == "single_object" else set(shapes.SHAPES)
+        assert {e["class"] for e in entries} == expected, tag
+    for tag in ("colors", "color_attr"):
+        assert {e["color"] for r in by_tag[tag] for e in r["include"]} == set(shapes.COLORS), tag
+    assert {r["include"][0]["count"] for r in by_tag["counting"]} == set(prompts.COUNTS)
+    assert {prompts.split_position(r["include"])[1] for r in by_tag["position"]} == set(prompts.RELATIONS)
+    for shape in shapes.SHAPES:  # counting: each shape at two of the three counts
+        counts = {r["include"][0]["count"] for r in by_tag["counting"] if r["include"][0]["class"] == shape}
+        assert len(counts) == len(prompts.COUNTS) - 1, (shape, counts)
+
+
+def test_train_py_pool_and_evaluation_are_disjoint_in_every_category(tmp_path):
+    """The pool train.py builds for the world (with its held-out evaluation on) shares no prompt with that
+    evaluation, in all six categories, and still trains every shape, color, count and relation."""
+    import train
+
+    cfg = train.parse_config(["--model", "shapes-janus", "--eval-every", "50", "--out", str(tmp_path / "run")])
+    train.validate(cfg, 1)
+    training, evaluation = train.load_records(cfg)
+    assert evaluation and cfg.eval_every > 0
+    assert_disjoint(training, evaluation)
+    assert_everything_trains(training)
+    assert len(training) == cfg.num_prompts
+    assert all(r["classes"] == list(shapes.SHAPES) for r in training + evaluation)  # the reward reads them
+
+
+def test_split_is_a_function_of_the_prompt_not_its_wording():
+    """Every wording of one prompt (entry order, inverted relation) lies on one side; each tag holds about a
+    third out (single_object: 2 of 6 shapes) and the small tags follow their Latin squares."""
+    held = {}
+    for tag in shapes.TAGS:
+        sides = {}
+        for record in shapes.world_records(tag):
+            sides.setdefault(prompts.prompt_key(record), set()).add(shapes.split_of(record))
+        assert all(len(s) == 1 for s in sides.values()), tag
+        held[tag] = sum(s == {"eval"} for s in sides.values()) / len(sides)
+    assert held["single_object"] == 2 / 6 and held["counting"] == held["two_object"] == held["colors"] == 1 / 3
+    assert 0.25 <= held["position"] <= 0.4 and 0.25 <= held["color_attr"] <= 0.4
+    right = {"tag": "position", "prompt": "a photo of a ring right of a cross",
+             "include": [{"class": "cross", "count": 1}, {"class": "ring", "count": 1, "position": ["right of", 0]}]}
+    left = {"tag": "position", "prompt": "a photo of a cross left of a ring",
+            "include": [{"class": "ring", "count": 1}, {"class": "cross", "count": 1, "position": ["left of", 0]}]}
+    assert shapes.split_of(right) == shapes.split_of(left)
+    with pytest.raises(ValueError, match="not a class of the shapes world"):
+        shapes.split_of({"tag": "single_object", "prompt": "a dog", "include": [{"class": "dog", "count": 1}]})
+
+
+def test_eval_records_repeat_the_few_held_out_prompts():
+    """16 per tag from 2 single_object prompts: each prompt 8 times, and never one on the training side."""
+    records = shapes.eval_records(16)
+    assert [r["tag"] for r in records[:6]] == list(shapes.TAGS) and len(records) == 96
+    assert all(shapes.split_of(r) == "eval" for r in records)
+    single = collections.Counter(r["prompt"] for r in records if r["tag"] == "single_object")
+    assert single == {"a photo of a diamond": 8, "a photo of a cross": 8}
+    assert shapes.eval_records(16) == records  # fixed by EVAL_SEED
+
+
+def test_train_py_applies_an_exclusion_file_in_the_shapes_world(tmp_path):
+    """--exclude-prompts FILE also drops training prompts in the world, with its held-out evaluation on."""
+    import train
+
+    circle = {"tag": "single_object", "include": [{"class": "circle", "count": 1}], "prompt": "a photo of a circle"}
+    prompts.write_records(tmp_path / "drop.jsonl", [circle])
+    cfg = train.parse_config(["--model", "shapes-janus", "--num-prompts", "300", "--exclude-prompts",
+                              str(tmp_path / "drop.jsonl"), "--out", str(tmp_path / "run")])
+    train.validate(cfg, 1)
+    training, evaluation = train.load_records(cfg)
+    assert cfg.eval_every > 0 and evaluation and shapes.split_of(circle) == "train"
+    assert "a photo of a circle" not in {r["prompt"] for r in training}
+    assert "a photo of a square" in {r["prompt"] for r in training}
