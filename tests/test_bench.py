@@ -274,7 +274,11 @@ def test_shapes_bench_report_rows_are_labelled_and_train_on_the_split(tmp_path, 
             assert not {r["prompt"] for r in evaluation} & {r["prompt"] for r in training}
         argvs.append(argv)
 
-    monkeypatch.setattr(shapes_table.pretrain, "cached_base", lambda cfg: tmp_path / f"base-{cfg.seed}")
+    def fake_base(cfg):  # a folder, as train.py checks --model-path before anything loads
+        (tmp_path / f"base-{cfg.seed}").mkdir(exist_ok=True)
+        return tmp_path / f"base-{cfg.seed}"
+
+    monkeypatch.setattr(shapes_table.pretrain, "cached_base", fake_base)
     monkeypatch.setattr(shapes_table.train, "main", fake_train)
     monkeypatch.setattr(shapes_table, "load_shapes_policy", lambda model, folder: folder)
     monkeypatch.setattr(shapes_table, "evaluate_world", lambda folder, records, **kw: fake_metrics(
