@@ -61,8 +61,8 @@ class Config:
     # data
     prompts: str | None = opt(None, "jsonl of GenEval-style records; default: generate --num-prompts")
     num_prompts: int = opt(5000, "size of the generated training pool")
-    exclude_prompts: str | None = opt("auto", "evaluation jsonl whose prompts never train; auto: GenEval's metadata in "
-                                              "./data or . (required for released models), none: keep every prompt")
+    exclude_prompts: str | None = opt("auto", "evaluation jsonl whose prompts never train; auto: GenEval's prompts "
+                                              "shipped in data/geneval_metadata.jsonl, none: keep every prompt")
     prompts_per_step: int = opt(4, "prompts per optimizer step over all ranks (groups are never split)")
     group_size: int = opt(4, "G, images per prompt (the paper: 3 for Show-o, 8 for Janus)")
     # generate

@@ -11,10 +11,11 @@ import torch
 from PIL import Image
 
 import geneval
+import prompts
 from geneval import Detection, evaluate_image, filter_detections, relative_position
 
 torch.set_num_threads(1)
-METADATA = Path(__file__).resolve().parents[2] / "shared/data/geneval_metadata.jsonl"
+METADATA = Path(prompts.GENEVAL_METADATA)  # shipped in data/
 
 
 def det(name, score=0.95, box=(0, 0, 10, 10)):
@@ -162,7 +163,6 @@ def ideal_scene(meta):
     return dets
 
 
-@pytest.mark.skipif(not METADATA.exists(), reason=f"{METADATA} not found")
 def test_every_official_prompt_passes_its_ideal_scene_and_fails_an_empty_one():
     with open(METADATA) as f:
         prompts = [json.loads(line) for line in f if line.strip()]
