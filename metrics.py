@@ -6,7 +6,8 @@ train.py calls these on rank 0 only (the numbers were already averaged or gather
                      the learner's statistics (KL, clip fraction, entropy, grad norm, stage times), the lr
     write_metrics    append that line
     trim_metrics     on resume, drop lines past the checkpoint's step so the log reads as one run
-    save_grid        samples/step-NNNNNN.png, one group per row, written atomically
+    save_grid        samples/step-NNNNNN.png: one group per row, with its prompt, each image's answer and
+                     reward, and a legend (draw_grid), written atomically
     finish_run       curves.png of the whole run and, with held-out evaluation on, before_after.md
 
 Nothing here touches a model or a rank: every function takes plain numbers, paths and tensors.
@@ -19,6 +20,7 @@ import os
 from pathlib import Path
 
 import torch
+from PIL import Image, ImageDraw, ImageFont
 
 # the panels of curves.png, in order; keys a run never logged are skipped
 FIRST_CURVES = ("reward_mean", "eval/geneval", "eval/self_qa", "eval/und", "eval/imbalance")
@@ -54,14 +56,104 @@ def trim_metrics(path: Path, step: int) -> None:
     atomic_write_text(path, "".join(ln + "\n" for ln in lines))
 
 
-def save_grid(out: Path, step: int, pixels: torch.Tensor, columns: int) -> Path:
-    """samples/step-NNNNNN.png: the step's images, `columns` (a group) per row; temporary name, then rename."""
-    from generate import image_grid
-
+def save_grid(out: Path, step: int, pixels: torch.Tensor, columns: int, records: list[dict], answers: list[str],
+              rewards: list[float]) -> Path:
+    """samples/step-NNNNNN.png: the step's images, one group (`columns` images of one prompt) per row, each
+    row headed by its prompt and each image captioned with the model's answer and its reward; written
+    atomically (temporary name, then rename)."""
     grid = Path(out) / "samples" / f"step-{step:06d}.png"
-    image_grid(pixels, columns).save(grid.with_suffix(".tmp.png"))
-    os.replace(grid.with_suffix(".tmp.png"), grid)
+    tmp = grid.with_name(f".{grid.name}.tmp")
+    draw_grid(pixels, columns, records, answers, rewards, title=f"step {step}").save(tmp, format="PNG", optimize=True)
+    os.replace(tmp, grid)
     return grid
+
+
+# sample grids: sizes in pixels, colors in RGB
+TILE = 128  # every image is scaled to this side: small ones by an integer factor (sharp), large ones down
+GUTTER = 12  # dark space between images and around rows; each image's reward frame takes 3 px of it
+CAPTION_LINES = 3  # lines of the model's answer under an image; a longer answer ends in "..."
+BACKGROUND, INK, DIM = (40, 40, 40), (235, 235, 235), (160, 160, 160)
+REWARD_COLORS = ((225, 75, 65), (235, 175, 50), (70, 190, 110))  # reward 0, 0.5 and 1: red, amber, green
+
+
+def reward_color(reward: float) -> tuple:
+    """The reward's color, linear between REWARD_COLORS' stops (clamped to [0, 1])."""
+    t = 2 * min(max(float(reward), 0.0), 1.0)
+    low, high = REWARD_COLORS[min(int(t), 1)], REWARD_COLORS[min(int(t), 1) + 1]
+    return tuple(round(a + (t - min(int(t), 1)) * (b - a)) for a, b in zip(low, high))
+
+
+def fit_text(draw, text: str, font, width: int, lines: int) -> list[str]:
+    """`text` wrapped on spaces into at most `lines` lines no wider than `width`; the last ends in "..." if cut."""
+    words, out = text.split(), []
+    while words and len(out) < lines:
+        line = words.pop(0)
+        while words and draw.textlength(f"{line} {words[0]}", font=font) <= width:
+            line += " " + words.pop(0)
+        out.append(line)
+    cut = bool(words) or (out and draw.textlength(out[-1], font=font) > width)
+    while out and cut and draw.textlength(out[-1] + "...", font=font) > width and len(out[-1]) > 1:
+        out[-1] = out[-1][:-1]  # one word wider than the tile, or room for the ellipsis
+    if out and cut:
+        out[-1] += "..."
+    return out or [""]
+
+
+def to_tile(image: torch.Tensor) -> Image.Image:
+    """(3, H, W) in [0, 1] -> a TILE x TILE PIL image (nearest when enlarging, so cells stay crisp)."""
+    array = (image.float().clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255).round().astype("uint8")
+    picture = Image.fromarray(array)
+    if picture.size == (TILE, TILE):
+        return picture
+    smaller = max(picture.size) < TILE
+    return picture.resize((TILE, TILE), Image.NEAREST if smaller else Image.LANCZOS)
+
+
+def draw_grid(pixels: torch.Tensor, columns: int, records: list[dict], answers: list[str], rewards: list[float],
+              title: str = "") -> Image.Image:
+    """One row per group: a header (tag, prompt, true answer, group mean), then its images, each framed and
+    captioned by its reward and the model's own answer. A legend on top says how to read it."""
+    font, small = ImageFont.load_default(size=13), ImageFont.load_default(size=11)
+    line = 14  # caption line height for `small`
+    n = pixels.shape[0]
+    rows = (n + columns - 1) // columns
+    width = GUTTER + columns * (TILE + GUTTER)
+    header, caption = 20, 6 + line * (1 + CAPTION_LINES)  # per row: the prompt line; under each image
+    legend = [f"{title}: one prompt's group of {columns} images per row, drawn by the model; under each image, "
+              f"its reward and the model's own answer to the prompt's question about that image.",
+              "Reward: that answer scored against the prompt's truth (1 all right, between: partial credit, "
+              "0 wrong); the frame shows it too."]
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    legend_lines = [text for paragraph in legend for text in fit_text(probe, paragraph, small, width - 2 * GUTTER, 4)]
+    top = GUTTER + line * len(legend_lines) + 20  # the legend, then a color key
+    image = Image.new("RGB", (width, top + rows * (header + TILE + caption) + GUTTER), BACKGROUND)
+    draw = ImageDraw.Draw(image)
+    for k, text in enumerate(legend_lines):
+        draw.text((GUTTER, GUTTER + line * k), text, fill=DIM, font=small)
+    draw.text((GUTTER, top - 17), "reward", fill=DIM, font=small)
+    x = GUTTER + round(draw.textlength("reward ", font=small))
+    for value in (0.0, 0.5, 1.0):  # the color key
+        y = top - 16
+        draw.rectangle([x, y, x + 10, y + 10], fill=reward_color(value))
+        draw.text((x + 14, y - 1), f"{value:g}", fill=DIM, font=small)
+        x += 14 + round(draw.textlength(f"{value:g}", font=small)) + 12
+    for r in range(rows):
+        first = r * columns
+        group = range(first, min(first + columns, n))
+        y = top + r * (header + TILE + caption)
+        record = records[first]
+        mean = sum(float(rewards[i]) for i in group) / len(group)
+        head = f"{record.get('tag', '')}: {record['prompt']}   (truth: {record.get('answer', '?')}; group mean {mean:.2f})"
+        draw.text((GUTTER, y + 1), fit_text(draw, head, font, width - 2 * GUTTER, 1)[0], fill=INK, font=font)
+        for c, i in enumerate(group):
+            x, y_image = GUTTER + c * (TILE + GUTTER), y + header
+            color = reward_color(rewards[i])
+            image.paste(to_tile(pixels[i]), (x, y_image))
+            draw.rectangle([x - 3, y_image - 3, x + TILE + 2, y_image + TILE + 2], outline=color, width=3)
+            draw.text((x, y_image + TILE + 5), f"reward {float(rewards[i]):.2f}", fill=color, font=small)
+            for k, text in enumerate(fit_text(draw, answers[i], small, TILE, CAPTION_LINES)):
+                draw.text((x, y_image + TILE + 5 + line * (k + 1)), text, fill=INK, font=small)
+    return image
 
 
 def finish_run(cfg, out: Path, held_out_count: int) -> str | None:

@@ -412,7 +412,7 @@ def run(cfg: Config, rank: int, world: int, device: torch.device):
             bar.write(f"step {step + 1:5d} | reward {m['reward_mean']:.3f} ± {m['reward_std']:.3f} | "
                       f"self-QA {m['self_qa_acc']:.3f} | loss {m['loss']:+.4f} | {m['seconds']:.1f}s")
             if (step + 1) % cfg.sample_every == 0 or step + 1 == cfg.steps:
-                save_grid(out, step + 1, ro.pixels, cfg.group_size)
+                save_grid(out, step + 1, ro.pixels, cfg.group_size, ro.records, ro.answers, ro.rewards.tolist())
         if (step + 1) % cfg.save_every == 0 or step + 1 == cfg.steps:
             optimizer_state = optimizer_tensors(policy, optimizer)  # collective: every rank joins the gathers
             weights = gathered_state_dict(policy)  # FSDP only

@@ -2,9 +2,11 @@
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
+import metrics
 from metrics import save_grid, step_metrics, trim_metrics, write_metrics
 
 
@@ -28,14 +30,50 @@ def test_trim_keeps_lines_up_to_the_checkpoint(tmp_path):
     assert not (tmp_path / "missing.jsonl").exists()
 
 
-def test_grid_is_written_whole_with_one_group_per_row(tmp_path):
+def test_grid_shows_groups_by_row_with_reward_frames_and_gutters(tmp_path):
     from PIL import Image
 
     (tmp_path / "samples").mkdir()
-    pixels = torch.zeros(6, 3, 8, 8)
-    pixels[3:] = 1.0  # the second group white
-    path = save_grid(tmp_path, 7, pixels, columns=3)
+    colors = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0), (0, 255, 255), (255, 0, 255)]
+    pixels = torch.tensor(colors, dtype=torch.float32).div(255).view(6, 3, 1, 1).expand(6, 3, 8, 8)  # flat tiles
+    records = [{"tag": "counting", "prompt": "a photo of two cats", "answer": "two cats"}] * 3 + \
+              [{"tag": "colors", "prompt": "a photo of a red dog", "answer": "red"}] * 3
+    rewards = [1.0, 0.5, 0.0, 0.0, 1.0, 0.25]
+    path = save_grid(tmp_path, 7, pixels, 3, records, ["two cats", "three cats", "a very long answer " * 9] * 2,
+                     rewards)
     assert path.name == "step-000007.png" and [p.name for p in (tmp_path / "samples").iterdir()] == [path.name]
-    image = Image.open(path)
-    assert image.size == (3 * 10, 2 * 10)  # 1-px border around each 8-px tile
-    assert image.getpixel((5, 5)) == (0, 0, 0) and image.getpixel((5, 15)) == (255, 255, 255)
+    image = np.asarray(Image.open(path).convert("RGB"))
+    assert image.shape[1] == metrics.GUTTER + 3 * (metrics.TILE + metrics.GUTTER)
+    corners = []
+    for color in colors:  # each image fills exactly one TILE x TILE square (8 px enlarged by nearest)
+        ys, xs = np.nonzero((image == color).all(-1))
+        assert len(ys) == metrics.TILE ** 2 and np.ptp(ys) == np.ptp(xs) == metrics.TILE - 1, color
+        corners.append((ys.min(), xs.min()))
+    assert corners[0][0] == corners[1][0] == corners[2][0] < corners[3][0] == corners[4][0] == corners[5][0]
+    assert corners[0][1] < corners[1][1] < corners[2][1] and corners[0][1] == corners[3][1]  # a group per row
+    for (y, x), reward in zip(corners, rewards):
+        assert tuple(image[y + 5, x - 2]) == metrics.reward_color(reward)  # the frame says the reward
+        assert tuple(image[y + 5, x - 6]) == metrics.BACKGROUND  # a gutter beyond it
+    y, x = corners[2]  # the long answer stays under its own image, in at most CAPTION_LINES lines
+    below = image[y + metrics.TILE + 3 :, x + metrics.TILE + 3 : x + metrics.TILE + metrics.GUTTER - 3]
+    assert (below == metrics.BACKGROUND).all()
+
+
+def test_reward_colors_and_text_fitting_by_hand():
+    from PIL import Image, ImageDraw, ImageFont
+
+    assert metrics.reward_color(0) == metrics.REWARD_COLORS[0] == metrics.reward_color(-3)
+    assert metrics.reward_color(0.5) == metrics.REWARD_COLORS[1]
+    assert metrics.reward_color(1) == metrics.REWARD_COLORS[2] == metrics.reward_color(7)
+    draw, font = ImageDraw.Draw(Image.new("RGB", (1, 1))), ImageFont.load_default(size=11)
+    assert metrics.fit_text(draw, "two cats", font, 200, 3) == ["two cats"]
+    lines = metrics.fit_text(draw, "the cat is left of the dog " * 10, font, 100, 3)
+    assert len(lines) == 3 and lines[-1].endswith("...")
+    assert all(draw.textlength(text, font=font) <= 100 for text in lines)
+    assert metrics.fit_text(draw, "", font, 100, 3) == [""]
+    assert draw.textlength(metrics.fit_text(draw, "x" * 200, font, 60, 2)[0], font=font) <= 60  # one huge word
+
+
+def test_large_images_are_scaled_down_to_a_tile():
+    tile = metrics.to_tile(torch.rand(3, 384, 384))
+    assert tile.size == (metrics.TILE, metrics.TILE)
