@@ -4,6 +4,7 @@ train.py calls these on rank 0 only (the numbers were already averaged or gather
 
     step_metrics     one metrics.jsonl line: reward mean/std overall and per category, self-QA accuracy,
                      the learner's statistics (KL, clip fraction, entropy, grad norm, stage times), the lr
+    headline         its few numbers for the progress bar; step_line, the same as one printed line
     write_metrics    append that line
     trim_metrics     on resume, drop lines past the checkpoint's step so the log reads as one run
     save_grid        samples/step-NNNNNN.png: one group per row, with its prompt, each image's answer and
@@ -39,6 +40,23 @@ def step_metrics(step: int, rewards_and_tags: list[tuple[float, str]], stats: di
     m.update(stats)
     m.update(lr=lr, seconds=seconds)
     return m
+
+
+def headline(m: dict) -> dict:
+    """The few numbers of a metrics line worth watching live (the progress bar's postfix), formatted."""
+    shown = {"reward": f"{m['reward_mean']:.3f}", "self-QA": f"{m['self_qa_acc']:.3f}", "loss": f"{m['loss']:+.4f}"}
+    for key in ("eval/geneval", "eval/judge_acc"):  # the held-out judge: the shapes world's, or GenEval's scorer
+        if key in m:
+            shown["judge"] = f"{m[key]:.3f}"
+    return shown
+
+
+def step_line(m: dict) -> str:
+    """One printed line for a metrics line: step, reward mean and std, self-QA, loss, held-out judge, time."""
+    shown = headline(m)
+    judge = f" | judge {shown['judge']}" if "judge" in shown else ""
+    return (f"step {m['step']:5d} | reward {shown['reward']} ± {m['reward_std']:.3f} | self-QA {shown['self-QA']} | "
+            f"loss {shown['loss']}{judge} | {m['seconds']:.1f}s")
 
 
 def write_metrics(out: Path, m: dict) -> None:

@@ -352,12 +352,14 @@ def main(argv: list[str] | None = None) -> None:
 
 def run(cfg: Config, rank: int, world: int, device: torch.device):
     from tqdm import tqdm
+    from transformers.utils import logging as transformers_logging
 
     from checkpoint import (atomic_write_text, load_optimizer, optimizer_tensors, read_trainer_state, restore_rng,
                             save_checkpoint)
-    from metrics import finish_run, save_grid, step_metrics, trim_metrics, write_metrics
+    from metrics import finish_run, headline, save_grid, step_line, step_metrics, trim_metrics, write_metrics
     from models import load_policy, set_sampling
 
+    transformers_logging.disable_progress_bar()  # one bar, ours: none per weight load or per checkpoint written
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     validate(cfg, world)
@@ -405,12 +407,14 @@ def run(cfg: Config, rank: int, world: int, device: torch.device):
         stats = mean_over_ranks(stats)
         everyone = gather_lists([(float(r), rec["tag"]) for r, rec in zip(ro.rewards, ro.records)])
         m = step_metrics(step + 1, everyone, stats, lr, time.perf_counter() - t0)
-        if cfg.eval_every and ((step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps):
+        evaluated = cfg.eval_every and ((step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps)
+        if evaluated:
             m.update(held_out_eval(cfg, policy, held_out))
         if is_main():
             write_metrics(out, m)
-            bar.write(f"step {step + 1:5d} | reward {m['reward_mean']:.3f} ± {m['reward_std']:.3f} | "
-                      f"self-QA {m['self_qa_acc']:.3f} | loss {m['loss']:+.4f} | {m['seconds']:.1f}s")
+            bar.set_postfix(headline(m), refresh=False)  # the latest numbers ride on the bar at every step
+            if step == start or (step + 1) % cfg.sample_every == 0 or evaluated or step + 1 == cfg.steps:
+                bar.write(step_line(m))  # a line to keep, every --sample-every steps, printed above the bar
             if (step + 1) % cfg.sample_every == 0 or step + 1 == cfg.steps:
                 save_grid(out, step + 1, ro.pixels, cfg.group_size, ro.records, ro.answers, ro.rewards.tolist())
         if (step + 1) % cfg.save_every == 0 or step + 1 == cfg.steps:

@@ -1,4 +1,4 @@
-"""metrics.py: the numbers of a metrics line, the resume trim, and the atomic sample grid."""
+"""metrics.py: the numbers of a metrics line, the resume trim, the sample grid, and what a run prints."""
 
 import json
 
@@ -77,3 +77,23 @@ def test_reward_colors_and_text_fitting_by_hand():
 def test_large_images_are_scaled_down_to_a_tile():
     tile = metrics.to_tile(torch.rand(3, 384, 384))
     assert tile.size == (metrics.TILE, metrics.TILE)
+
+
+def test_a_run_logs_cleanly(tmp_path, capfd):
+    """The console shows one progress bar carrying the latest numbers, a step line every --sample-every steps,
+    and no transformers progress bars (checkpoints are written every step here)."""
+    import train
+
+    out = tmp_path / "run"
+    train.main(["--model", "janus-tiny", "--num-prompts", "40", "--prompts-per-step", "2", "--group-size", "2",
+                "--micro-batch", "4", "--max-answer-tokens", "4", "--threads", "1", "--steps", "3",
+                "--sample-every", "3", "--save-every", "1", "--eval-every", "3", "--eval-prompts", "2",
+                "--eval-samples", "1", "--out", str(out)])
+    lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in lines] == [0, 1, 2, 3]  # the step-0 evaluation included
+    printed, errors = capfd.readouterr()
+    assert [line.split("|")[0].split()[1] for line in printed.splitlines() if line.startswith("step ")] == ["1", "3"]
+    assert "judge" not in printed.split("step     3")[0]  # the judge's number only where it was measured
+    assert "reward=" in errors and "self-QA=" in errors  # the bar's postfix
+    assert "Writing model shards" not in errors and "Loading weights" not in errors
+    assert len(list(out.glob("ckpt-*"))) == 2  # checkpoints were written (keep 2), silently
