@@ -5,7 +5,7 @@ train.py calls these on rank 0 only (the numbers were already averaged or gather
     step_metrics     one metrics.jsonl line: reward mean/std overall and per category, self-QA accuracy,
                      the learner's statistics (KL, clip fraction, entropy, grad norm, stage times), the lr
     headline         its few numbers for the progress bar; step_line, the same as one printed line
-    write_metrics    append that line
+    write_metrics    append that line (Reporter: the same line to TensorBoard or W&B, with --report-to)
     trim_metrics     on resume, drop lines past the checkpoint's step so the log reads as one run
     save_grid        samples/step-NNNNNN.png: one group per row, with its prompt, each image's answer and
                      reward, and a legend (draw_grid), written atomically
@@ -72,6 +72,48 @@ def trim_metrics(path: Path, step: int) -> None:
         return
     lines = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= step]
     atomic_write_text(path, "".join(ln + "\n" for ln in lines))
+
+
+class Reporter:
+    """Live logging (--report-to): every metrics.jsonl line, the same keys at the same step, to TensorBoard
+    (<run>/tensorboard) or Weights & Biases. Both packages are optional and imported only when asked for."""
+
+    def __init__(self, kind: str, out: Path, config: dict):
+        self.kind, self.sink = kind, None
+        if kind == "tensorboard":
+            try:
+                from torch.utils.tensorboard import SummaryWriter  # optional: needs the tensorboard package
+            except ImportError as err:
+                raise ValueError("--report-to tensorboard: the tensorboard package is not installed; "
+                                 "pip install tensorboard, or use --report-to none") from err
+            self.sink = SummaryWriter(log_dir=str(Path(out) / "tensorboard"))
+        elif kind == "wandb":
+            try:
+                import wandb  # optional
+            except ImportError as err:
+                raise ValueError("--report-to wandb: the wandb package is not installed; pip install wandb, "
+                                 "or use --report-to none") from err
+            self.sink = wandb.init(project=WANDB_PROJECT, name=Path(out).name, dir=str(out), config=config)
+        elif kind != "none":
+            raise ValueError(f"--report-to {kind!r}: choose one of none, tensorboard, wandb")
+
+    def log(self, m: dict) -> None:
+        """One metrics line: {"step": s, key: value, ...}."""
+        values = {k: v for k, v in m.items() if k != "step"}
+        if self.kind == "tensorboard":
+            for key, value in values.items():
+                self.sink.add_scalar(key, value, m["step"])
+        elif self.kind == "wandb":
+            self.sink.log(values, step=m["step"])
+
+    def close(self) -> None:
+        if self.kind == "tensorboard":
+            self.sink.close()
+        elif self.kind == "wandb":
+            self.sink.finish()
+
+
+WANDB_PROJECT = "unirl"  # our choice of project name; the run is named after its folder
 
 
 def save_grid(out: Path, step: int, pixels: torch.Tensor, columns: int, records: list[dict], answers: list[str],

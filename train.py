@@ -98,6 +98,8 @@ class Config:
     eval_samples: int = opt(2, "images per held-out prompt")
     save_every: int = opt(10, "checkpoint every k steps (and at the last)")
     keep_checkpoints: int = opt(2, "how many recent checkpoints to keep")
+    report_to: str = opt("none", "live logging of every metrics.jsonl line: none | tensorboard (<out>/tensorboard) | "
+                                 "wandb; each needs its package installed")
 
 
 def parse_config(argv: list[str] | None = None) -> Config:
@@ -131,7 +133,8 @@ def validate(cfg: Config, world: int) -> None:
     check_sampling_flags(cfg.model, cfg.kv_bucket, cfg.compile_decode, cfg.fsdp)
     choices = {"mode": ("sft", "grpo"), "sft_on": ("gen", "und", "both"), "grpo_on": ("gen", "und", "both"),
                "ratio_dist": ("guided", "cond"), "estimator": ("remask", "trajectory"),
-               "dtype": ("float32", "bfloat16"), "device": ("auto", "cpu", "cuda")}
+               "dtype": ("float32", "bfloat16"), "device": ("auto", "cpu", "cuda"),
+               "report_to": ("none", "tensorboard", "wandb")}
     for name, allowed in choices.items():
         if getattr(cfg, name) not in allowed:
             raise ValueError(f"--{name.replace('_', '-')} {getattr(cfg, name)!r}: choose one of {', '.join(allowed)}")
@@ -356,7 +359,8 @@ def run(cfg: Config, rank: int, world: int, device: torch.device):
 
     from checkpoint import (atomic_write_text, load_optimizer, optimizer_tensors, read_trainer_state, restore_rng,
                             save_checkpoint)
-    from metrics import finish_run, headline, save_grid, step_line, step_metrics, trim_metrics, write_metrics
+    from metrics import (Reporter, finish_run, headline, save_grid, step_line, step_metrics, trim_metrics,
+                         write_metrics)
     from models import load_policy, set_sampling
 
     transformers_logging.disable_progress_bar()  # one bar, ours: none per weight load or per checkpoint written
@@ -364,6 +368,8 @@ def run(cfg: Config, rank: int, world: int, device: torch.device):
         torch.set_num_threads(cfg.threads)
     validate(cfg, world)
     records, held_out = load_records(cfg)
+    # rank 0 logs; a missing tensorboard or wandb package stops the run here, before any model loads
+    reporter = Reporter(cfg.report_to if is_main() else "none", Path(cfg.out), dataclasses.asdict(cfg))
     per_rank = cfg.prompts_per_step // world
     print0(json.dumps(dataclasses.asdict(cfg), indent=1))
     print0(f"world {world} | prompts per rank {per_rank} | images per step {cfg.prompts_per_step * cfg.group_size} | "
@@ -397,6 +403,7 @@ def run(cfg: Config, rank: int, world: int, device: torch.device):
         first = held_out_eval(cfg, policy, held_out)  # every rank evaluates (FSDP gathers are collective)
         if is_main():
             write_metrics(out, {"step": 0, **first})
+            reporter.log({"step": 0, **first})
     bar = tqdm(range(start, cfg.steps), disable=not is_main(), desc="unirl", dynamic_ncols=True)
     for step in bar:
         t0 = time.perf_counter()
@@ -412,6 +419,7 @@ def run(cfg: Config, rank: int, world: int, device: torch.device):
             m.update(held_out_eval(cfg, policy, held_out))
         if is_main():
             write_metrics(out, m)
+            reporter.log(m)
             bar.set_postfix(headline(m), refresh=False)  # the latest numbers ride on the bar at every step
             if step == start or (step + 1) % cfg.sample_every == 0 or evaluated or step + 1 == cfg.steps:
                 bar.write(step_line(m))  # a line to keep, every --sample-every steps, printed above the bar
@@ -424,6 +432,7 @@ def run(cfg: Config, rank: int, world: int, device: torch.device):
                 save_checkpoint(out, step + 1, policy, optimizer_state, dataclasses.asdict(cfg),
                                 keep=cfg.keep_checkpoints, state_dict=weights)
             barrier()  # nobody races ahead of a half-written checkpoint
+    reporter.close()
     if is_main():  # the curves of the whole run, next to its metrics, and the before/after table
         finish_run(cfg, out, len(held_out))
     print0(f"done: {out}")

@@ -1,12 +1,16 @@
-"""metrics.py: the numbers of a metrics line, the resume trim, the sample grid, and what a run prints."""
+"""metrics.py: the numbers of a metrics line, the resume trim, the sample grid, live reporting, and what a run
+prints."""
 
 import json
+import sys
+import types
 
 import numpy as np
 import pytest
 import torch
 
 import metrics
+import train
 from metrics import save_grid, step_metrics, trim_metrics, write_metrics
 
 
@@ -79,21 +83,66 @@ def test_large_images_are_scaled_down_to_a_tile():
     assert tile.size == (metrics.TILE, metrics.TILE)
 
 
-def test_a_run_logs_cleanly(tmp_path, capfd):
-    """The console shows one progress bar carrying the latest numbers, a step line every --sample-every steps,
-    and no transformers progress bars (checkpoints are written every step here)."""
-    import train
+class Recorder:
+    """Stands in for SummaryWriter and for a wandb run: records what the Reporter hands it."""
 
+    def __init__(self, *args, **kwargs):
+        self.opened, self.scalars, self.logged, self.closed = (args, kwargs), [], [], False
+        Recorder.last = self
+
+    def add_scalar(self, key, value, step):
+        self.scalars.append((step, key, value))
+
+    def log(self, values, step):
+        self.logged.append((step, dict(values)))
+
+    def close(self):
+        self.closed = True
+
+    finish = close
+
+
+def test_a_run_logs_cleanly_and_reports_exactly_its_metrics_lines(tmp_path, monkeypatch, capfd):
+    """--report-to tensorboard hands TensorBoard every metrics.jsonl line (same keys, same step); the console
+    shows one progress bar carrying the latest numbers, a step line every --sample-every steps, and no
+    transformers progress bars (checkpoints are written every step here)."""
+    board = types.ModuleType("torch.utils.tensorboard")  # tensorboard is not installed: a stand-in that records
+    board.SummaryWriter = Recorder
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", board)
     out = tmp_path / "run"
     train.main(["--model", "janus-tiny", "--num-prompts", "40", "--prompts-per-step", "2", "--group-size", "2",
                 "--micro-batch", "4", "--max-answer-tokens", "4", "--threads", "1", "--steps", "3",
                 "--sample-every", "3", "--save-every", "1", "--eval-every", "3", "--eval-prompts", "2",
-                "--eval-samples", "1", "--out", str(out)])
+                "--eval-samples", "1", "--report-to", "tensorboard", "--out", str(out)])
     lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in lines] == [0, 1, 2, 3]  # the step-0 evaluation included
+    written = Recorder.last
+    assert written.opened[1]["log_dir"] == str(out / "tensorboard") and written.closed
+    reported = {}
+    for step, key, value in written.scalars:
+        reported.setdefault(step, {})[key] = value
+    assert reported == {m["step"]: {k: v for k, v in m.items() if k != "step"} for m in lines}
     printed, errors = capfd.readouterr()
     assert [line.split("|")[0].split()[1] for line in printed.splitlines() if line.startswith("step ")] == ["1", "3"]
     assert "judge" not in printed.split("step     3")[0]  # the judge's number only where it was measured
     assert "reward=" in errors and "self-QA=" in errors  # the bar's postfix
     assert "Writing model shards" not in errors and "Loading weights" not in errors
     assert len(list(out.glob("ckpt-*"))) == 2  # checkpoints were written (keep 2), silently
+
+
+def test_reporter_to_wandb_and_a_missing_package(tmp_path, monkeypatch):
+    fake = types.ModuleType("wandb")
+    fake.init = Recorder
+    monkeypatch.setitem(sys.modules, "wandb", fake)
+    reporter = metrics.Reporter("wandb", tmp_path / "run-7", {"lr": 1e-5})
+    reporter.log({"step": 4, "reward_mean": 0.5, "eval/geneval": 0.75})
+    reporter.close()
+    assert Recorder.last.opened[1]["config"] == {"lr": 1e-5} and Recorder.last.opened[1]["name"] == "run-7"
+    assert Recorder.last.logged == [(4, {"reward_mean": 0.5, "eval/geneval": 0.75})] and Recorder.last.closed
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # as if tensorboard were not installed
+    with pytest.raises(ValueError, match="pip install tensorboard"):
+        metrics.Reporter("tensorboard", tmp_path, {})
+    monkeypatch.setitem(sys.modules, "wandb", None)
+    with pytest.raises(ValueError, match="pip install wandb"):
+        metrics.Reporter("wandb", tmp_path, {})
+    metrics.Reporter("none", tmp_path, {}).log({"step": 1, "a": 1.0})  # off: nothing to write to
