@@ -23,10 +23,6 @@ from pathlib import Path
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-# the panels of curves.png, in order; keys a run never logged are skipped
-FIRST_CURVES = ("reward_mean", "eval/geneval", "eval/self_qa", "eval/und", "eval/imbalance")
-
-
 def step_metrics(step: int, rewards_and_tags: list[tuple[float, str]], stats: dict, lr: float, seconds: float) -> dict:
     """Reward mean/std overall and per category, self-QA accuracy (reward 1 = fully right), plus `stats`."""
     rewards = torch.tensor([r for r, _ in rewards_and_tags], dtype=torch.float64)
@@ -203,7 +199,8 @@ def draw_grid(pixels: torch.Tensor, columns: int, records: list[dict], answers: 
         y = top + r * (header + TILE + caption)
         record = records[first]
         mean = sum(float(rewards[i]) for i in group) / len(group)
-        head = f"{record.get('tag', '')}: {record['prompt']}   (truth: {record.get('answer', '?')}; group mean {mean:.2f})"
+        truth = record.get("answer", "?")
+        head = f"{record.get('tag', '')}: {record['prompt']}   (truth: {truth}; group mean {mean:.2f})"
         draw.text((GUTTER, y + 1), fit_text(draw, head, font, width - 2 * GUTTER, 1)[0], fill=INK, font=font)
         for c, i in enumerate(group):
             x, y_image = GUTTER + c * (TILE + GUTTER), y + header
@@ -221,11 +218,10 @@ def finish_run(cfg, out: Path, held_out_count: int) -> str | None:
     Returns the table (also written to before_after.md), or None."""
     from checkpoint import atomic_write_text
     from evaluate import before_after
-    from plot import DEFAULT_KEYS, plot_metrics, read_metrics
+    from plot import plot_metrics, read_metrics
 
     rows = read_metrics(Path(out) / "metrics.jsonl")
-    keys = dict.fromkeys(FIRST_CURVES + tuple(DEFAULT_KEYS))
-    plot_metrics(rows, keys=[k for k in keys if any(k in r for r in rows) or "*" in k], path=Path(out) / "curves.png")
+    plot_metrics(rows, path=Path(out) / "curves.png")  # the default panels: what moved during the run
     evals = [r for r in rows if any(k.startswith("eval/") for k in r)]
     if len(evals) < 2:
         return None
