@@ -128,6 +128,13 @@ def test_a_run_logs_cleanly_and_reports_exactly_its_metrics_lines(tmp_path, monk
     assert "reward=" in errors and "self-QA=" in errors  # the bar's postfix
     assert "Writing model shards" not in errors and "Loading weights" not in errors
     assert len(list(out.glob("ckpt-*"))) == 2  # checkpoints were written (keep 2), silently
+    assert (out / "curves.png").exists()
+
+
+def test_a_one_step_run_finishes_without_curves(tmp_path):
+    write_metrics(tmp_path, {"step": 1, "reward_mean": 0.5, "loss": 0.0})  # one point: nothing moved yet
+    assert metrics.finish_run(train.Config(), tmp_path, 0) is None
+    assert not (tmp_path / "curves.png").exists()
 
 
 def test_reporter_to_wandb_and_a_missing_package(tmp_path, monkeypatch):
