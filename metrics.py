@@ -214,16 +214,14 @@ def draw_grid(pixels: torch.Tensor, columns: int, records: list[dict], answers: 
 
 
 def finish_run(cfg, out: Path, held_out_count: int) -> str | None:
-    """curves.png from metrics.jsonl (when something moved), and the held-out before/after table when the run
-    evaluated twice or more.
+    """curves.png from metrics.jsonl, and the held-out before/after table when the run evaluated twice or more.
     Returns the table (also written to before_after.md), or None."""
     from checkpoint import atomic_write_text
     from evaluate import before_after
-    from plot import default_panels, plot_metrics, read_metrics
+    from plot import plot_metrics, read_metrics
 
     rows = read_metrics(Path(out) / "metrics.jsonl")
-    if default_panels(rows):  # the panels of what moved; a one-step run has no curve to draw yet
-        plot_metrics(rows, path=Path(out) / "curves.png")
+    plot_metrics(rows, path=Path(out) / "curves.png")  # the panels of what moved (all of them after one step)
     evals = [r for r in rows if any(k.startswith("eval/") for k in r)]
     if len(evals) < 2:
         return None

@@ -202,10 +202,10 @@ def panels(rows: list[dict], keys) -> list[tuple[str, dict]]:
     return [(key, {n: series(rows, n) for n in matching(names, key)}) for key in keys]
 
 
-def default_panels(rows: list[dict]) -> list[tuple[str, dict]]:
+def default_panels(rows: list[dict], flat_too: bool = False) -> list[tuple[str, dict]]:
     """DEFAULT_PANELS with the series the run logged, leaving out each panel where nothing moved (zero or constant
-    by construction). In a panel that stays, a flat series stays too (a category always judged right is news).
-    A * pattern's series are named by what the * matched ("reward/counting" -> "counting")."""
+    by construction) unless flat_too. In a panel that stays, a flat series stays too (a category always judged
+    right is news). A * pattern's series are named by what the * matched ("reward/counting" -> "counting")."""
     names = list(dict.fromkeys(k for row in rows for k in row))
     out = []
     for title, keys in DEFAULT_PANELS:
@@ -214,18 +214,19 @@ def default_panels(rows: list[dict]) -> list[tuple[str, dict]]:
             for name in matching(names, key):
                 if name in names:
                     named[name[key.index("*"):] if "*" in key else name] = series(rows, name)
-        if any(moves(points) for points in named.values()):
+        if any(moves(points) for points in named.values()) or (flat_too and named):
             out.append((title, named))
     return out
 
 
 def plot_metrics(rows: list[dict], keys=None, path="curves.png", columns: int = 3, x: str = "step") -> Path:
-    """Write a PNG with one panel per key (default: default_panels, the quantities that moved); returns its path.
+    """Write a PNG with one panel per key (default: default_panels, the quantities that moved, or all of them
+    when nothing moved yet, as after one step); returns its path.
 
     The file is replaced atomically, so a viewer never sees half an image while training rewrites it."""
-    charts = panels(rows, keys) if keys else default_panels(rows)
+    charts = panels(rows, keys) if keys else (default_panels(rows) or default_panels(rows, flat_too=True))
     if not charts:
-        raise ValueError("nothing to plot: no logged quantity moved (pass --keys to draw flat ones)")
+        raise ValueError("nothing to plot: the metrics hold none of the default panels' keys (pass --keys)")
     columns = max(1, min(columns, len(charts)))
     image = Image.new("RGB", (columns * PANEL[0], HEADER + math.ceil(len(charts) / columns) * PANEL[1]),
                       (255, 255, 255))

@@ -8,8 +8,10 @@ import types
 import numpy as np
 import pytest
 import torch
+from PIL import Image, ImageDraw, ImageFont
 
 import metrics
+import plot
 import train
 from metrics import save_grid, step_metrics, trim_metrics, write_metrics
 
@@ -35,8 +37,6 @@ def test_trim_keeps_lines_up_to_the_checkpoint(tmp_path):
 
 
 def test_grid_shows_groups_by_row_with_reward_frames_and_gutters(tmp_path):
-    from PIL import Image
-
     (tmp_path / "samples").mkdir()
     colors = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0), (0, 255, 255), (255, 0, 255)]
     pixels = torch.tensor(colors, dtype=torch.float32).div(255).view(6, 3, 1, 1).expand(6, 3, 8, 8)  # flat tiles
@@ -64,8 +64,6 @@ def test_grid_shows_groups_by_row_with_reward_frames_and_gutters(tmp_path):
 
 
 def test_reward_colors_and_text_fitting_by_hand():
-    from PIL import Image, ImageDraw, ImageFont
-
     assert metrics.reward_color(0) == metrics.REWARD_COLORS[0] == metrics.reward_color(-3)
     assert metrics.reward_color(0.5) == metrics.REWARD_COLORS[1]
     assert metrics.reward_color(1) == metrics.REWARD_COLORS[2] == metrics.reward_color(7)
@@ -131,10 +129,10 @@ def test_a_run_logs_cleanly_and_reports_exactly_its_metrics_lines(tmp_path, monk
     assert (out / "curves.png").exists()
 
 
-def test_a_one_step_run_finishes_without_curves(tmp_path):
+def test_a_one_step_run_still_gets_its_curves(tmp_path):
     write_metrics(tmp_path, {"step": 1, "reward_mean": 0.5, "loss": 0.0})  # one point: nothing moved yet
     assert metrics.finish_run(train.Config(), tmp_path, 0) is None
-    assert not (tmp_path / "curves.png").exists()
+    assert Image.open(tmp_path / "curves.png").size[0] == 2 * plot.PANEL[0]  # its two panels, flat
 
 
 def test_reporter_to_wandb_and_a_missing_package(tmp_path, monkeypatch):

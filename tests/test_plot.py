@@ -53,8 +53,11 @@ def test_default_panels_leave_out_what_never_moved():
     # the loss at +-1e-7, a zero KL and a constant lr: no panel; a flat category stays beside a moving one
     assert set(charts["held-out judge by category"]) == {"counting", "colors"}
     assert charts["held-out: judge, self-QA, understanding"] == {"eval/geneval": [(10.0, 0.5), (30.0, 0.6)]}
+    flat = [{"step": 1, "loss": 0.0}, {"step": 2, "loss": 0.0}]  # nothing moved at all: draw what there is
+    assert plot.default_panels(flat) == [] and plot.default_panels(flat, flat_too=True) == [("loss", {"loss": [
+        (1.0, 0.0), (2.0, 0.0)]})]
     with pytest.raises(ValueError, match="nothing to plot"):
-        plot.plot_metrics([{"step": 1, "loss": 0.0}, {"step": 2, "loss": 0.0}])
+        plot.plot_metrics([{"step": 1, "foo": 0.5}, {"step": 2, "foo": 0.7}])
 
 
 def test_dense_series_draw_faint_with_a_bold_average_and_sparse_ones_draw_dots(tmp_path):
