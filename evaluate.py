@@ -30,7 +30,7 @@ time (as GenEval does).
 Commands:
     python evaluate.py --model janus-tiny --geneval --out outputs/tiny --scorer none        # CPU, seconds
     python evaluate.py --model janus-pro-1b --model-path runs/x/ckpt-001000 --geneval \\
-        --metadata evaluation_metadata.jsonl --out outputs/x-geneval --detector DIR --clip DIR
+        --out outputs/x-geneval --detector DIR --clip DIR        # GenEval's prompts ship in data/
     torchrun --standalone --nproc_per_node 8 evaluate.py --model janus-pro-1b --geneval --out outputs/pro1b
     python evaluate.py ... --official-results outputs/x-geneval/official.jsonl   # after GenEval's own evaluator
     python evaluate.py --model shapes-janus --shapes --model-path runs/shapes-janus-grpo-<time>/ckpt-000300
@@ -67,8 +67,8 @@ class Config:
     model: str = opt("janus-tiny", "preset, as in train.py (models/__init__.py PRESETS)")
     model_path: str | None = opt(None, "folder or hub id overriding the preset's weights (also a ckpt-* folder)")
     geneval: bool = opt(False, "export GenEval's prompts in its layout and score them (the benchmark to run)")
-    metadata: str | None = opt(None, "GenEval metadata jsonl; default geneval_metadata.jsonl or "
-                                     "evaluation_metadata.jsonl in ./data or .")
+    metadata: str | None = opt(None, "GenEval metadata jsonl; default GenEval's 553 prompts shipped in "
+                                     "data/geneval_metadata.jsonl")
     out: str | None = opt(None, "export folder; default outputs/<model>-geneval. The same command resumes it")
     n_samples: int = opt(4, "images per prompt (GenEval: 4)")
     batch_size: int = opt(16, "images per sampling call, and per self-QA batch")

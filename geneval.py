@@ -23,6 +23,7 @@ Run:
   python geneval.py outputs/geneval/results.jsonl   # print the table of ours or the official results
 """
 import argparse
+import functools
 import json
 import math
 import os
@@ -246,24 +247,47 @@ def postprocess_instances(class_logits, mask_logits, padded_hw, resized_hw, orig
     return labels, class_scores * mask_scores, masks_to_boxes(binary), binary
 
 
-def build_segmenter(source):
-    """Mask2FormerForUniversalSegmentation from a hub id, a local folder or a Mask2FormerConfig.
+@functools.cache
+def segmenter_class():
+    """Mask2FormerForUniversalSegmentation for inference: the same parameter names and the same two outputs,
+    without the training loss. transformers builds that loss in the head's __init__, and its Hungarian matcher
+    requires scipy; scoring never trains, so this class keeps the network and the class head only.
+    Defined on first use: importing transformers' Mask2Former takes seconds, and only the scorer needs it."""
+    from transformers import Mask2FormerModel, Mask2FormerPreTrainedModel
 
-    Its __init__ also builds the training loss, whose Hungarian matcher asks for scipy. Scoring never
-    calls the loss and scipy is no dependency of unirl, so that check is switched off while building."""
-    from transformers import Mask2FormerConfig
-    from transformers.models.mask2former import modeling_mask2former as m2f
-    check, m2f.requires_backends = m2f.requires_backends, lambda *args, **kwargs: None
-    try:
-        if isinstance(source, Mask2FormerConfig):
-            return m2f.Mask2FormerForUniversalSegmentation(source)
-        return m2f.Mask2FormerForUniversalSegmentation.from_pretrained(source)
-    finally:
-        m2f.requires_backends = check
+    class Mask2FormerSegmenter(Mask2FormerPreTrainedModel):
+        # released checkpoints also hold the loss's class-weight buffer; nothing here reads it
+        _keys_to_ignore_on_load_unexpected = [r"^criterion\."]
+
+        def __init__(self, config):
+            super().__init__(config)
+            self.model = Mask2FormerModel(config)
+            self.class_predictor = torch.nn.Linear(config.hidden_dim, config.num_labels + 1)
+            self.post_init()
+
+        def forward(self, pixel_values):
+            """Class logits (B, Q, C+1), no-object last, and mask logits (B, Q, h, w) of the last decoder layer."""
+            # output_hidden_states: the per-layer decoder states, of which the head reads the last (as the
+            # original head does, which asks for them to build its auxiliary losses)
+            out = self.model(pixel_values=pixel_values, output_hidden_states=True, return_dict=True)
+            queries = out.transformer_decoder_intermediate_states[-1].transpose(0, 1)  # (Q, B, D) -> (B, Q, D)
+            return self.class_predictor(queries), out.masks_queries_logits[-1]
+
+    return Mask2FormerSegmenter
+
+
+def build_segmenter(source):
+    """The segmenter from a hub id, a local folder (a Mask2FormerForUniversalSegmentation checkpoint) or a
+    Mask2FormerConfig (random weights, for tests)."""
+    from transformers import Mask2FormerConfig  # heavy, and only the scorer needs it
+
+    if isinstance(source, Mask2FormerConfig):
+        return segmenter_class()(source)
+    return segmenter_class().from_pretrained(source)
 
 
 class Mask2FormerDetector:
-    """Runs Mask2FormerForUniversalSegmentation on a PIL image, returns GenEval Detections."""
+    """Runs the Mask2Former segmenter (build_segmenter) on a PIL image, returns GenEval Detections."""
 
     def __init__(self, model, scale=(1333, 800), size_divisor=32, max_per_image=100):
         self.model, self.scale, self.size_divisor = model.eval(), scale, size_divisor
@@ -276,9 +300,9 @@ class Mask2FormerDetector:
         param = next(self.model.parameters())
         pixels, resized_hw = detector_pixels(image, self.scale, self.size_divisor)
         # No pixel_mask: mmdet's pixel decoder does not mask the padding either.
-        out = self.model(pixel_values=pixels.to(param.device, param.dtype))
+        class_logits, mask_logits = self.model(pixel_values=pixels.to(param.device, param.dtype))
         labels, scores, boxes, masks = postprocess_instances(
-            out.class_queries_logits[0].float(), out.masks_queries_logits[0].float(),
+            class_logits[0].float(), mask_logits[0].float(),
             pixels.shape[-2:], resized_hw, image.size[::-1], self.max_per_image)
         rows = zip(labels.tolist(), scores.tolist(), boxes.tolist(), masks.cpu().numpy())
         return [Detection(self.class_names[label], score, tuple(box), mask) for label, score, box, mask in rows]

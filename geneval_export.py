@@ -57,15 +57,15 @@ WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")
 
 
 def find_metadata(path: str | None) -> Path:
-    """--metadata, else GenEval's prompt file under one of its two usual names in ./data or ."""
+    """--metadata, else GenEval's prompt file shipped in data/."""
     if path:
         if not Path(path).is_file():
             raise ValueError(f"--metadata {path}: no such file")
         return Path(path)
     found = prompts.find_geneval_metadata()
     if found is None:
-        raise ValueError(f"no GenEval metadata found ({' or '.join(prompts.GENEVAL_NAMES)} in ./data or .): download "
-                         "prompts/evaluation_metadata.jsonl from github.com/djghosh13/geneval and pass --metadata PATH")
+        raise ValueError(f"{prompts.GENEVAL_METADATA} is missing: restore it (git checkout -- data/) or pass "
+                         "--metadata PATH (GenEval's prompts/evaluation_metadata.jsonl, github.com/djghosh13/geneval)")
     return Path(found)
 
 

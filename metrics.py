@@ -4,9 +4,11 @@ train.py calls these on rank 0 only (the numbers were already averaged or gather
 
     step_metrics     one metrics.jsonl line: reward mean/std overall and per category, self-QA accuracy,
                      the learner's statistics (KL, clip fraction, entropy, grad norm, stage times), the lr
-    write_metrics    append that line
+    headline         its few numbers for the progress bar; step_line, the same as one printed line
+    write_metrics    append that line (Reporter: the same line to TensorBoard or W&B, with --report-to)
     trim_metrics     on resume, drop lines past the checkpoint's step so the log reads as one run
-    save_grid        samples/step-NNNNNN.png, one group per row, written atomically
+    save_grid        samples/step-NNNNNN.png: one group per row, with its prompt, each image's answer and
+                     reward, and a legend (draw_grid), written atomically
     finish_run       curves.png of the whole run and, with held-out evaluation on, before_after.md
 
 Nothing here touches a model or a rank: every function takes plain numbers, paths and tensors.
@@ -19,10 +21,7 @@ import os
 from pathlib import Path
 
 import torch
-
-# the panels of curves.png, in order; keys a run never logged are skipped
-FIRST_CURVES = ("reward_mean", "eval/geneval", "eval/self_qa", "eval/und", "eval/imbalance")
-
+from PIL import Image, ImageDraw, ImageFont
 
 def step_metrics(step: int, rewards_and_tags: list[tuple[float, str]], stats: dict, lr: float, seconds: float) -> dict:
     """Reward mean/std overall and per category, self-QA accuracy (reward 1 = fully right), plus `stats`."""
@@ -37,6 +36,23 @@ def step_metrics(step: int, rewards_and_tags: list[tuple[float, str]], stats: di
     m.update(stats)
     m.update(lr=lr, seconds=seconds)
     return m
+
+
+def headline(m: dict) -> dict:
+    """The few numbers of a metrics line worth watching live (the progress bar's postfix), formatted."""
+    shown = {"reward": f"{m['reward_mean']:.3f}", "self-QA": f"{m['self_qa_acc']:.3f}", "loss": f"{m['loss']:+.4f}"}
+    for key in ("eval/geneval", "eval/judge_acc"):  # the held-out judge: the shapes world's, or GenEval's scorer
+        if key in m:
+            shown["judge"] = f"{m[key]:.3f}"
+    return shown
+
+
+def step_line(m: dict) -> str:
+    """One printed line for a metrics line: step, reward mean and std, self-QA, loss, held-out judge, time."""
+    shown = headline(m)
+    judge = f" | judge {shown['judge']}" if "judge" in shown else ""
+    return (f"step {m['step']:5d} | reward {shown['reward']} ± {m['reward_std']:.3f} | self-QA {shown['self-QA']} | "
+            f"loss {shown['loss']}{judge} | {m['seconds']:.1f}s")
 
 
 def write_metrics(out: Path, m: dict) -> None:
@@ -71,14 +87,147 @@ def trim_metrics(path: Path, step: int, warn=print) -> None:
     atomic_write_text(path, "".join(ln + "\n" for ln in kept))
 
 
-def save_grid(out: Path, step: int, pixels: torch.Tensor, columns: int) -> Path:
-    """samples/step-NNNNNN.png: the step's images, `columns` (a group) per row; temporary name, then rename."""
-    from generate import image_grid
+class Reporter:
+    """Live logging (--report-to): every metrics.jsonl line, the same keys at the same step, to TensorBoard
+    (<run>/tensorboard) or Weights & Biases. Both packages are optional and imported only when asked for."""
 
+    def __init__(self, kind: str, out: Path, config: dict):
+        self.kind, self.sink = kind, None
+        if kind == "tensorboard":
+            try:
+                from torch.utils.tensorboard import SummaryWriter  # optional: needs the tensorboard package
+            except ImportError as err:
+                raise ValueError("--report-to tensorboard: the tensorboard package is not installed; "
+                                 "pip install tensorboard, or use --report-to none") from err
+            self.sink = SummaryWriter(log_dir=str(Path(out) / "tensorboard"))
+        elif kind == "wandb":
+            try:
+                import wandb  # optional
+            except ImportError as err:
+                raise ValueError("--report-to wandb: the wandb package is not installed; pip install wandb, "
+                                 "or use --report-to none") from err
+            self.sink = wandb.init(project=WANDB_PROJECT, name=Path(out).name, dir=str(out), config=config)
+        elif kind != "none":
+            raise ValueError(f"--report-to {kind!r}: choose one of none, tensorboard, wandb")
+
+    def log(self, m: dict) -> None:
+        """One metrics line: {"step": s, key: value, ...}."""
+        values = {k: v for k, v in m.items() if k != "step"}
+        if self.kind == "tensorboard":
+            for key, value in values.items():
+                self.sink.add_scalar(key, value, m["step"])
+        elif self.kind == "wandb":
+            self.sink.log(values, step=m["step"])
+
+    def close(self) -> None:
+        if self.kind == "tensorboard":
+            self.sink.close()
+        elif self.kind == "wandb":
+            self.sink.finish()
+
+
+WANDB_PROJECT = "unirl"  # our choice of project name; the run is named after its folder
+
+
+def save_grid(out: Path, step: int, pixels: torch.Tensor, columns: int, records: list[dict], answers: list[str],
+              rewards: list[float]) -> Path:
+    """samples/step-NNNNNN.png: the step's images, one group (`columns` images of one prompt) per row, each
+    row headed by its prompt and each image captioned with the model's answer and its reward; written
+    atomically (temporary name, then rename)."""
     grid = Path(out) / "samples" / f"step-{step:06d}.png"
-    image_grid(pixels, columns).save(grid.with_suffix(".tmp.png"))
-    os.replace(grid.with_suffix(".tmp.png"), grid)
+    tmp = grid.with_name(f".{grid.name}.tmp")
+    draw_grid(pixels, columns, records, answers, rewards, title=f"step {step}").save(tmp, format="PNG", optimize=True)
+    os.replace(tmp, grid)
     return grid
+
+
+# sample grids: sizes in pixels, colors in RGB
+TILE = 128  # every image is scaled to this side: small ones by an integer factor (sharp), large ones down
+GUTTER = 12  # dark space between images and around rows; each image's reward frame takes 3 px of it
+CAPTION_LINES = 3  # lines of the model's answer under an image; a longer answer ends in "..."
+BACKGROUND, INK, DIM = (40, 40, 40), (235, 235, 235), (160, 160, 160)
+REWARD_COLORS = ((225, 75, 65), (235, 175, 50), (70, 190, 110))  # reward 0, 0.5 and 1: red, amber, green
+
+
+def reward_color(reward: float) -> tuple:
+    """The reward's color, linear between REWARD_COLORS' stops (clamped to [0, 1])."""
+    t = 2 * min(max(float(reward), 0.0), 1.0)
+    low, high = REWARD_COLORS[min(int(t), 1)], REWARD_COLORS[min(int(t), 1) + 1]
+    return tuple(round(a + (t - min(int(t), 1)) * (b - a)) for a, b in zip(low, high))
+
+
+def fit_text(draw, text: str, font, width: int, lines: int) -> list[str]:
+    """`text` wrapped on spaces into at most `lines` lines no wider than `width`; the last ends in "..." if cut."""
+    words, out = text.split(), []
+    while words and len(out) < lines:
+        line = words.pop(0)
+        while words and draw.textlength(f"{line} {words[0]}", font=font) <= width:
+            line += " " + words.pop(0)
+        out.append(line)
+    cut = bool(words) or (out and draw.textlength(out[-1], font=font) > width)
+    while out and cut and draw.textlength(out[-1] + "...", font=font) > width and len(out[-1]) > 1:
+        out[-1] = out[-1][:-1]  # one word wider than the tile, or room for the ellipsis
+    if out and cut:
+        out[-1] += "..."
+    return out or [""]
+
+
+def to_tile(image: torch.Tensor) -> Image.Image:
+    """(3, H, W) in [0, 1] -> a TILE x TILE PIL image (nearest when enlarging, so cells stay crisp)."""
+    array = (image.float().clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255).round().astype("uint8")
+    picture = Image.fromarray(array)
+    if picture.size == (TILE, TILE):
+        return picture
+    smaller = max(picture.size) < TILE
+    return picture.resize((TILE, TILE), Image.NEAREST if smaller else Image.LANCZOS)
+
+
+def draw_grid(pixels: torch.Tensor, columns: int, records: list[dict], answers: list[str], rewards: list[float],
+              title: str = "") -> Image.Image:
+    """One row per group: a header (tag, prompt, true answer, group mean), then its images, each framed and
+    captioned by its reward and the model's own answer. A legend on top says how to read it."""
+    font, small = ImageFont.load_default(size=13), ImageFont.load_default(size=11)
+    line = 14  # caption line height for `small`
+    n = pixels.shape[0]
+    rows = (n + columns - 1) // columns
+    width = GUTTER + columns * (TILE + GUTTER)
+    header, caption = 20, 6 + line * (1 + CAPTION_LINES)  # per row: the prompt line; under each image
+    legend = [f"{title}: one prompt's group of {columns} images per row, drawn by the model; under each image, "
+              f"its reward and the model's own answer to the prompt's question about that image.",
+              "Reward: that answer scored against the prompt's truth (1 all right, between: partial credit, "
+              "0 wrong); the frame shows it too."]
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    legend_lines = [text for paragraph in legend for text in fit_text(probe, paragraph, small, width - 2 * GUTTER, 4)]
+    top = GUTTER + line * len(legend_lines) + 20  # the legend, then a color key
+    image = Image.new("RGB", (width, top + rows * (header + TILE + caption) + GUTTER), BACKGROUND)
+    draw = ImageDraw.Draw(image)
+    for k, text in enumerate(legend_lines):
+        draw.text((GUTTER, GUTTER + line * k), text, fill=DIM, font=small)
+    draw.text((GUTTER, top - 17), "reward", fill=DIM, font=small)
+    x = GUTTER + round(draw.textlength("reward ", font=small))
+    for value in (0.0, 0.5, 1.0):  # the color key
+        y = top - 16
+        draw.rectangle([x, y, x + 10, y + 10], fill=reward_color(value))
+        draw.text((x + 14, y - 1), f"{value:g}", fill=DIM, font=small)
+        x += 14 + round(draw.textlength(f"{value:g}", font=small)) + 12
+    for r in range(rows):
+        first = r * columns
+        group = range(first, min(first + columns, n))
+        y = top + r * (header + TILE + caption)
+        record = records[first]
+        mean = sum(float(rewards[i]) for i in group) / len(group)
+        truth = record.get("answer", "?")
+        head = f"{record.get('tag', '')}: {record['prompt']}   (truth: {truth}; group mean {mean:.2f})"
+        draw.text((GUTTER, y + 1), fit_text(draw, head, font, width - 2 * GUTTER, 1)[0], fill=INK, font=font)
+        for c, i in enumerate(group):
+            x, y_image = GUTTER + c * (TILE + GUTTER), y + header
+            color = reward_color(rewards[i])
+            image.paste(to_tile(pixels[i]), (x, y_image))
+            draw.rectangle([x - 3, y_image - 3, x + TILE + 2, y_image + TILE + 2], outline=color, width=3)
+            draw.text((x, y_image + TILE + 5), f"reward {float(rewards[i]):.2f}", fill=color, font=small)
+            for k, text in enumerate(fit_text(draw, answers[i], small, TILE, CAPTION_LINES)):
+                draw.text((x, y_image + TILE + 5 + line * (k + 1)), text, fill=INK, font=small)
+    return image
 
 
 def finish_run(cfg, out: Path, held_out_count: int) -> str | None:
@@ -86,11 +235,10 @@ def finish_run(cfg, out: Path, held_out_count: int) -> str | None:
     Returns the table (also written to before_after.md), or None."""
     from checkpoint import atomic_write_text
     from evaluate import before_after
-    from plot import DEFAULT_KEYS, plot_metrics, read_metrics
+    from plot import plot_metrics, read_metrics
 
     rows = read_metrics(Path(out) / "metrics.jsonl")
-    keys = dict.fromkeys(FIRST_CURVES + tuple(DEFAULT_KEYS))
-    plot_metrics(rows, keys=[k for k in keys if any(k in r for r in rows) or "*" in k], path=Path(out) / "curves.png")
+    plot_metrics(rows, path=Path(out) / "curves.png")  # the panels of what moved (all of them after one step)
     evals = [r for r in rows if any(k.startswith("eval/") for k in r)]
     if len(evals) < 2:
         return None

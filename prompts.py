@@ -15,7 +15,7 @@ GenEval's "benchs") and "an" before a vowel in answers ("a toaster and an oven",
 
 Usage:
     python prompts.py --n 1000 --seed 0 --out train.jsonl \
-        --exclude evaluation_metadata.jsonl   # prints counts per tag, number left out
+        --exclude data/geneval_metadata.jsonl   # prints counts per tag, number left out
 """
 import argparse
 import collections
@@ -272,26 +272,22 @@ def write_records(path, records) -> None:
         raise
 
 
-# GenEval's prompt file under its two usual names, looked for in ./data, then in the current folder
-GENEVAL_NAMES = ("geneval_metadata.jsonl", "evaluation_metadata.jsonl")
+# GenEval's 553 evaluation prompts, shipped with the repository (data/README.md: source and MIT license), so
+# evaluation and the training exclusion find them on a fresh clone wherever the scripts are run from
+GENEVAL_METADATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "geneval_metadata.jsonl")
 
 
 def find_geneval_metadata():
-    # the first of ./data/<name>, ./<name> that exists, or None
-    for folder in ("data", "."):
-        for name in GENEVAL_NAMES:
-            path = os.path.join(folder, name)
-            if os.path.isfile(path):
-                return path
-    return None
+    # the shipped GenEval prompt file, or None when it was deleted from the checkout
+    return GENEVAL_METADATA if os.path.isfile(GENEVAL_METADATA) else None
 
 
 def exclusion_file(choice, model: str):
     # train.py --exclude-prompts as a file to leave out, or None. The paper's training prompts do not overlap
     # GenEval's 553 (its appendix); this generator draws GenEval's own templates and classes, so it repeats
     # about 12 % of them (610 of 5,000 at seed 0: every COCO single object, many counts and colors). "auto"
-    # therefore leaves GenEval's prompts out when their file is at hand, and a released model refuses to
-    # train without it; tiny presets (tests, CPU smoke runs) then keep every prompt.
+    # therefore leaves out GenEval's prompts, shipped in data/; if that file is gone from the checkout, a
+    # released model refuses to train and a tiny preset (tests, CPU smoke runs) keeps every prompt.
     if choice in (None, "none") or (choice == "auto" and model.startswith("shapes-")):
         return None  # the shapes world holds its own evaluation prompts out (train.load_records)
     if choice != "auto":
@@ -301,11 +297,10 @@ def exclusion_file(choice, model: str):
         return choice
     found = find_geneval_metadata()
     if found is None and not model.endswith("-tiny"):
-        raise ValueError(f"--exclude-prompts auto: no GenEval metadata ({' or '.join(GENEVAL_NAMES)}) in ./data "
-                         f"or .; the generated training prompts repeat about 12 % of GenEval's evaluation prompts, "
-                         f"which the paper's do not. Download prompts/evaluation_metadata.jsonl from "
-                         f"github.com/djghosh13/geneval into ./data, or pass --exclude-prompts PATH, or "
-                         f"--exclude-prompts none to train on them knowingly")
+        raise ValueError(f"--exclude-prompts auto: {GENEVAL_METADATA} is missing; the generated training prompts "
+                         f"repeat about 12 % of GenEval's evaluation prompts, which the paper's do not. Restore it "
+                         f"(git checkout -- data/), or pass --exclude-prompts PATH, or --exclude-prompts none to "
+                         f"train on them knowingly")
     return found
 
 

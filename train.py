@@ -65,8 +65,8 @@ class Config:
     # data
     prompts: str | None = opt(None, "jsonl of GenEval-style records; default: generate --num-prompts")
     num_prompts: int = opt(5000, "size of the generated training pool")
-    exclude_prompts: str | None = opt("auto", "evaluation jsonl whose prompts never train; auto: GenEval's metadata in "
-                                              "./data or . (required for released models), none: keep every prompt")
+    exclude_prompts: str | None = opt("auto", "evaluation jsonl whose prompts never train; auto: GenEval's prompts "
+                                              "shipped in data/geneval_metadata.jsonl, none: keep every prompt")
     prompts_per_step: int = opt(4, "prompts per optimizer step over all ranks (groups are never split)")
     group_size: int = opt(4, "G, images per prompt (the paper: 3 for Show-o, 8 for Janus)")
     # generate
@@ -103,6 +103,8 @@ class Config:
     eval_samples: int = opt(2, "images per held-out prompt")
     save_every: int = opt(10, "checkpoint every k steps (and at the last)")
     keep_checkpoints: int = opt(2, "how many recent checkpoints to keep")
+    report_to: str = opt("none", "live logging of every metrics.jsonl line: none | tensorboard (<out>/tensorboard) | "
+                                 "wandb; each needs its package installed")
 
 
 # --precision -> (dtype of the stored weights, grads and AdamW state; dtype the forwards compute in). bf16 is
@@ -169,7 +171,8 @@ def validate(cfg: Config, world: int) -> None:
     check_sampling_flags(cfg.model, cfg.kv_bucket, cfg.compile_decode, cfg.fsdp)
     choices = {"mode": ("sft", "grpo"), "sft_on": ("gen", "und", "both"), "grpo_on": ("gen", "und", "both"),
                "ratio_dist": ("guided", "cond"), "estimator": ("remask", "trajectory"),
-               "precision": tuple(PRECISIONS), "device": ("auto", "cpu", "cuda")}
+               "precision": tuple(PRECISIONS), "device": ("auto", "cpu", "cuda"),
+               "report_to": ("none", "tensorboard", "wandb")}
     for name, allowed in choices.items():
         if getattr(cfg, name) not in allowed:
             raise ValueError(f"--{name.replace('_', '-')} {getattr(cfg, name)!r}: choose one of {', '.join(allowed)}")
@@ -420,11 +423,14 @@ def main(argv: list[str] | None = None) -> None:
 
 def run(cfg: Config, rank: int, world: int, device: torch.device):
     from tqdm import tqdm
+    from transformers.utils import logging as transformers_logging
 
-    from metrics import finish_run, save_grid, step_metrics, trim_metrics, write_metrics
+    from metrics import (Reporter, finish_run, headline, save_grid, step_line, step_metrics, trim_metrics,
+                         write_metrics)
     from models import load_policy, set_sampling
 
     validate(cfg, world)
+    transformers_logging.disable_progress_bar()  # one bar, ours: none per weight load or per checkpoint written
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     records, held_out = load_records(cfg)
@@ -439,6 +445,8 @@ def run(cfg: Config, rank: int, world: int, device: torch.device):
             problem = str(err)
     if from_rank0(problem):  # every rank stops together
         raise ValueError(problem)
+    # rank 0 logs; a missing tensorboard or wandb package stops the run here, before any model loads
+    reporter = Reporter(cfg.report_to if is_main() else "none", Path(cfg.out), dataclasses.asdict(cfg))
     per_rank = cfg.prompts_per_step // world
     print0(json.dumps(dataclasses.asdict(cfg), indent=1))
     print0(f"world {world} | prompts per rank {per_rank} | images per step {cfg.prompts_per_step * cfg.group_size} | "
@@ -477,6 +485,7 @@ def run(cfg: Config, rank: int, world: int, device: torch.device):
             first = held_out_eval(cfg, policy, held_out)
         if is_main():
             write_metrics(out, {"step": 0, **first})
+            reporter.log({"step": 0, **first})
     bar = tqdm(range(start, cfg.steps), disable=not is_main(), desc="unirl", dynamic_ncols=True)
     for step in bar:
         t0 = time.perf_counter()
@@ -490,15 +499,18 @@ def run(cfg: Config, rank: int, world: int, device: torch.device):
         stats = mean_over_ranks(stats)
         everyone = gather_lists([(float(r), rec["tag"]) for r, rec in zip(ro.rewards, ro.records)])
         m = step_metrics(step + 1, everyone, stats, lr, time.perf_counter() - t0)
-        if cfg.eval_every and ((step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps):
+        evaluated = cfg.eval_every and ((step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps)
+        if evaluated:
             with autocast(cfg, policy):
                 m.update(held_out_eval(cfg, policy, held_out))
         if is_main():
             write_metrics(out, m)
-            bar.write(f"step {step + 1:5d} | reward {m['reward_mean']:.3f} ± {m['reward_std']:.3f} | "
-                      f"self-QA {m['self_qa_acc']:.3f} | loss {m['loss']:+.4f} | {m['seconds']:.1f}s")
+            reporter.log(m)
+            bar.set_postfix(headline(m), refresh=False)  # the latest numbers ride on the bar at every step
+            if step == start or (step + 1) % cfg.sample_every == 0 or evaluated or step + 1 == cfg.steps:
+                bar.write(step_line(m))  # a line to keep, every --sample-every steps, printed above the bar
             if (step + 1) % cfg.sample_every == 0 or step + 1 == cfg.steps:
-                save_grid(out, step + 1, ro.pixels, cfg.group_size)
+                save_grid(out, step + 1, ro.pixels, cfg.group_size, ro.records, ro.answers, ro.rewards.tolist())
         if (step + 1) % cfg.save_every == 0 or step + 1 == cfg.steps:
             optimizer_state = optimizer_tensors(policy, optimizer)  # collective: every rank joins the gathers
             weights = gathered_state_dict(policy)  # FSDP only
@@ -511,6 +523,7 @@ def run(cfg: Config, rank: int, world: int, device: torch.device):
                     problem = str(err)
             if from_rank0(problem):  # also the barrier: nobody races ahead of a half-written checkpoint
                 raise OSError(problem)
+    reporter.close()
     if is_main():  # the curves of the whole run, next to its metrics, and the before/after table
         finish_run(cfg, out, len(held_out))
     print0(f"done: {out}")

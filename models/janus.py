@@ -233,8 +233,8 @@ class JanusPolicy(nn.Module):
 
     def _trunk(self, embeds, mask, pos, cache):
         out = self.model.model.language_model(
-            inputs_embeds=embeds, attention_mask=mask, position_ids=pos, past_key_values=cache, use_cache=cache is not None
-        )
+            inputs_embeds=embeds, attention_mask=mask, position_ids=pos, cache=cache, use_cache=cache is not None
+        )  # `cache` (transformers >= 5.24) replaces `past_key_values`, which 5.40 removes
         return out.last_hidden_state
 
     # ---------------------------------------------------------------- sampling helpers (no grad)

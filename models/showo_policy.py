@@ -150,7 +150,7 @@ class ShowoPolicy(nn.Module):
             text = prompt_ids.shape[1]
             positions = torch.arange(text, rows.shape[1], device=rows.device)[None]  # arange, as without the cache
             hidden = self.model.showo.model(input_ids=rows[:, text:], attention_mask=mask[:, :, text:],
-                                            position_ids=positions, past_key_values=prefix, use_cache=True).last_hidden_state
+                                            position_ids=positions, cache=prefix, use_cache=True).last_hidden_state
             prefix.crop(-(rows.shape[1] - text))  # drop this step's image keys: the next step has new image tokens
         t = self.num_image_tokens
         logits = self._codebook_head(hidden[:, -(t + 1) : -1])  # the positions between soi and eoi
@@ -182,7 +182,7 @@ class ShowoPolicy(nn.Module):
         text = prompt_ids.shape[1]
         mask = S.t2i_attention_mask(rows, self.config, dtype=self.model.embed_tokens.weight.dtype)[:, :, :text, :text]
         cache = DynamicCache(config=self.model.showo.config)
-        self.model.showo.model(input_ids=rows[:, :text], attention_mask=mask, past_key_values=cache, use_cache=True)
+        self.model.showo.model(input_ids=rows[:, :text], attention_mask=mask, cache=cache, use_cache=True)
         return cache
 
     # ---------------------------------------------------------------- the gradient path
@@ -248,8 +248,9 @@ class ShowoPolicy(nn.Module):
         keys = None
         if isinstance(cache, WindowedStaticCache):  # sampling: set the window; positions stay the pad-skipping ones
             keys = cache.advance(queries, mask, embeds.device)[1].shape[1]
-        return self.model.showo.model(inputs_embeds=embeds, attention_mask=self._und_mask(mask, queries, keys),
-                                      position_ids=positions, past_key_values=cache, use_cache=cache is not None).last_hidden_state
+        out = self.model.showo.model(inputs_embeds=embeds, attention_mask=self._und_mask(mask, queries, keys),
+                                     position_ids=positions, cache=cache, use_cache=cache is not None)
+        return out.last_hidden_state
 
     def _full_mask(self, mask):
         return torch.cat([mask.new_ones(mask.shape[0], self.prefix), mask], 1)

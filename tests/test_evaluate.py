@@ -18,18 +18,17 @@ from PIL import Image
 import evaluate
 import geneval
 import geneval_export
+import prompts
 from generate import rollout
 
 ROOT = Path(__file__).resolve().parents[1]
-METADATA = Path(__file__).resolve().parents[2] / "shared/data/geneval_metadata.jsonl"
+METADATA = Path(prompts.GENEVAL_METADATA)  # shipped in data/
 PICKED = (0, 179, 259, 353)  # the first single_object, counting, colors and position prompts
 CLASSES = ["bench", "clock", "fire hydrant", "teddy bear", "dog", "mouse"]  # detector labels; "mouse" is renamed
 
 
 @pytest.fixture(scope="module")
 def source_lines():
-    if not METADATA.exists():
-        pytest.skip(f"{METADATA} not found")
     lines = [line.strip() for line in METADATA.read_text().splitlines() if line.strip()]
     return [lines[i] for i in PICKED]
 
@@ -186,13 +185,14 @@ def test_checkpoint_hash_covers_weights_not_optimizer(tmp_path, janus_tiny):
     assert tensors.startswith("state-dict:") and len(tensors) == len("state-dict:") + 64
 
 
-def test_missing_metadata_names_the_fix(tmp_path, monkeypatch, metadata):
-    monkeypatch.chdir(tmp_path)
-    with pytest.raises(ValueError, match="evaluation_metadata.jsonl.*--metadata"):
+def test_geneval_prompts_ship_with_the_repository_and_a_missing_file_names_the_fix(tmp_path, monkeypatch, metadata):
+    monkeypatch.chdir(tmp_path)  # found from any working folder, with no --metadata
+    assert geneval_export.find_metadata(None) == ROOT / "data" / "geneval_metadata.jsonl"
+    assert len(geneval_export.read_metadata(geneval_export.find_metadata(None))[1]) == 553
+    assert geneval_export.find_metadata(str(metadata)) == metadata  # --metadata wins
+    monkeypatch.setattr(prompts, "GENEVAL_METADATA", str(tmp_path / "gone.jsonl"))
+    with pytest.raises(ValueError, match="gone.jsonl is missing.*git checkout -- data/.*--metadata"):
         geneval_export.find_metadata(None)
-    (tmp_path / "data").mkdir()
-    (tmp_path / "data" / "geneval_metadata.jsonl").write_text(metadata.read_text())
-    assert geneval_export.find_metadata(None) == Path("data/geneval_metadata.jsonl")
     with pytest.raises(ValueError, match="--geneval"):
         evaluate.validate(evaluate.Config())
 

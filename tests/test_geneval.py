@@ -11,10 +11,11 @@ import torch
 from PIL import Image
 
 import geneval
+import prompts
 from geneval import Detection, evaluate_image, filter_detections, relative_position
 
 torch.set_num_threads(1)
-METADATA = Path(__file__).resolve().parents[2] / "shared/data/geneval_metadata.jsonl"
+METADATA = Path(prompts.GENEVAL_METADATA)  # shipped in data/
 
 
 def det(name, score=0.95, box=(0, 0, 10, 10)):
@@ -162,7 +163,6 @@ def ideal_scene(meta):
     return dets
 
 
-@pytest.mark.skipif(not METADATA.exists(), reason=f"{METADATA} not found")
 def test_every_official_prompt_passes_its_ideal_scene_and_fails_an_empty_one():
     with open(METADATA) as f:
         prompts = [json.loads(line) for line in f if line.strip()]
@@ -389,3 +389,24 @@ def test_from_pretrained_loads_local_folders(tiny_detector, tiny_colors, tmp_pat
     assert [(d.name, d.box) for d in loaded] == [(d.name, d.box) for d in reference]
     assert [d.score for d in loaded] == pytest.approx([d.score for d in reference], abs=1e-5)
     assert torch.allclose(scorer.colors.head("cat"), tiny_colors.head("cat"), atol=1e-5)
+
+
+def test_segmenter_loads_a_released_style_checkpoint_and_matches_its_head(tiny_detector, tmp_path, monkeypatch):
+    """The scorer's segmenter builds no training loss (so it needs no scipy) and computes exactly what
+    transformers' Mask2FormerForUniversalSegmentation computes from the same checkpoint."""
+    from transformers import Mask2FormerForUniversalSegmentation
+    from transformers.models.mask2former import modeling_mask2former
+
+    assert not hasattr(tiny_detector.model, "criterion")
+    # the reference head insists on scipy for its loss; this test only runs it forward
+    monkeypatch.setattr(modeling_mask2former, "requires_backends", lambda *args, **kwargs: None)
+    torch.manual_seed(1)
+    reference = Mask2FormerForUniversalSegmentation(tiny_detector.model.config).eval()
+    reference.save_pretrained(tmp_path / "released")  # holds the loss's criterion.empty_weight, as the hub's does
+    monkeypatch.undo()
+    loaded = geneval.build_segmenter(str(tmp_path / "released")).eval()
+    pixels = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        expected, (class_logits, mask_logits) = reference(pixel_values=pixels), loaded(pixels)
+    assert torch.equal(class_logits, expected.class_queries_logits)
+    assert torch.equal(mask_logits, expected.masks_queries_logits)

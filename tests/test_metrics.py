@@ -1,10 +1,18 @@
-"""metrics.py: the numbers of a metrics line, the resume trim, and the atomic sample grid."""
+"""metrics.py: the numbers of a metrics line, the resume trim, the sample grid, live reporting, and what a run
+prints."""
 
 import json
+import sys
+import types
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image, ImageDraw, ImageFont
 
+import metrics
+import plot
+import train
 from metrics import save_grid, step_metrics, trim_metrics, write_metrics
 
 
@@ -28,14 +36,118 @@ def test_trim_keeps_lines_up_to_the_checkpoint(tmp_path):
     assert not (tmp_path / "missing.jsonl").exists()
 
 
-def test_grid_is_written_whole_with_one_group_per_row(tmp_path):
-    from PIL import Image
-
+def test_grid_shows_groups_by_row_with_reward_frames_and_gutters(tmp_path):
     (tmp_path / "samples").mkdir()
-    pixels = torch.zeros(6, 3, 8, 8)
-    pixels[3:] = 1.0  # the second group white
-    path = save_grid(tmp_path, 7, pixels, columns=3)
+    colors = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0), (0, 255, 255), (255, 0, 255)]
+    pixels = torch.tensor(colors, dtype=torch.float32).div(255).view(6, 3, 1, 1).expand(6, 3, 8, 8)  # flat tiles
+    records = [{"tag": "counting", "prompt": "a photo of two cats", "answer": "two cats"}] * 3 + \
+              [{"tag": "colors", "prompt": "a photo of a red dog", "answer": "red"}] * 3
+    rewards = [1.0, 0.5, 0.0, 0.0, 1.0, 0.25]
+    path = save_grid(tmp_path, 7, pixels, 3, records, ["two cats", "three cats", "a very long answer " * 9] * 2,
+                     rewards)
     assert path.name == "step-000007.png" and [p.name for p in (tmp_path / "samples").iterdir()] == [path.name]
-    image = Image.open(path)
-    assert image.size == (3 * 10, 2 * 10)  # 1-px border around each 8-px tile
-    assert image.getpixel((5, 5)) == (0, 0, 0) and image.getpixel((5, 15)) == (255, 255, 255)
+    image = np.asarray(Image.open(path).convert("RGB"))
+    assert image.shape[1] == metrics.GUTTER + 3 * (metrics.TILE + metrics.GUTTER)
+    corners = []
+    for color in colors:  # each image fills exactly one TILE x TILE square (8 px enlarged by nearest)
+        ys, xs = np.nonzero((image == color).all(-1))
+        assert len(ys) == metrics.TILE ** 2 and np.ptp(ys) == np.ptp(xs) == metrics.TILE - 1, color
+        corners.append((ys.min(), xs.min()))
+    assert corners[0][0] == corners[1][0] == corners[2][0] < corners[3][0] == corners[4][0] == corners[5][0]
+    assert corners[0][1] < corners[1][1] < corners[2][1] and corners[0][1] == corners[3][1]  # a group per row
+    for (y, x), reward in zip(corners, rewards):
+        assert tuple(image[y + 5, x - 2]) == metrics.reward_color(reward)  # the frame says the reward
+        assert tuple(image[y + 5, x - 6]) == metrics.BACKGROUND  # a gutter beyond it
+    y, x = corners[2]  # the long answer stays under its own image, in at most CAPTION_LINES lines
+    below = image[y + metrics.TILE + 3 :, x + metrics.TILE + 3 : x + metrics.TILE + metrics.GUTTER - 3]
+    assert (below == metrics.BACKGROUND).all()
+
+
+def test_reward_colors_and_text_fitting_by_hand():
+    assert metrics.reward_color(0) == metrics.REWARD_COLORS[0] == metrics.reward_color(-3)
+    assert metrics.reward_color(0.5) == metrics.REWARD_COLORS[1]
+    assert metrics.reward_color(1) == metrics.REWARD_COLORS[2] == metrics.reward_color(7)
+    draw, font = ImageDraw.Draw(Image.new("RGB", (1, 1))), ImageFont.load_default(size=11)
+    assert metrics.fit_text(draw, "two cats", font, 200, 3) == ["two cats"]
+    lines = metrics.fit_text(draw, "the cat is left of the dog " * 10, font, 100, 3)
+    assert len(lines) == 3 and lines[-1].endswith("...")
+    assert all(draw.textlength(text, font=font) <= 100 for text in lines)
+    assert metrics.fit_text(draw, "", font, 100, 3) == [""]
+    assert draw.textlength(metrics.fit_text(draw, "x" * 200, font, 60, 2)[0], font=font) <= 60  # one huge word
+
+
+def test_large_images_are_scaled_down_to_a_tile():
+    tile = metrics.to_tile(torch.rand(3, 384, 384))
+    assert tile.size == (metrics.TILE, metrics.TILE)
+
+
+class Recorder:
+    """Stands in for SummaryWriter and for a wandb run: records what the Reporter hands it."""
+
+    def __init__(self, *args, **kwargs):
+        self.opened, self.scalars, self.logged, self.closed = (args, kwargs), [], [], False
+        Recorder.last = self
+
+    def add_scalar(self, key, value, step):
+        self.scalars.append((step, key, value))
+
+    def log(self, values, step):
+        self.logged.append((step, dict(values)))
+
+    def close(self):
+        self.closed = True
+
+    finish = close
+
+
+def test_a_run_logs_cleanly_and_reports_exactly_its_metrics_lines(tmp_path, monkeypatch, capfd):
+    """--report-to tensorboard hands TensorBoard every metrics.jsonl line (same keys, same step); the console
+    shows one progress bar carrying the latest numbers, a step line every --sample-every steps, and no
+    transformers progress bars (checkpoints are written every step here)."""
+    board = types.ModuleType("torch.utils.tensorboard")  # tensorboard is not installed: a stand-in that records
+    board.SummaryWriter = Recorder
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", board)
+    out = tmp_path / "run"
+    train.main(["--model", "janus-tiny", "--num-prompts", "40", "--prompts-per-step", "2", "--group-size", "2",
+                "--micro-batch", "4", "--max-answer-tokens", "4", "--threads", "1", "--steps", "3",
+                "--sample-every", "3", "--save-every", "1", "--eval-every", "3", "--eval-prompts", "2",
+                "--eval-samples", "1", "--report-to", "tensorboard", "--out", str(out)])
+    lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in lines] == [0, 1, 2, 3]  # the step-0 evaluation included
+    written = Recorder.last
+    assert written.opened[1]["log_dir"] == str(out / "tensorboard") and written.closed
+    reported = {}
+    for step, key, value in written.scalars:
+        reported.setdefault(step, {})[key] = value
+    assert reported == {m["step"]: {k: v for k, v in m.items() if k != "step"} for m in lines}
+    printed, errors = capfd.readouterr()
+    assert [line.split("|")[0].split()[1] for line in printed.splitlines() if line.startswith("step ")] == ["1", "3"]
+    assert "judge" not in printed.split("step     3")[0]  # the judge's number only where it was measured
+    assert "reward=" in errors and "self-QA=" in errors  # the bar's postfix
+    assert "Writing model shards" not in errors and "Loading weights" not in errors
+    assert len(list(out.glob("ckpt-*"))) == 2  # checkpoints were written (keep 2), silently
+    assert (out / "curves.png").exists()
+
+
+def test_a_one_step_run_still_gets_its_curves(tmp_path):
+    write_metrics(tmp_path, {"step": 1, "reward_mean": 0.5, "loss": 0.0})  # one point: nothing moved yet
+    assert metrics.finish_run(train.Config(), tmp_path, 0) is None
+    assert Image.open(tmp_path / "curves.png").size[0] == 2 * plot.PANEL[0]  # its two panels, flat
+
+
+def test_reporter_to_wandb_and_a_missing_package(tmp_path, monkeypatch):
+    fake = types.ModuleType("wandb")
+    fake.init = Recorder
+    monkeypatch.setitem(sys.modules, "wandb", fake)
+    reporter = metrics.Reporter("wandb", tmp_path / "run-7", {"lr": 1e-5})
+    reporter.log({"step": 4, "reward_mean": 0.5, "eval/geneval": 0.75})
+    reporter.close()
+    assert Recorder.last.opened[1]["config"] == {"lr": 1e-5} and Recorder.last.opened[1]["name"] == "run-7"
+    assert Recorder.last.logged == [(4, {"reward_mean": 0.5, "eval/geneval": 0.75})] and Recorder.last.closed
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # as if tensorboard were not installed
+    with pytest.raises(ValueError, match="pip install tensorboard"):
+        metrics.Reporter("tensorboard", tmp_path, {})
+    monkeypatch.setitem(sys.modules, "wandb", None)
+    with pytest.raises(ValueError, match="pip install wandb"):
+        metrics.Reporter("wandb", tmp_path, {})
+    metrics.Reporter("none", tmp_path, {}).log({"step": 1, "a": 1.0})  # off: nothing to write to

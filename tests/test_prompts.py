@@ -2,7 +2,6 @@
 import collections
 import json
 import random
-from pathlib import Path
 
 import pytest
 
@@ -10,8 +9,7 @@ import prompts
 from prompts import (COCO_CLASSES, OBJECTS, TAGS, add_questions, exclude_records, make_prompt,
                      make_record, make_records, number_word, plural, read_records, write_records)
 
-GENEVAL = Path(__file__).resolve().parents[2] / "shared/data/geneval_metadata.jsonl"
-needs_geneval = pytest.mark.skipif(not GENEVAL.exists(), reason=f"{GENEVAL} not found")
+GENEVAL = prompts.GENEVAL_METADATA  # shipped in data/
 
 
 def test_records_are_deterministic_per_seed_and_differ_across_seeds():
@@ -175,7 +173,6 @@ def test_vocabulary_sizes():
     assert len({plural(name) for name in OBJECTS}) == 160
 
 
-@needs_geneval
 def test_geneval_file_reads_and_gets_questions():
     records = read_records(GENEVAL)
     assert len(records) == 553
@@ -187,7 +184,6 @@ def test_geneval_file_reads_and_gets_questions():
     assert by_prompt["a photo of a pink car"]["answer"] == "pink"
 
 
-@needs_geneval
 def test_make_prompt_reproduces_geneval_except_its_naive_plurals():
     # GenEval writes "benchs", "persons", "sheeps"; we write real plurals; the rest is identical
     differing = {r["include"][0]["class"] for r in read_records(GENEVAL)
@@ -195,7 +191,6 @@ def test_make_prompt_reproduces_geneval_except_its_naive_plurals():
     assert differing == {"bench", "person", "sheep", "knife", "sandwich", "toothbrush"}
 
 
-@needs_geneval
 def test_cli_writes_and_excludes(tmp_path, capsys):
     out = tmp_path / "train.jsonl"
     prompts.main(["--n", "120", "--seed", "0", "--out", str(out), "--exclude", str(GENEVAL)])

@@ -1,12 +1,12 @@
 """Tests for reward.py: hand-written answers per category (open-r1 style) and group advantages."""
 import math
 import random
-from pathlib import Path
 
 import pytest
 import torch
 
-from prompts import COLORS, OBJECTS, RELATIONS, TAGS, add_questions, make_records, plural, read_records
+from prompts import (COLORS, GENEVAL_METADATA, OBJECTS, RELATIONS, TAGS, add_questions, make_records, plural,
+                     read_records)
 from reward import (SLOTS, SYNONYMS, group_advantages, is_correct, score_answer, score_answers,
                     score_details, zero_variance_fraction)
 
@@ -241,10 +241,7 @@ def test_every_ground_truth_answer_scores_one():
 
 
 def test_geneval_answers_and_their_released_plurals_score_one():
-    path = Path(__file__).resolve().parents[2] / "shared/data/geneval_metadata.jsonl"
-    if not path.exists():
-        pytest.skip(f"{path} not found")
-    records = read_records(path)
+    records = read_records(GENEVAL_METADATA)  # shipped in data/
     assert all(is_correct(r["answer"], r) for r in records)
     # the released QA file answers with GenEval's own plurals; they must score too
     counting = [r for r in records if r["tag"] == "counting"]

@@ -44,29 +44,28 @@ def test_bad_inputs_fail_before_any_output(tmp_path):
 
 
 def test_geneval_prompts_stay_out_of_training_by_default(tmp_path, monkeypatch):
-    """--exclude-prompts auto: GenEval's file in ./data is found and its prompts never train; without it a
-    released model refuses to start, a tiny one trains on everything; none and the shapes world skip it."""
+    """--exclude-prompts auto: GenEval's prompts, shipped in data/, are found from any folder and never train;
+    without the file a released model refuses to start, a tiny one trains on everything; none and the shapes
+    world skip it."""
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(ValueError, match="no GenEval metadata.*--exclude-prompts none"):
-        train.validate(train.parse_config(["--model", "janus-pro-1b"]), world=1)  # before any model loads
-    assert prompts.exclusion_file("auto", "janus-tiny") is None
-    assert prompts.exclusion_file("auto", "shapes-janus") is None
-    with pytest.raises(ValueError, match="no such file"):
-        train.validate(train.parse_config(["--model", "janus-tiny", "--exclude-prompts", "nope.jsonl"]), world=1)
-    (tmp_path / "data").mkdir()
-    lines = ['{"tag": "single_object", "include": [{"class": "bench", "count": 1}], "prompt": "a photo of a bench"}',
-             '{"tag": "single_object", "include": [{"class": "cat", "count": 1}], "prompt": "a photo of a cat"}']
-    (tmp_path / "data" / "evaluation_metadata.jsonl").write_text("\n".join(lines) + "\n")
+    geneval = {r["prompt"] for r in prompts.read_records(prompts.GENEVAL_METADATA)}
     for model in ("janus-pro-1b", "janus-tiny"):
         cfg = train.parse_config(["--model", model, "--num-prompts", "2000"])
         train.validate(cfg, world=1)
-        assert cfg.exclude_prompts == "data/evaluation_metadata.jsonl"  # resolved, and saved with the run
+        assert cfg.exclude_prompts == prompts.GENEVAL_METADATA  # resolved, and saved with the run
     kept, _ = train.load_records(cfg)
-    assert not {"a photo of a bench", "a photo of a cat"} & {r["prompt"] for r in kept}
+    assert not geneval & {r["prompt"] for r in kept}
     cfg = train.parse_config(["--model", "janus-tiny", "--num-prompts", "2000", "--exclude-prompts", "none"])
     train.validate(cfg, world=1)
     every, _ = train.load_records(cfg)
-    assert {"a photo of a bench", "a photo of a cat"} <= {r["prompt"] for r in every}  # the generator draws both
+    assert len(geneval & {r["prompt"] for r in every}) > 100  # the generator repeats many of them
+    assert prompts.exclusion_file("auto", "shapes-janus") is None
+    with pytest.raises(ValueError, match="no such file"):
+        train.validate(train.parse_config(["--model", "janus-tiny", "--exclude-prompts", "nope.jsonl"]), world=1)
+    monkeypatch.setattr(prompts, "GENEVAL_METADATA", str(tmp_path / "gone.jsonl"))  # a checkout without it
+    with pytest.raises(ValueError, match="gone.jsonl is missing.*--exclude-prompts none"):
+        train.validate(train.parse_config(["--model", "janus-pro-1b"]), world=1)  # before any model loads
+    assert prompts.exclusion_file("auto", "janus-tiny") is None
 
 
 def test_held_out_prompts_never_train(tmp_path, monkeypatch):
