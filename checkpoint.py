@@ -349,7 +349,7 @@ def remove_stale_temps(run_dir: Path, say=print) -> None:
     and sample grids. Safe only under the folder's lock: nobody else is writing there."""
     temp_file = re.compile(r"\..+\.tmp-\d+-[0-9a-f]{8}")
     stale = [p for p in run_dir.iterdir() if p.name.startswith(TEMP_PREFIX) or temp_file.fullmatch(p.name)]
-    stale += sorted((run_dir / "samples").glob("*.tmp.png"))
+    stale += sorted((run_dir / "samples").glob(".*.png.tmp"))  # metrics.save_grid's temporary name
     if not stale:
         return
     size = sum(f.stat().st_size for p in stale for f in ([p] if p.is_file() else p.rglob("*")) if f.is_file())

@@ -101,6 +101,12 @@ def policy_term(logp, old_logp, ref_logp, advantages, mask, clip_eps: float, bet
     All (N, T) except advantages (N,). ref_logp may be None when beta = 0.
     Returns (scalar loss = mean over samples of the token mean, stats dict).
     """
+    # Positions outside the mask (an answer's padded tail) are set to 0 first: their log-probs may be -inf (PAD
+    # is not an answer token, and its restricted logit over a temperature below 1 overflows), and -inf - -inf
+    # would put a NaN into the forward and, through the ratio's exp, into every gradient.
+    keep = mask.bool()
+    logp, old_logp = torch.where(keep, logp, 0.0), torch.where(keep, old_logp, 0.0)
+    ref_logp = torch.where(keep, ref_logp, 0.0) if ref_logp is not None else None
     loss, clipped = clipped_surrogate(logp, old_logp, advantages, clip_eps)
     kl = kl_k3(logp, ref_logp) if ref_logp is not None else torch.zeros_like(logp)
     per_sample = masked_mean(loss + beta * kl, mask, dim=1)  # (N,) token mean within each sample

@@ -69,7 +69,7 @@ How an answer is read (all deliberate, all unit-tested):
     the clause goes on from the previous one ("..., not left of it"). A relation whose objects cannot
     be read ("it is right of the bear") is a claim that is never right.
 Not priced: naming a class twice (see above); hedge words that name no value ("maybe pink"); denial
-after the noun ("the ball is missing"); and, in the shapes world, shape names the record does not hold.
+after the noun ("the ball is missing").
 
 `group_advantages` then normalises the (P, G) rewards within each prompt's group (GRPO).
 """

@@ -451,8 +451,12 @@ def world_records(tag):
 def training_records(n, seed=0):
     """n post-training records, all on the "train" side of `split_of`: the first n such records of a pool
     drawn like make_shape_records' (tags round-robin), so the six tags stay about balanced."""
-    pool = make_shape_records(2 * n, seed=seed)  # about 2/3 of every tag trains, so 2n draws hold n of them
-    return [r for r in pool if split_of(r) == "train"][:n]
+    draws = 2 * n  # about 2/3 of every tag trains, so 2n draws usually hold n of them
+    while True:
+        kept = [r for r in make_shape_records(draws, seed=seed) if split_of(r) == "train"]
+        if len(kept) >= n:  # a draw is a prefix of any larger one (same seed), so the result does not depend on it
+            return kept[:n]
+        draws *= 2
 
 
 def eval_records(per_tag=8, seed=EVAL_SEED):

@@ -395,7 +395,7 @@ def check_finite(loss: torch.Tensor, step: int, stats: dict) -> None:
     the message counts from 1, as the progress lines do."""
     if any_rank(not bool(torch.isfinite(loss)), loss.device):
         raise FloatingPointError(f"step {step + 1}: the loss is not finite ({loss.item()}; terms {stats}). "
-                                 f"Lower --lr or use --precision fp32.")
+                                 "Lower --lr (under a bf16 --precision, fp32 may also help).")
 
 
 def check_grads(policy, step: int, norm: float | None = None) -> None:
@@ -407,7 +407,7 @@ def check_grads(policy, step: int, norm: float | None = None) -> None:
         norm = float(total.full_tensor() if hasattr(total, "full_tensor") else total)  # FSDP: a DTensor
     if any_rank(not math.isfinite(norm), params[0].device):
         raise FloatingPointError(f"step {step + 1}: the gradient norm is not finite ({norm}); the weights were "
-                                 f"not updated. Lower --lr or use --precision fp32.")
+                                 f"not updated. Lower --lr (under a bf16 --precision, fp32 may also help).")
 
 
 # ------------------------------------------------------------------ main
@@ -443,7 +443,8 @@ def run(cfg: Config, rank: int, world: int, device: torch.device):
             claim_run_folder(out, resuming=cfg.resume is not None, start=start)
         except (ValueError, OSError) as err:  # raised on rank 0 alone: hand it to every rank
             problem = str(err)
-    if from_rank0(problem):  # every rank stops together
+    problem = from_rank0(problem)  # rank 0's message, on every rank
+    if problem:  # every rank stops together
         raise ValueError(problem)
     # rank 0 logs; a missing tensorboard or wandb package stops the run here, before any model loads
     reporter = Reporter(cfg.report_to if is_main() else "none", Path(cfg.out), dataclasses.asdict(cfg))
@@ -521,7 +522,8 @@ def run(cfg: Config, rank: int, world: int, device: torch.device):
                                     keep=cfg.keep_checkpoints, state_dict=weights)
                 except OSError as err:  # a full disk: every rank stops with rank 0's message
                     problem = str(err)
-            if from_rank0(problem):  # also the barrier: nobody races ahead of a half-written checkpoint
+            problem = from_rank0(problem)  # also the barrier: nobody races ahead of a half-written checkpoint
+            if problem:
                 raise OSError(problem)
     reporter.close()
     if is_main():  # the curves of the whole run, next to its metrics, and the before/after table

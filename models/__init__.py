@@ -185,7 +185,9 @@ def restrict_to_answer_vocab(logits: torch.Tensor, allowed: torch.Tensor) -> tor
     teacher-forced logits every answer loss reads), so grpo.token_logprobs and sft.token_nll see the same
     restricted softmax as the sampler with no change of theirs. The value is finite, not -inf: an answer's
     padded tail holds PAD ids, and their masked-out log-probs (exactly this value, whatever the rest of the
-    row) must cancel in the ratio and the KL; -inf - (-inf) would be NaN, and NaN * mask 0 stays NaN."""
+    row) must cancel in the ratio and the KL; -inf - (-inf) would be NaN, and NaN * mask 0 stays NaN. Divided by
+    an answer temperature below 1 the value does overflow to -inf, so grpo.policy_term also zeroes masked
+    positions before its ratio and KL."""
     return logits.masked_fill(~allowed.to(logits.device), torch.finfo(logits.dtype).min)
 
 

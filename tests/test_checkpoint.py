@@ -14,6 +14,7 @@ import torch
 from safetensors.torch import save_file
 
 import checkpoint
+import metrics
 import train
 from metrics import trim_metrics
 
@@ -133,7 +134,12 @@ def test_claiming_a_folder_cleans_what_a_killed_run_left_and_sets_aside_later_ch
     (tmp_path / ".ckpt-tmp-123-abcdef01" / "model.safetensors").write_bytes(b"x" * 1000)
     (tmp_path / ".run_config.json.tmp-123-abcdef01").write_text("{")
     (tmp_path / "samples").mkdir()
-    (tmp_path / "samples" / "step-000002.tmp.png").write_bytes(b"")
+    with pytest.MonkeyPatch.context() as mp:  # a grid killed between its write and its rename, by save_grid's own rule
+        mp.setattr(metrics.os, "replace", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt))
+        with pytest.raises(KeyboardInterrupt):
+            metrics.save_grid(tmp_path, 2, torch.rand(2, 3, 8, 8), 2, [{"prompt": "p", "tag": "t", "answer": "a"}],
+                              ["a", "b"], [1.0, 0.0])
+    assert len(list((tmp_path / "samples").iterdir())) == 1
     said = []
     checkpoint.claim_run_folder(tmp_path, resuming=True, start=1, say=said.append)
     checkpoint.unlock_run_folder(tmp_path)

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 
 from generate import sample_tokens
 from grpo import clipped_surrogate, kl_k3, masked_mean, policy_term, token_logprobs
+from models import restrict_to_answer_vocab
 from sft import conditional_gumbels, select_best, sft_step_loss, straight_through_onehot, token_nll
 
 
@@ -142,3 +143,20 @@ def test_inverse_cdf_sampling_follows_the_softmax():
     # temperature sharpens: at T = 0.25 the top token dominates
     hot = sample_tokens(logits.expand(40000, 4), u, temperature=0.25)
     assert (hot == 3).double().mean() > 0.6
+
+
+def test_padded_answer_positions_stay_finite_below_temperature_one():
+    """An answer's padded tail holds PAD, which the answer vocabulary excludes. At an answer temperature below 1
+    its restricted logit over T overflows to -inf; the loss, its statistics and its gradient must stay finite."""
+    vocab, pad = 7, 6
+    allowed = torch.ones(vocab, dtype=torch.bool).index_fill(0, torch.tensor([pad]), False)
+    logits = torch.randn(2, 4, vocab, requires_grad=True)
+    ids = torch.tensor([[1, 2, 3, 4], [1, 2, pad, pad]])  # the second answer ended early
+    mask = (ids != pad).long()
+    logp = token_logprobs(restrict_to_answer_vocab(logits, allowed), ids, 0.5)
+    assert torch.isinf(logp[1, 2:]).all()  # the overflow this guards against
+    old = logp.detach()
+    loss, stats = policy_term(logp, old, old, torch.tensor([1.0, -1.0]), mask, 0.2, 0.1)
+    loss.sum().backward()
+    assert torch.isfinite(loss).all() and all(math.isfinite(v) for v in stats.values())
+    assert torch.isfinite(logits.grad).all() and logits.grad[1, 2:].abs().sum() == 0
