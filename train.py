@@ -75,7 +75,11 @@ class Config:
     timesteps: int | None = opt(None, "masked decoding (Show-o): sampler steps; default the family's (18; UniRL evaluates with 50)")
     # understand
     max_answer_tokens: int = opt(24, "cap on answer length")
-    answer_temperature: float = opt(0.0, "0 = greedy answers (as UniRL evaluates); > 0 samples them")
+    # 1 (sampled) rather than greedy: GRPO's answer tokens are then samples of the policy, so their ratio, KL and
+    # score function mean what their names say, and answers explore. Measured on the shapes world's development
+    # seeds: a tie with greedy (README, "Choices the paper leaves open"). Evaluation always answers greedily.
+    answer_temperature: float = opt(1.0, "answers during training: 1 samples them from the policy, 0 = greedy "
+                                         "(as UniRL evaluates); GRPO scores them at this temperature")
     # sft
     sft_on: str = opt("both", "gen | und | both: which tokens SFT trains")
     sft_min_reward: float = opt(1.0, "generation SFT imitates images at least this good and best of their group")

@@ -4,7 +4,8 @@ The question comes with the prompt's record ("How many items in this image?"), s
 or judge is involved: the model's understanding grades its own generation, and reward.py turns the
 answer into a number.
 
-The loop is batched over all N images with one KV cache, greedy by default:
+The loop is batched over all N images with one KV cache; greedy at temperature 0 (evaluation), sampled above it
+(training samples at 1, train.py --answer-temperature):
 
     prefill [question prompt with the image's slots] for all rows
     repeat: token = argmax (or a sample at `temperature`), feed it, until every row has said EOS
