@@ -387,9 +387,11 @@ def learn(cfg, policy, model, optimizer, ro, step, keep=None, advantages=None, r
             for k, v in s.items():
                 stats[k] = stats.get(k, 0.0) + v * len(idx) / n
             stats["loss"] = stats.get("loss", 0.0) + loss.item()
+        norm = None
         if cfg.grad_clip > 0:
-            stats["grad_norm"] = clip_grads([p for p in policy.parameters() if p.requires_grad], cfg.grad_clip)
-        check_grads(policy, step, stats.get("grad_norm"))  # before the step: a NaN never reaches the weights
+            norm = clip_grads([p for p in policy.parameters() if p.requires_grad], cfg.grad_clip)
+            stats["grad_norm"] = stats.get("grad_norm", 0.0) + norm  # summed here, averaged over mu below
+        check_grads(policy, step, norm)  # before the step: a NaN never reaches the weights
         optimizer.step()
     return {k: v / cfg.inner_iters for k, v in stats.items()}
 

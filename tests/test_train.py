@@ -280,3 +280,15 @@ def test_answers_are_scored_at_the_temperature_they_were_sampled_at(fresh_janus,
     old = logps[0]["und"]  # the policy's teacher-forced pass, before any update
     assert (old - sampled)[ro.answer_mask.bool()].abs().max() < 1e-5
     assert abs(stats["und_ratio"] - 1) < 1e-6 and stats["und_kl"] < 1e-9
+
+
+def test_logged_grad_norm_is_the_mean_over_inner_iterations(fresh_janus, records, monkeypatch):
+    """With mu = 2 the logged grad_norm is the mean of the two updates' norms, not the last one halved."""
+    norms = iter([3.0, 5.0])
+    monkeypatch.setattr(train, "clip_grads", lambda params, max_norm: next(norms))
+    p = fresh_janus
+    cfg = train.Config(group_size=2, grpo_on="gen", kl_beta=0.0, inner_iters=2, micro_batch=4)
+    ro = rollout(p.eval(), records[:2], 2, seed=0, step=0, first_index=0, cfg_scale=5.0)
+    optimizer = torch.optim.AdamW([q for q in p.parameters() if q.requires_grad], lr=1e-5)
+    stats = train.learn(cfg, p.train(), p, optimizer, ro, 0, advantages=torch.tensor([1.0, -1.0, 0.5, -0.5]))
+    assert stats["grad_norm"] == 4.0
