@@ -47,6 +47,7 @@ class Rollout:
     answer_ids: torch.Tensor | None = None  # (N, A) the model's own answers, right-padded, with EOS
     answer_mask: torch.Tensor | None = None
     answers: list[str] = field(default_factory=list)
+    votes: list[list[str]] | None = None  # --answer-reward agreement: more sampled answers per image
     rewards: torch.Tensor | None = None  # (N,) in [0, 1]
     commit_steps: torch.Tensor | None = None  # (N, T) masked decoding: the step that committed each token
     token_mask: torch.Tensor | None = None  # (N, T) masked decoding: the re-mask estimator's scored tokens

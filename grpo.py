@@ -119,14 +119,16 @@ def policy_term(logp, old_logp, ref_logp, advantages, mask, clip_eps: float, bet
 
 
 def grpo_step_loss(out: dict, batch: dict, old: dict, ref: dict | None, advantages: torch.Tensor, cfg,
-                   temperature: float = 1.0, answer_temperature: float = 1.0) -> tuple:
+                   temperature: float = 1.0, answer_temperature: float = 1.0,
+                   und_advantages: torch.Tensor | None = None) -> tuple:
     """The micro-batch loss from one policy.forward output.
 
     out:   the forward's logits; batch: its inputs and masks, with a "gen" / "und" key for each token stream
     that trains (under --couple the forward also computes generation logits that no term scores);
     old / ref: no-grad log-probs of the same tokens ("gen", "und" keys) or None; advantages (n,);
     temperature: the one the image tokens were sampled at (autoregressive families; Show-o draws from the
-    untempered softmax, so 1 there); answer_temperature: the answers' (1 for greedy answers).
+    untempered softmax, so 1 there); answer_temperature: the answers' (1 for greedy answers);
+    und_advantages: the answer tokens' own advantages (--answer-reward agreement), else the image's.
     Returns (per-sample loss (n,), stats).
     """
     total, stats = 0.0, {}
@@ -143,7 +145,8 @@ def grpo_step_loss(out: dict, batch: dict, old: dict, ref: dict | None, advantag
         logp = token_logprobs(out["und_logits"], batch["und"]["answer_ids"], answer_temperature)
         mask = batch["und"]["answer_mask"]
         old_logp = old["und"] if old is not None else logp.detach()
-        term, s = policy_term(logp, old_logp, ref["und"] if ref else None, advantages, mask, cfg.clip_eps, cfg.kl_beta)
+        und_adv = advantages if und_advantages is None else und_advantages
+        term, s = policy_term(logp, old_logp, ref["und"] if ref else None, und_adv, mask, cfg.clip_eps, cfg.kl_beta)
         total = total + term
         stats.update({f"und_{k}": v for k, v in s.items()})
     return total, stats

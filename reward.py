@@ -359,6 +359,20 @@ def is_correct(answer: str, record: dict) -> bool:
     return score_answer(answer, record) == 1.0
 
 
+def same_answer(answer: str) -> str:
+    # what two answers must share to agree: their words, lowercased, punctuation and spacing aside
+    return " ".join(re.findall(r"[a-z0-9]+", str(answer).lower()))
+
+
+def agreement(answers, votes) -> list:
+    # --answer-reward agreement (beyond UniRL): per image, the share of its other sampled answers (votes) that
+    # say the same words as the trained answer. In expectation its gradient raises sum_a pi(a | image)^2, so
+    # answers sharpen toward what the model itself reads in the image; the prompt's truth never enters.
+    if len(answers) != len(votes):
+        raise ValueError(f"{len(answers)} answers for {len(votes)} vote lists")
+    return [sum(same_answer(v) == same_answer(a) for v in vs) / len(vs) for a, vs in zip(answers, votes)]
+
+
 def zero_variance_rows(rewards: torch.Tensor) -> torch.Tensor:
     # (P, G) -> (P,) bool: all G rewards equal, compared exactly (no float noise from a std)
     return rewards.amax(dim=1) == rewards.amin(dim=1)

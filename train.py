@@ -91,6 +91,14 @@ class Config:
     clip_eps: float = opt(0.2, "PPO clip epsilon")
     kl_beta: float = opt(0.2, "k3 KL weight to the starting model (released run name: beta_0_2); 0 = no reference")
     inner_iters: int = opt(1, "mu: updates per rollout; 1 makes the ratio exactly 1")
+    # UniRL rewards an answer for matching the prompt's truth, so an answer that repeats the prompt about an image
+    # that does not show it is reinforced: the prompt labels every image, right or wrong. "agreement" goes beyond
+    # the paper: the answer earns the share of --votes more answers about the same image that say the same thing
+    # (self-consistency), so answers never learn from the prompt; generation keeps the prompt's reward.
+    answer_reward: str = opt("prompt", "GRPO on answers: prompt (UniRL: the answer scored against the prompt's "
+                                       "truth) | agreement (beyond the paper: agreement with --votes more sampled "
+                                       "answers about the same image)")
+    votes: int = opt(3, "--answer-reward agreement: extra sampled answers per image")
     ratio_dist: str = opt("guided", "guided | cond: the distribution in the ratio under CFG")
     estimator: str = opt("remask", "masked decoding: remask | trajectory, what an image token's log-prob means (grpo.py)")
     traj_steps: int = opt(0, "trajectory estimator: score the tokens of this many random sampler steps (0 = all)")
@@ -127,7 +135,7 @@ LIMITS = dict(
     sft_min_reward=dict(min=0, max=1),  # rewards lie in [0, 1]: above 1 no image would ever be imitated
     gumbel_tau=dict(above=0),
     clip_eps=dict(above=0, below=1),  # the lower clip 1 - eps must stay a positive ratio
-    kl_beta=dict(min=0), inner_iters=dict(min=1), traj_steps=dict(min=0),
+    kl_beta=dict(min=0), inner_iters=dict(min=1), traj_steps=dict(min=0), votes=dict(min=1),
     lr=dict(above=0), weight_decay=dict(min=0), warmup_steps=dict(min=0), grad_clip=dict(min=0),
     micro_batch=dict(min=1),
     sample_every=dict(min=1), eval_every=dict(min=0), eval_prompts=dict(min=1), eval_samples=dict(min=1),
@@ -175,6 +183,7 @@ def validate(cfg: Config, world: int) -> None:
     check_sampling_flags(cfg.model, cfg.kv_bucket, cfg.compile_decode, cfg.fsdp)
     choices = {"mode": ("sft", "grpo"), "sft_on": ("gen", "und", "both"), "grpo_on": ("gen", "und", "both"),
                "ratio_dist": ("guided", "cond"), "estimator": ("remask", "trajectory"),
+               "answer_reward": ("prompt", "agreement"),
                "precision": tuple(PRECISIONS), "device": ("auto", "cpu", "cuda"),
                "report_to": ("none", "tensorboard", "wandb")}
     for name, allowed in choices.items():
@@ -188,6 +197,12 @@ def validate(cfg: Config, world: int) -> None:
     if cfg.couple and (cfg.sft_on if cfg.mode == "sft" else cfg.grpo_on) == "gen":
         raise ValueError(f"--couple carries the answer loss into generation, but --{cfg.mode}-on gen trains no "
                          f"answers: use --{cfg.mode}-on und or both, or drop --couple")
+    if cfg.answer_reward == "agreement" and (cfg.mode != "grpo" or cfg.grpo_on == "gen"):
+        raise ValueError("--answer-reward agreement rewards GRPO's answer tokens, and this run trains none: "
+                         "use --mode grpo with --grpo-on und or both, or drop it")
+    if cfg.answer_reward == "agreement" and cfg.answer_temperature == 0:
+        raise ValueError("--answer-reward agreement compares sampled answers, and greedy answers (--answer-temperature "
+                         "0) always agree: use a temperature > 0")
     trains_images = (cfg.grpo_on if cfg.mode == "grpo" else "") in ("gen", "both")
     if trains_images and cfg.temperature == 0 and "showo" not in cfg.model:  # Show-o: T is the re-masking noise
         raise ValueError("--temperature 0 picks image tokens by argmax, and GRPO's ratio needs their log-probs "
@@ -261,6 +276,11 @@ def train_step(step, cfg, policy, model, ref, optimizer, records, rank, world) -
     ro.rewards = torch.tensor(reward.score_answers(ro.answers, ro.records), dtype=torch.float32)
     groups = ro.rewards.view(-1, cfg.group_size)  # (P, G)
     advantages = reward.group_advantages(groups).view(-1).to(ro.image_ids.device)  # (N,)
+    und_advantages = advantages  # UniRL: the answer shares its image's advantage
+    if ro.votes:  # --answer-reward agreement: the answer's own reward, normalised within the same groups
+        agreement = torch.tensor(reward.agreement(ro.answers, ro.votes), dtype=torch.float32)
+        stats["answer_agreement"] = agreement.mean().item()
+        und_advantages = reward.group_advantages(agreement.view(-1, cfg.group_size)).view(-1).to(advantages.device)
     # 5. learn
     t0 = time.perf_counter()
     policy.train()
@@ -271,7 +291,8 @@ def train_step(step, cfg, policy, model, ref, optimizer, records, rank, world) -
         stats["sft_keep_frac"] = keep.mean().item()
         stats.update(learn(cfg, policy, model, optimizer, ro, step, keep=keep))
     else:
-        stats.update(learn(cfg, policy, model, optimizer, ro, step, advantages=advantages, ref=ref))
+        stats.update(learn(cfg, policy, model, optimizer, ro, step, advantages=advantages, ref=ref,
+                           und_advantages=und_advantages))
     times["t_learn"] = time.perf_counter() - t0
     stats.update(times)
     stats["zero_var_frac"] = reward.zero_variance_fraction(groups)
@@ -280,7 +301,7 @@ def train_step(step, cfg, policy, model, ref, optimizer, records, rank, world) -
 
 def sample_and_answer(step, cfg, policy, records, first, cfg_scale):
     """2-3. Rollout and self-QA, no gradients. Returns the Rollout and the two stage times."""
-    from generate import image_uniforms, rollout
+    from generate import image_uniforms, rollout, seed_for
     from understand import answer_questions
 
     t0 = time.perf_counter()
@@ -293,6 +314,13 @@ def sample_and_answer(step, cfg, policy, records, first, cfg_scale):
     (ro.question_ids, ro.question_mask, ro.answer_ids, ro.answer_mask, ro.answers) = answer_questions(
         policy, ro.und_images, [r["question"] for r in ro.records], max_new_tokens=cfg.max_answer_tokens,
         temperature=cfg.answer_temperature, uniforms=answer_u)
+    if cfg.answer_reward == "agreement":  # more answers about each image, each from its own random stream
+        for k in range(cfg.votes):
+            vote_u = image_uniforms(seed_for(cfg.seed, 1000 + k), step, first, n, cfg.max_answer_tokens)
+            *_, texts = answer_questions(policy, ro.und_images, [r["question"] for r in ro.records],
+                                         max_new_tokens=cfg.max_answer_tokens, temperature=cfg.answer_temperature,
+                                         uniforms=vote_u.to(ro.image_ids.device))
+            ro.votes = [mine + [text] for mine, text in zip(ro.votes or [[] for _ in texts], texts)]
     return ro, (t1 - t0, time.perf_counter() - t1)
 
 
@@ -335,7 +363,7 @@ def build_batch(cfg, policy, ro, idx, cfg_scale, targets):
     return batch
 
 
-def learn(cfg, policy, model, optimizer, ro, step, keep=None, advantages=None, ref=None) -> dict:
+def learn(cfg, policy, model, optimizer, ro, step, keep=None, advantages=None, ref=None, und_advantages=None) -> dict:
     """mu optimizer updates on this rollout, each accumulated over micro-batches (no_sync but the last)."""
     from grpo import grpo_step_loss, sample_logprobs
     from sft import coupling_uniforms, sft_step_loss
@@ -380,7 +408,8 @@ def learn(cfg, policy, model, optimizer, ro, step, keep=None, advantages=None, r
                     per_sample, s = sft_step_loss(out, batch, keep[idx])
                 else:
                     per_sample, s = grpo_step_loss(out, batch, olds[j], refs[j], advantages[idx], cfg, temperature,
-                                                   answer_temperature)
+                                                   answer_temperature,
+                                                   und_advantages[idx] if und_advantages is not None else None)
                 loss = per_sample.sum() / n  # micro-batch share of the rank's mean
                 check_finite(loss, step, s)
                 loss.backward()

@@ -20,6 +20,8 @@ evaluation only from the "eval" side, so no evaluation prompt of any category wa
     grpo-und       --mode grpo --grpo-on und
     grpo-both      --mode grpo --grpo-on both
     grpo-both-e2e  --mode grpo --grpo-on both --couple  the answer loss also reaches generation (ST-GS)
+    grpo-both-agree --mode grpo --grpo-on both --answer-reward agreement   beyond the paper: answers are rewarded
+                   for agreeing with the model's other answers about the same image, not with the prompt
 
 Why sft-e2e is `--sft-on und --couple`: the paper's SFT is one loss, the NLL of the TRUE answer given the
 generated image, made differentiable by straight-through Gumbel-softmax, so that loss trains understanding and,
@@ -72,6 +74,7 @@ ARMS = {
     "grpo-und": ["--mode", "grpo", "--grpo-on", "und"],
     "grpo-both": ["--mode", "grpo", "--grpo-on", "both"],
     "grpo-both-e2e": ["--mode", "grpo", "--grpo-on", "both", "--couple"],
+    "grpo-both-agree": ["--mode", "grpo", "--grpo-on", "both", "--answer-reward", "agreement"],
 }
 # Per-arm train.py settings, to be chosen on DEV_SEEDS only (`--sweep` prints the table it would write here).
 # Every other setting is the world preset's (shapes.TRAIN_DEFAULTS), the same for every arm. Until the sweep has
@@ -222,6 +225,10 @@ CLAIMS = (
     ("the imbalance falls (GRPO both vs base)", "grpo-both", "base", "imbalance", -1),
     ("GRPO beats SFT (judge, non-end-to-end: grpo-both vs sft)", "grpo-both", "sft", "geneval", 1),
     ("GRPO beats SFT (judge, end to end: grpo-both-e2e vs sft-e2e)", "grpo-both-e2e", "sft-e2e", "geneval", 1),
+    ("beyond the paper: agreement answers keep the judge gain (grpo-both-agree vs base)", "grpo-both-agree", "base",
+     "geneval", 1),
+    ("beyond the paper: agreement answers keep understanding (grpo-both-agree vs base)", "grpo-both-agree", "base",
+     "und", 1),
 )
 
 

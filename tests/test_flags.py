@@ -32,7 +32,7 @@ TRAIN_BAD = {
     "--kl-beta": ["-0.1", "nan"], "--inner-iters": ["0"], "--traj-steps": ["-1"], "--lr": ["0", "-0.1", "nan"],
     "--weight-decay": ["-1", "nan"], "--warmup-steps": ["-1"], "--grad-clip": ["-1", "nan"], "--micro-batch": ["0"],
     "--sample-every": ["0"], "--eval-every": ["-1"], "--eval-prompts": ["0"], "--eval-samples": ["0"],
-    "--save-every": ["0"], "--keep-checkpoints": ["-1"],
+    "--save-every": ["0"], "--keep-checkpoints": ["-1"], "--votes": ["0"],
 }
 EVAL_BAD = {
     "--n-samples": ["0", "10000"], "--batch-size": ["0"], "--cfg-scale": ["-1", "nan"], "--temperature": ["-1", "nan"],
@@ -121,6 +121,12 @@ def test_pretrain_numbers(sandbox, flag, value):
 def test_sft_with_empty_groups(sandbox):
     fails_early(train.main, ["--model", "janus-tiny", "--mode", "sft", "--group-size", "0", "--out", "run"],
                 "--group-size", sandbox)
+
+
+@pytest.mark.parametrize("argv", [["--mode", "sft"], ["--grpo-on", "gen"], ["--answer-temperature", "0"]])
+def test_agreement_needs_sampled_grpo_answers(sandbox, argv):
+    fails_early(train.main, ["--model", "janus-tiny", "--answer-reward", "agreement", "--out", "run"] + argv,
+                "--answer-reward agreement", sandbox)
 
 
 PATH_CASES = [  # (flag, value, words of the error)

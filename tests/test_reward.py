@@ -7,7 +7,7 @@ import torch
 
 from prompts import (COLORS, GENEVAL_METADATA, OBJECTS, RELATIONS, TAGS, add_questions, make_records, plural,
                      read_records)
-from reward import (SLOTS, SYNONYMS, group_advantages, is_correct, score_answer, score_answers,
+from reward import (SLOTS, SYNONYMS, agreement, group_advantages, is_correct, score_answer, score_answers,
                     score_details, zero_variance_fraction)
 
 
@@ -307,3 +307,13 @@ def test_a_world_with_its_own_classes_prices_naming_them():
     assert plain == 1.0
     assert score_answer(" ".join(shapes.SHAPES), record) < plain
     assert score_answer(f"a {shape} and a {other}", record) < plain
+
+
+def test_agreement_counts_the_votes_that_say_the_same_words():
+    """--answer-reward agreement: the share of an image's other answers with the same words; case, punctuation
+    and spacing aside, and the prompt's truth plays no part."""
+    answers = ["Three circles.", "red", "left"]
+    votes = [["three  circles", "four circles", "THREE CIRCLES!"], ["blue", "blue", "blue"], ["left", "left", "left"]]
+    assert agreement(answers, votes) == [2 / 3, 0.0, 1.0]
+    with pytest.raises(ValueError, match="vote lists"):
+        agreement(answers, votes[:2])

@@ -187,6 +187,36 @@ def test_step_zero_ratio_is_one_and_kl_is_zero(fresh_janus, records):
         assert abs(stats[f"{side}_ratio"] - 1) < 1e-6 and stats[f"{side}_kl"] < 1e-9 and stats[f"{side}_clip_frac"] == 0
 
 
+def test_agreement_trains_answers_on_their_own_advantages(fresh_janus, records):
+    """--answer-reward agreement: the answer term reads und_advantages, the image term the image's advantages;
+    without them the answer term falls back to the image's (UniRL)."""
+    p = fresh_janus
+    cfg = train.Config(group_size=2, kl_beta=0.0)
+    ro = rollout(p.eval(), records[:2], 2, seed=0, step=0, first_index=0, cfg_scale=5.0)
+    ro.und_images = p.encode_images(ro.pixels)
+    ro.question_ids, ro.question_mask = p.tokenize_und_prompts([r["question"] for r in ro.records])
+    ro.answer_ids, ro.answer_mask = p.tokenize_answers(["two cats"] * 4)
+    batch = train.build_batch(cfg, p, ro, torch.arange(4), 5.0, (ro.answer_ids, ro.answer_mask))
+    image_adv, answer_adv = torch.tensor([1.0, -1.0, 0.5, -0.5]), torch.tensor([0.0, 0.0, 0.0, 0.0])
+
+    def grads(und_advantages):
+        p.zero_grad()
+        out = p(gen=batch["gen"], und=batch["und"])
+        loss, _ = grpo_step_loss(out, batch, None, None, image_adv, cfg, und_advantages=und_advantages)
+        loss.sum().backward()
+        return [q.grad.clone() if q.grad is not None else torch.zeros_like(q) for q in p.parameters()]
+
+    und_only = train.build_batch(train.Config(group_size=2, kl_beta=0.0, grpo_on="und"), p, ro, torch.arange(4), 5.0,
+                                 (ro.answer_ids, ro.answer_mask))
+    out = p(und=und_only["und"])
+    zero, _ = grpo_step_loss(out, und_only, None, None, image_adv, cfg, und_advantages=answer_adv)
+    assert float(zero.detach().abs().sum()) == 0.0  # zero answer advantages: no answer loss, whatever the image's
+    fallback, _ = grpo_step_loss(out, und_only, None, None, image_adv, cfg)
+    assert float(fallback.detach().abs().sum()) > 0  # UniRL: the answers share the image's advantages
+    with_votes, without = grads(answer_adv), grads(None)
+    assert any(not torch.equal(a, b) for a, b in zip(with_votes, without))
+
+
 @pytest.mark.parametrize("model", FAMILIES)
 def test_grpo_raises_a_fixed_synthetic_reward(records, model):
     """Twenty GRPO steps on image tokens raise the share of tokens from the codebook's first eighth."""
