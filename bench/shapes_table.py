@@ -48,6 +48,7 @@ import argparse
 import contextlib
 import json
 import math
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -135,7 +136,14 @@ def run_arm(arm: str, seed: int, base: Path, work: Path, args, extra: list[str],
                             seed=seed)
     return {"model": args.model, "arm": arm, "seed": seed, "seed_set": seed_set(seed),
             "steps": 0 if ARMS[arm] is None else args.steps, **settings, **result,
-            "cpu_min": cpu_train / 60, "wall_min": wall_train / 60, "argv": argv}
+            "cpu_min": cpu_train / 60, "wall_min": wall_train / 60, "argv": argv, "commit": commit()}
+
+
+def commit() -> str:
+    """The code a row came from: the checkout's short hash, with "+" when it has uncommitted changes."""
+    def git(*words):
+        return subprocess.run(["git", *words], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    return (git("rev-parse", "--short", "HEAD") or "unknown") + ("+" if git("status", "--porcelain", "-uno") else "")
 
 
 def run_grid(args, extra: list[str], grid: dict[str, list[dict]], out: Path) -> list[dict]:
