@@ -8,7 +8,7 @@ detector. This file measures both on GenEval's prompts, for a preset, a released
      layout (<out>/00000/metadata.jsonl, <out>/00000/samples/0000.png, ...), so the official evaluator
      runs on the folder unchanged. Image k of prompt i draws from uniforms seeded on (seed, i, k): the
      same images on 1 or 8 GPUs and at any --batch-size. Re-running the same command resumes; a folder
-     exported with other settings (export.json) is refused rather than mixed. geneval_export.py writes,
+     exported with other settings (export.json) is refused rather than mixed. geneval/export.py writes,
      reads back and pins the folder; this file decides what runs and summarizes it.
   2. Scores. geneval.py's transformers rebuild of GenEval (--scorer builtin, CPU or GPU), the official
      evaluator's results file (--official-results), or none. Printed as GenEval's summary table.
@@ -43,7 +43,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import random
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,13 +53,15 @@ import numpy as np
 import torch
 
 import geneval
-from cli import check_flags, given_flags, opt
+from support.cli import check_flags, given_flags, opt
 import prompts
 import reward
 import shapes
 from shapes import EVAL_PER_TAG  # a module-level name: the Config field `shapes` hides the module there
 from geneval import DEFAULT_CLIP, DEFAULT_DETECTOR
-from geneval_export import (analyze_folder, answer_images, claim_folder, decoding_steps, export_geneval,
+from generate import rollout
+from understand import answer_questions
+from geneval.export import (analyze_folder, answer_images, claim_folder, decoding_steps, export_geneval,
                             find_metadata, from_pil, official_verdicts, pin_settings,
                             read_metadata, read_verdict, record_settings, sample_images, to_pil)
 
@@ -252,21 +256,116 @@ def geneval_judge(scorer):
     return judge
 
 
+# ------------------------------------------------------------------ in memory, the shapes world
+EVAL_STEP = -1  # evaluation draws its images at a "step" no training run reaches: never a training image's stream
+
+
+@torch.no_grad()
+def evaluate_world(policy, records: list[dict], *, n_samples: int = 4, cfg_scale: float | None = None,
+                   temperature: float = 1.0, timesteps: int | None = None, seed: int = 0,
+                   batch_images: int = 128, max_answer_tokens: int = 16) -> dict:
+    """Score a policy in the shapes world. Every number is a share in [0, 1].
+
+    For each record the policy draws `n_samples` images (CFG `cfg_scale`, default the family's, at
+    `temperature`; Show-o decodes in `timesteps` steps, default the family's), and answers the record's
+    question about each of them (greedy). It also answers the question about one true scene per record,
+    drawn by shapes.sample_scene from `seed`.
+
+    Returns
+      geneval/<tag>, geneval    the exact judge's pass rate per tag; overall = mean of the tag scores (GenEval's)
+      self_qa/<tag>, self_qa    share of its own images whose answer is fully right (reward 1), as train.py logs it
+      self_reward               mean partial-credit reward (reward.py) on its own images
+      und/<tag>, und            share of true scenes answered fully right: understanding alone
+      imbalance                 share of its images where the judge and its own answer disagree, split as
+      imbalance/judge_only        the judge passes the image but the answer is wrong (reward left on the table)
+      imbalance/answer_only       the judge fails the image but the answer is right (a reward the image did not earn)
+      images, seconds
+    """
+    t0 = time.perf_counter()
+    was_training = policy.training
+    policy.eval()
+    device = next(policy.parameters()).device
+    cfg = cfg_scale if cfg_scale is not None else policy.default_cfg_scale
+    passed, correct, rewards, tags, und_correct = [], [], [], [], []
+    per_chunk = max(1, batch_images // n_samples)
+    for start in range(0, len(records), per_chunk):
+        chunk = records[start:start + per_chunk]
+        ro = rollout(policy, chunk, n_samples, seed=seed, step=EVAL_STEP, first_index=start * n_samples,
+                     cfg_scale=cfg, temperature=temperature, timesteps=timesteps)
+        codes = shapes.parse_image(ro.pixels.float().cpu())  # the judge sees pixels only, as GenEval does
+        passed += [shapes.judge(r, c)[0] for r, c in zip(ro.records, codes)]
+        *_, answers = answer_questions(policy, policy.encode_images(ro.pixels), [r["question"] for r in ro.records],
+                                       max_new_tokens=max_answer_tokens)
+        scores = reward.score_answers(answers, ro.records)
+        rewards += scores
+        correct += [s == 1.0 for s in scores]
+        tags += [r["tag"] for r in ro.records]
+        # understanding alone: the same questions about true scenes of the same records
+        rng = random.Random(seed * 1_000_003 + start)
+        truth = torch.stack([shapes.sample_scene(r, rng) for r in chunk])
+        pixels = shapes.render_tensor(truth).to(device)
+        *_, answers = answer_questions(policy, policy.encode_images(pixels), [r["question"] for r in chunk],
+                                       max_new_tokens=max_answer_tokens)
+        und_correct += [s == 1.0 for s in reward.score_answers(answers, chunk)]
+    policy.train(was_training)
+
+    def share(flags, keep=None):
+        flags = [f for i, f in enumerate(flags) if keep is None or keep[i]]
+        return sum(flags) / max(len(flags), 1)
+
+    out = {}
+    present = [t for t in shapes.TAGS if t in tags]
+    record_tags = [r["tag"] for r in records]
+    for tag in present:
+        out[f"geneval/{tag}"] = share(passed, [t == tag for t in tags])
+        out[f"self_qa/{tag}"] = share(correct, [t == tag for t in tags])
+        out[f"und/{tag}"] = share(und_correct, [t == tag for t in record_tags])
+    out["geneval"] = sum(out[f"geneval/{t}"] for t in present) / len(present)  # GenEval: mean of the tags
+    out["self_qa"] = share(correct)
+    out["self_reward"] = sum(rewards) / len(rewards)
+    out["und"] = share(und_correct)
+    out["imbalance/judge_only"] = share([p and not c for p, c in zip(passed, correct)])
+    out["imbalance/answer_only"] = share([c and not p for p, c in zip(passed, correct)])
+    out["imbalance"] = out["imbalance/judge_only"] + out["imbalance/answer_only"]
+    out["images"] = len(passed)
+    out["seconds"] = time.perf_counter() - t0
+    return out
+
+
+TABLE_ROWS = ([(f"geneval/{t}", f"judge: {t}") for t in shapes.TAGS] + [("geneval", "**judge: overall (GenEval)**")]
+              + [("und", "understanding of true scenes"), ("self_qa", "self-QA accuracy (own images)"),
+                 ("imbalance/judge_only", "imbalance: judge yes, answer no"),
+                 ("imbalance/answer_only", "imbalance: judge no, answer yes")])
+
+
+def format_scores(result: dict, name: str = "score") -> str:
+    """One `evaluate_world` result as a markdown table, one row per metric."""
+    rows = [f"| {label} | {result[key]:.3f} |" for key, label in TABLE_ROWS if key in result]
+    return "\n".join([f"| metric | {name} |", "|---|---:|", *rows])
+
+
+def format_table(before: dict, after: dict, names: tuple[str, str] = ("before", "after")) -> str:
+    """Two `evaluate_world` results as a markdown table: one row per metric, with the change."""
+    lines = [f"| metric | {names[0]} | {names[1]} | change |", "|---|---:|---:|---:|"]
+    for key, label in TABLE_ROWS:
+        if key in before and key in after:
+            lines.append(f"| {label} | {before[key]:.3f} | {after[key]:.3f} | {after[key] - before[key]:+.3f} |")
+    return "\n".join(lines)
+
+
 # ------------------------------------------------------------------ during training (train.py --eval-every)
 HELD_OUT_SEED_OFFSET = 3  # held-out images draw from seed + 3, apart from the rollouts' and answers' streams
 
 
 def held_out_eval(cfg, policy, held_out: list[dict]) -> dict:
     """Generation and self-QA on the held-out prompts, as flat `eval/...` numbers (rank 0's work)."""
-    from parallel import barrier, full_params, is_main
+    from support.parallel import barrier, full_params, is_main
 
     with full_params(policy):  # FSDP: every rank gathers; only rank 0 evaluates
         if not is_main():
             barrier()
             return {}
         if cfg.model.startswith("shapes-"):  # the world's exact judge, and understanding of true scenes
-            from models.shapes_models import evaluate_world
-
             result = evaluate_world(policy, held_out, n_samples=cfg.eval_samples, cfg_scale=cfg.cfg_scale,
                                     temperature=cfg.temperature, timesteps=cfg.timesteps,
                                     seed=cfg.seed + HELD_OUT_SEED_OFFSET, max_answer_tokens=cfg.max_answer_tokens)
@@ -282,8 +381,6 @@ def held_out_eval(cfg, policy, held_out: list[dict]) -> dict:
 def before_after(cfg, first: dict, last: dict) -> str:
     """The held-out evaluation at the start and at the end of the run, side by side."""
     if cfg.model.startswith("shapes-"):
-        from models.shapes_models import format_table
-
         strip = lambda m: {k[len("eval/"):]: v for k, v in m.items() if k.startswith("eval/")}  # noqa: E731
         return format_table(strip(first), strip(last), names=(f"step {first['step']}", f"step {last['step']}"))
     keys = sorted(k for k in last if k.startswith("eval/") and k in first)
@@ -293,7 +390,7 @@ def before_after(cfg, first: dict, last: dict) -> str:
 
 # ------------------------------------------------------------------ main
 def main(argv: list[str] | None = None) -> None:
-    from parallel import setup_distributed, teardown_distributed
+    from support.parallel import setup_distributed, teardown_distributed
 
     given = given_flags(Config, argv, __doc__.split("\n")[0])
     cfg = Config(**given)
@@ -318,10 +415,9 @@ def shapes_settings(cfg: Config, given: set) -> dict:
     """evaluate_world's settings: train.py's for this preset, then those of the run that wrote --model-path
     (its trainer_state.json), then the flags given here. So a run's last checkpoint reproduces the last
     column of the table that run printed."""
-    import train
-    from checkpoint import read_trainer_state
+    from support.checkpoint import read_trainer_state
 
-    run_cfg = {**dataclasses.asdict(train.Config()), **shapes.TRAIN_DEFAULTS.get(cfg.model, {})}
+    run_cfg = {"seed": 0, **shapes.TRAIN_DEFAULTS[cfg.model]}  # train.py's preset for the world (seed: its default)
     if cfg.model_path and (Path(cfg.model_path) / "trainer_state.json").is_file():
         run_cfg.update(read_trainer_state(cfg.model_path)["config"])
     settings = {key: run_cfg[name] for key, (name, _) in SHAPES_SETTINGS.items()}
@@ -332,12 +428,11 @@ def shapes_settings(cfg: Config, given: set) -> dict:
 
 def evaluate_shapes(cfg: Config, given: set) -> dict:
     """The shapes world's held-out evaluation of a checkpoint: the exact judge per category, self-QA,
-    understanding of true scenes and the imbalance (models.shapes_models.evaluate_world). Writes
+    understanding of true scenes and the imbalance (evaluate_world). Writes
     <out>/results.json atomically and prints the table."""
-    from checkpoint import atomic_write_text
+    from support.checkpoint import atomic_write_text
     from models import load_policy, set_sampling
-    from models.shapes_models import evaluate_world, format_scores
-    from parallel import setup_distributed
+    from support.parallel import setup_distributed
 
     validate(cfg)
     if cfg.threads:
@@ -362,9 +457,9 @@ def evaluate_shapes(cfg: Config, given: set) -> dict:
 def run(cfg: Config, rank: int, world: int, device: torch.device, judge=None) -> dict | None:
     """Export, score, self-QA, imbalance; rank 0 writes results.json and returns it. `judge` (code only)
     replaces the scorer: judge(record, image) -> bool | (bool, reason), as in evaluate_policy."""
-    from checkpoint import atomic_write_text
+    from support.checkpoint import atomic_write_text
     from models import load_policy, set_sampling
-    from parallel import from_rank0, gather_lists, is_main, print0
+    from support.parallel import from_rank0, gather_lists, is_main, print0
 
     metadata = validate(cfg)
     if cfg.threads:
@@ -449,6 +544,6 @@ if __name__ == "__main__":
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
-    from parallel import end_worker
+    from support.parallel import end_worker
 
     end_worker()  # under torchrun: skip the interpreter teardown that can abort a finished rank

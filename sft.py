@@ -42,32 +42,6 @@ def select_best(rewards: torch.Tensor, min_reward: float) -> torch.Tensor:
     return best & (rewards >= min_reward)
 
 
-def conditional_gumbels(logits: torch.Tensor, tokens: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
-    """Perturbed logits z + g whose argmax is `tokens`, distributed as Gumbel-max given that argmax.
-
-    logits (N, T, K); tokens (N, T); uniforms (N, T, K) in (0, 1). Returns (N, T, K).
-    """
-    z = logits.float()
-    gumbel = -torch.log(-torch.log(uniforms.clamp(1e-20, 1 - 1e-7)))  # standard Gumbel(0, 1)
-    top = torch.logsumexp(z, -1, keepdim=True) + gumbel.gather(-1, tokens.unsqueeze(-1))  # the winner's value
-    others = z + gumbel  # unconstrained Gumbel(z_i) draws
-    # truncate every other draw below `top`: -log(exp(-top) + exp(-g_i)), computed stably
-    truncated = -torch.logaddexp(-top, -others)
-    return truncated.scatter(-1, tokens.unsqueeze(-1), top)
-
-
-def straight_through_onehot(logits: torch.Tensor, tokens: torch.Tensor, tau: float,
-                            uniforms: torch.Tensor | None = None) -> torch.Tensor:
-    """hard one-hot(tokens) forward, gradient of softmax((z + g) / tau) backward. (N, T, K) -> (N, T, K).
-
-    With uniforms None the relaxation has no noise (plain straight-through on softmax(z / tau)).
-    """
-    perturbed = logits if uniforms is None else conditional_gumbels(logits, tokens, uniforms)
-    soft = torch.softmax(perturbed.float() / tau, -1)
-    hard = torch.nn.functional.one_hot(tokens, soft.shape[-1]).to(soft.dtype)
-    return hard - soft.detach() + soft  # value: hard; gradient: soft's
-
-
 def coupling_uniforms(seed: int, step: int, image_ids: torch.Tensor, idx: torch.Tensor, codebook_size: int):
     """Uniforms for the conditional Gumbel noise of the straight-through tokens: (n, T, K), one stream per
     image (seeded on its global row), so a run's noise does not depend on micro-batching or ranks."""

@@ -31,14 +31,30 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from tqdm import tqdm
+from transformers.utils import logging as transformers_logging
 
-from checkpoint import (atomic_write_text, claim_run_folder, is_checkpoint, load_optimizer, optimizer_tensors,
-                        read_trainer_state, restore_rng, resume_advice, resume_point, save_checkpoint,
-                        unlock_run_folder)
-from cli import check_flags, given_flags, opt
-from evaluate import held_out_eval
-from parallel import (any_rank, clip_grads, from_rank0, full_params, gather_lists, gathered_state_dict,
-                      is_main, mean_over_ranks, micro_step, print0, setup_distributed, teardown_distributed, wrap)
+# the algorithm: one import per stage of an iteration
+import reward  # 4. answers -> rewards -> group advantages
+from generate import image_uniforms, rollout, seed_for  # 2. G images per prompt
+from grpo import grpo_step_loss, remask_positions, sample_logprobs, trajectory_subset  # 5. GRPO
+from sft import coupling_uniforms, select_best, sft_step_loss  # 5. SFT
+from understand import answer_questions  # 3. the model answers about its own images
+# around it: prompts, models, the held-out evaluation, and the plumbing in support/
+import prompts
+import shapes
+from evaluate import before_after, held_out_eval
+from models import check_cache_writable, check_model_name, check_sampling_flags, load_policy, set_sampling
+from support.checkpoint import (atomic_write_text, claim_run_folder, is_checkpoint, load_optimizer,
+                                optimizer_tensors, read_trainer_state, restore_rng, resume_advice, resume_point,
+                                save_checkpoint, unlock_run_folder)
+from support.cli import check_flags, given_flags, opt
+from support.metrics import (Reporter, headline, save_grid, step_line, step_metrics, trim_metrics,
+                             write_metrics)
+from support.parallel import (any_rank, clip_grads, end_worker, from_rank0, full_params, gather_lists,
+                              gathered_state_dict, is_main, mean_over_ranks, micro_step, print0, setup_distributed,
+                              teardown_distributed, wrap)
+from support.plot import plot_metrics, read_metrics
 
 
 @dataclass
@@ -147,16 +163,15 @@ def parse_config(argv: list[str] | None = None) -> Config:
     """argparse built from the dataclass; unknown flags are errors. With --resume, the saved config
     is the base and only the flags given on this command line override it. A run that died before its
     first checkpoint resumes from step 0 with its run_config.json (cfg.resume is then its folder)."""
-    given = given_flags(Config, argv, __doc__.split("\n")[0])
+    given = given_flags(Config, argv, __doc__.split("\n")[0], presets=shapes.TRAIN_DEFAULTS)
     base = {}
     if "resume" in given:
         quiet = os.environ.get("RANK", "0") != "0"  # before the process group exists: only rank 0 warns
         given["resume"], base = resume_point(given["resume"], given.get("out"), (lambda _: None) if quiet else print)
         base = saved_precision(base)  # a run saved before --precision continues as it ran
     model = given.get("model", base.get("model", Config.model))
-    from shapes import TRAIN_DEFAULTS  # the shapes world's measured settings, under the command line's
-
-    cfg = Config(**{**TRAIN_DEFAULTS.get(model, {}), **base, **given})
+    # the preset's settings (shapes.TRAIN_DEFAULTS: the world's measured ones), under the saved and given ones
+    cfg = Config(**{**shapes.TRAIN_DEFAULTS.get(model, {}), **base, **given})
     if cfg.out is None:  # a fresh folder per run, so re-running a command never collides with an old run
         cfg.out = f"runs/{cfg.model}-{cfg.mode}-{time.strftime('%Y%m%d-%H%M%S')}"
     return cfg
@@ -175,9 +190,6 @@ def saved_precision(saved: dict) -> dict:
 # ------------------------------------------------------------------ checks before any heavy work
 def validate(cfg: Config, world: int) -> None:
     """Every bad input fails here, with the problem and the fix, before models are loaded."""
-    import prompts
-    from models import check_cache_writable, check_model_name, check_sampling_flags
-
     check_flags(cfg, LIMITS)
     check_model_name(cfg.model)
     check_sampling_flags(cfg.model, cfg.kv_bucket, cfg.compile_decode, cfg.fsdp)
@@ -213,14 +225,10 @@ def validate(cfg: Config, world: int) -> None:
 
 def load_records(cfg: Config) -> tuple[list[dict], list[dict]]:
     """The training prompts (a jsonl file or the generator, minus any evaluation prompts) and the held-out ones."""
-    import prompts
-
     world_eval = None  # the shapes world's own evaluation records
     if cfg.prompts:
         records = prompts.read_records(cfg.prompts)
     elif cfg.model.startswith("shapes-"):  # the shapes world speaks its own small vocabulary
-        import shapes
-
         # its fixed split (shapes.split_of): training draws "train" prompts only, evaluation "eval" ones only
         records = shapes.training_records(cfg.num_prompts, seed=cfg.seed)
         world_eval = shapes.eval_records(shapes.EVAL_PER_TAG)  # as evaluate.py --shapes measures
@@ -247,8 +255,6 @@ def step_records(records: list[dict], cfg: Config, step: int, rank: int, world: 
     """This rank's prompts at `step`, and its first image's index in the global batch.
 
     Epoch-wise shuffles from (seed, epoch), so the global batch does not depend on the world size."""
-    from generate import seed_for
-
     per_rank = cfg.prompts_per_step // world
     chosen = []
     for j in range(step * cfg.prompts_per_step + rank * per_rank, step * cfg.prompts_per_step + (rank + 1) * per_rank):
@@ -261,55 +267,55 @@ def step_records(records: list[dict], cfg: Config, step: int, rank: int, world: 
 # ------------------------------------------------------------------ one iteration
 def train_step(step, cfg, policy, model, ref, optimizer, records, rank, world) -> dict:
     """Rollout, understand, reward, learn. `model` is the DDP-wrapped policy (or the policy itself)."""
-    import reward
-
     times, stats = {}, {}
-    cfg_scale = cfg.cfg_scale if cfg.cfg_scale is not None else policy.default_cfg_scale
+    cfg_scale = guidance_scale(cfg, policy)
     # 1. this rank's prompts
     mine, first = step_records(records, cfg, step, rank, world)
     # 2-3. rollout (G images per prompt, each with its own random stream) and self-QA, no gradients
     policy.eval()
     with full_params(policy), autocast(cfg, policy):  # FSDP: gather the weights once for all sampling steps
-        ro, answer_stats = sample_and_answer(step, cfg, policy, mine, first, cfg_scale)
-    times["t_rollout"], times["t_understand"] = answer_stats
-    # 4. reward: the answer scored against the record's truth; advantages within each group
+        ro, (times["t_rollout"], times["t_understand"]) = sample_and_answer(step, cfg, policy, mine, first, cfg_scale)
+    # 4. reward: the answer scored against the record's truth, compared within each prompt's group of G
     ro.rewards = torch.tensor(reward.score_answers(ro.answers, ro.records), dtype=torch.float32)
     groups = ro.rewards.view(-1, cfg.group_size)  # (P, G)
-    advantages = reward.group_advantages(groups).view(-1).to(ro.image_ids.device)  # (N,)
-    und_advantages = advantages  # UniRL: the answer shares its image's advantage
-    if ro.votes:  # --answer-reward agreement: the answer's own reward, normalised within the same groups
-        agreement = torch.tensor(reward.agreement(ro.answers, ro.votes), dtype=torch.float32)
-        stats["answer_agreement"] = agreement.mean().item()
-        und_advantages = reward.group_advantages(agreement.view(-1, cfg.group_size)).view(-1).to(advantages.device)
-    # 5. learn
+    # 5. learn: SFT or GRPO is chosen here, once; the learning loop below never asks which one it runs
     t0 = time.perf_counter()
     policy.train()
-    if cfg.mode == "sft":
-        from sft import select_best
-
-        keep = select_best(groups, cfg.sft_min_reward).view(-1).float().to(ro.image_ids.device)
+    device = ro.image_ids.device
+    if cfg.mode == "sft":  # imitate the best image of each group that is good enough
+        keep = select_best(groups, cfg.sft_min_reward).view(-1).float().to(device)
         stats["sft_keep_frac"] = keep.mean().item()
-        stats.update(learn(cfg, policy, model, optimizer, ro, step, keep=keep))
+        objective = sft_objective(cfg, policy, ro, keep)
     else:
-        stats.update(learn(cfg, policy, model, optimizer, ro, step, advantages=advantages, ref=ref,
-                           und_advantages=und_advantages))
+        advantages = reward.group_advantages(groups).view(-1).to(device)  # (N,) one per image
+        und_advantages = None  # UniRL: an answer shares its image's advantage
+        if ro.votes:  # --answer-reward agreement: the answer's own reward, normalised within the same groups
+            agreement = torch.tensor(reward.agreement(ro.answers, ro.votes), dtype=torch.float32)
+            stats["answer_agreement"] = agreement.mean().item()
+            und_advantages = reward.group_advantages(agreement.view(-1, cfg.group_size)).view(-1).to(device)
+        objective = grpo_objective(cfg, policy, ro, advantages, ref, und_advantages)
+    stats.update(learn(cfg, policy, model, optimizer, ro, step, objective, cfg_scale))
     times["t_learn"] = time.perf_counter() - t0
     stats.update(times)
     stats["zero_var_frac"] = reward.zero_variance_fraction(groups)
     return stats, ro
 
 
+def guidance_scale(cfg, policy) -> float:
+    """--cfg-scale, or when it is unset (None) the family's own scale (Janus 5, Show-o its preset's). Training never
+    runs unguided by omission: a scale that means no guidance is written out (Janus 1, Show-o 0)."""
+    return cfg.cfg_scale if cfg.cfg_scale is not None else policy.default_cfg_scale
+
+
 def sample_and_answer(step, cfg, policy, records, first, cfg_scale):
     """2-3. Rollout and self-QA, no gradients. Returns the Rollout and the two stage times."""
-    from generate import image_uniforms, rollout, seed_for
-    from understand import answer_questions
-
     t0 = time.perf_counter()
     ro = rollout(policy, records, cfg.group_size, seed=cfg.seed, step=step, first_index=first,
                  cfg_scale=cfg_scale, temperature=cfg.temperature, timesteps=cfg.timesteps)
     t1 = time.perf_counter()
     n = len(ro.records)
     ro.und_images = policy.images_for_understanding(ro.image_ids, ro.pixels)
+    # the answers draw from their own streams (seed + 1), so changing the answer sampler never moves the images
     answer_u = image_uniforms(cfg.seed + 1, step, first, n, cfg.max_answer_tokens).to(ro.image_ids.device)
     (ro.question_ids, ro.question_mask, ro.answer_ids, ro.answer_mask, ro.answers) = answer_questions(
         policy, ro.und_images, [r["question"] for r in ro.records], max_new_tokens=cfg.max_answer_tokens,
@@ -336,63 +342,86 @@ def autocast(cfg, policy):
     return torch.autocast(device.type, dtype=compute)
 
 
-def build_batch(cfg, policy, ro, idx, cfg_scale, targets):
-    """The forward inputs for the images `idx`. targets: the answer tokens trained on (N, A) + mask.
+@dataclass
+class Objective:
+    """What the learning loop needs from SFT or GRPO: built once per step by sft_objective / grpo_objective."""
 
-    "gen" / "und" are the token streams that carry a loss term (--sft-on / --grpo-on). "couple_gen" holds
-    the generation inputs when only the coupling needs them (--couple with und): the straight-through
-    tokens are made from those logits, and no loss term reads them."""
-    trained = cfg.sft_on if cfg.mode == "sft" else cfg.grpo_on
-    train_gen, train_und = trained in ("gen", "both"), trained in ("und", "both")
-    batch = {}
-    if train_gen or (cfg.couple and train_und):
-        # SFT imitates the conditional model; GRPO's ratio uses --ratio-dist
-        guided = cfg.mode == "grpo" and cfg.ratio_dist == "guided"
-        gen = dict(prompt_ids=ro.prompt_ids[idx], prompt_mask=ro.prompt_mask[idx],
-                   image_ids=ro.image_ids[idx], cfg_scale=cfg_scale if guided else None)
-        if policy.decoding == "masked":  # which tokens are hidden and scored (grpo.py, --estimator)
-            if cfg.mode == "grpo" and cfg.estimator == "trajectory":
-                gen["commit_step"] = ro.commit_steps[idx]
-                gen["token_mask"] = ro.token_mask[idx]
-            else:  # re-mask; for SFT this is Show-o's own masked-token objective
-                gen["token_mask"] = ro.token_mask[idx]
-        batch["gen" if train_gen else "couple_gen"] = gen
-    if train_und:
-        batch["und"] = dict(images=ro.und_images[idx], prompt_ids=ro.question_ids[idx],
-                            prompt_mask=ro.question_mask[idx], answer_ids=targets[0][idx], answer_mask=targets[1][idx])
-    return batch
+    trained: str  # gen | und | both: the token streams that carry a loss term (--sft-on / --grpo-on)
+    guided: bool  # the generation logits in the loss: CFG-guided (GRPO, --ratio-dist guided) or conditional
+    estimator: str  # masked decoding: which image tokens are scored, remask | trajectory (grpo.py)
+    answers: tuple  # (ids, mask) (N, A): the answer tokens the understanding term trains on
+    prepare: object  # batches -> one no-grad input of the loss per micro-batch (GRPO: old and reference log-probs)
+    loss: object  # (out, batch, idx, prepared) -> (per-sample loss (n,), stats)
 
 
-def learn(cfg, policy, model, optimizer, ro, step, keep=None, advantages=None, ref=None, und_advantages=None) -> dict:
-    """mu optimizer updates on this rollout, each accumulated over micro-batches (no_sync but the last)."""
-    from grpo import grpo_step_loss, sample_logprobs
-    from sft import coupling_uniforms, sft_step_loss
+def sft_objective(cfg, policy, ro, keep) -> Objective:
+    """SFT: image tokens of the kept images (keep (N,) 0/1), and the TRUE answer given each image."""
+    truth = [t.to(ro.image_ids.device) for t in policy.tokenize_answers([r["answer"] for r in ro.records])]
+    return Objective(cfg.sft_on, guided=False, estimator="remask", answers=truth,  # Show-o's own masked objective
+                     prepare=lambda batches: [None] * len(batches),
+                     loss=lambda out, batch, idx, _: sft_step_loss(out, batch, keep[idx]))
 
-    n = ro.image_ids.shape[0]
-    cfg_scale = cfg.cfg_scale if cfg.cfg_scale is not None else policy.default_cfg_scale
-    if cfg.mode == "sft":  # understanding SFT learns the TRUE answer; GRPO reinforces the model's own
-        targets = [t.to(ro.image_ids.device) for t in policy.tokenize_answers([r["answer"] for r in ro.records])]
-    else:
-        targets = (ro.answer_ids, ro.answer_mask)
-    if policy.decoding == "masked":
-        from grpo import remask_positions, trajectory_subset
 
-        if cfg.mode == "grpo" and cfg.estimator == "trajectory":
-            ro.token_mask = trajectory_subset(ro.commit_steps, cfg.traj_steps, cfg.seed, step)
-        else:
-            ro.token_mask = remask_positions(cfg.seed, step, ro.first_index, n, cfg.group_size,
-                                             policy.num_image_tokens).to(ro.image_ids.device)
+def grpo_objective(cfg, policy, ro, advantages, ref=None, und_advantages=None) -> Objective:
+    """GRPO: the model's own image and answer tokens, weighted by their group advantages (N,). und_advantages:
+    the answers' own (--answer-reward agreement), else they share their image's."""
     temperature = cfg.temperature if policy.decoding == "ar" else 1.0  # Show-o samples the untempered softmax
     # greedy answers (0) come from no sampling distribution: their log-probs are the untempered policy's
     answer_temperature = cfg.answer_temperature if cfg.answer_temperature > 0 else 1.0
+
+    def prepare(batches):  # no-grad log-probs of the sampled tokens, before the first update
+        olds = refs = [None] * len(batches)
+        with autocast(cfg, policy):
+            if cfg.inner_iters > 1:  # old log-probs from a teacher-forced pass, not the sampler (ratio exactly 1)
+                olds = [sample_logprobs(policy, b, temperature, answer_temperature) for b in batches]
+            if ref is not None:  # the KL's anchor: the starting model on the same tokens
+                refs = [sample_logprobs(ref, b, temperature, answer_temperature) for b in batches]
+        return list(zip(olds, refs))
+
+    def loss(out, batch, idx, prepared):
+        old, ref_logps = prepared
+        und = und_advantages[idx] if und_advantages is not None else None
+        return grpo_step_loss(out, batch, old, ref_logps, advantages[idx], cfg, temperature, answer_temperature, und)
+
+    return Objective(cfg.grpo_on, guided=cfg.ratio_dist == "guided", estimator=cfg.estimator,
+                     answers=(ro.answer_ids, ro.answer_mask), prepare=prepare, loss=loss)
+
+
+def build_batch(policy, ro, idx, cfg_scale, objective: Objective, couple: bool) -> dict:
+    """The forward inputs for the images `idx`.
+
+    "gen" / "und" are the token streams that carry a loss term. "couple_gen" holds the generation inputs when
+    only the coupling needs them (--couple with und): the straight-through tokens are made from those logits,
+    and no loss term reads them."""
+    train_gen, train_und = objective.trained in ("gen", "both"), objective.trained in ("und", "both")
+    batch = {}
+    if train_gen or (couple and train_und):
+        gen = dict(prompt_ids=ro.prompt_ids[idx], prompt_mask=ro.prompt_mask[idx], image_ids=ro.image_ids[idx],
+                   cfg_scale=cfg_scale if objective.guided else None)
+        if policy.decoding == "masked":  # which tokens are hidden and scored (grpo.py, --estimator)
+            if objective.estimator == "trajectory":  # each token under the sampler state that committed it
+                gen["commit_step"] = ro.commit_steps[idx]
+            gen["token_mask"] = ro.token_mask[idx]
+        batch["gen" if train_gen else "couple_gen"] = gen
+    if train_und:
+        batch["und"] = dict(images=ro.und_images[idx], prompt_ids=ro.question_ids[idx],
+                            prompt_mask=ro.question_mask[idx], answer_ids=objective.answers[0][idx],
+                            answer_mask=objective.answers[1][idx])
+    return batch
+
+
+def learn(cfg, policy, model, optimizer, ro, step, objective: Objective, cfg_scale) -> dict:
+    """mu optimizer updates on this rollout, each accumulated over micro-batches (no_sync but the last)."""
+    n = ro.image_ids.shape[0]
+    if policy.decoding == "masked":  # the image tokens a masked-decoding loss scores (grpo.py, --estimator)
+        if objective.estimator == "trajectory":
+            ro.token_mask = trajectory_subset(ro.commit_steps, cfg.traj_steps, cfg.seed, step)
+        else:  # one re-mask ratio per group, seeded on global indices: every rank and pass masks alike
+            ro.token_mask = remask_positions(cfg.seed, step, ro.first_index, n, cfg.group_size,
+                                             policy.num_image_tokens).to(ro.image_ids.device)
     chunks = [torch.arange(i, min(i + cfg.micro_batch, n)) for i in range(0, n, cfg.micro_batch)]
-    batches = [build_batch(cfg, policy, ro, idx, cfg_scale, targets) for idx in chunks]
-    olds = refs = [None] * len(chunks)
-    with autocast(cfg, policy):
-        if cfg.mode == "grpo" and cfg.inner_iters > 1:  # old log-probs from a teacher-forced pass, not the sampler
-            olds = [sample_logprobs(policy, b, temperature, answer_temperature) for b in batches]
-        if cfg.mode == "grpo" and ref is not None:
-            refs = [sample_logprobs(ref, b, temperature, answer_temperature) for b in batches]
+    batches = [build_batch(policy, ro, idx, cfg_scale, objective, cfg.couple) for idx in chunks]
+    prepared = objective.prepare(batches)
     stats = {}
     for _ in range(cfg.inner_iters):
         optimizer.zero_grad(set_to_none=True)
@@ -402,14 +431,9 @@ def learn(cfg, policy, model, optimizer, ro, step, keep=None, advantages=None, r
                 if cfg.couple and "und" in batch:  # the answer loss also reaches the image-token logits
                     u = coupling_uniforms(cfg.seed, step, ro.image_ids, idx, policy.codebook_size)
                     couple = dict(tau=cfg.gumbel_tau, noise=u)
-                with autocast(cfg, policy):
+                with autocast(cfg, policy):  # through `model`: under DDP only its forward all-reduces the grads
                     out = model(gen=batch.get("gen", batch.get("couple_gen")), und=batch.get("und"), couple=couple)
-                if cfg.mode == "sft":
-                    per_sample, s = sft_step_loss(out, batch, keep[idx])
-                else:
-                    per_sample, s = grpo_step_loss(out, batch, olds[j], refs[j], advantages[idx], cfg, temperature,
-                                                   answer_temperature,
-                                                   und_advantages[idx] if und_advantages is not None else None)
+                per_sample, s = objective.loss(out, batch, idx, prepared[j])
                 loss = per_sample.sum() / n  # micro-batch share of the rank's mean
                 check_finite(loss, step, s)
                 loss.backward()
@@ -457,13 +481,6 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def run(cfg: Config, rank: int, world: int, device: torch.device):
-    from tqdm import tqdm
-    from transformers.utils import logging as transformers_logging
-
-    from metrics import (Reporter, finish_run, headline, save_grid, step_line, step_metrics, trim_metrics,
-                         write_metrics)
-    from models import load_policy, set_sampling
-
     validate(cfg, world)
     transformers_logging.disable_progress_bar()  # one bar, ours: none per weight load or per checkpoint written
     if cfg.threads:
@@ -567,12 +584,24 @@ def run(cfg: Config, rank: int, world: int, device: torch.device):
     return policy
 
 
+def finish_run(cfg, out: Path, held_out_count: int) -> str | None:
+    """curves.png from metrics.jsonl, and the held-out before/after table when the run evaluated twice or more.
+    Returns the table (also written to before_after.md), or None."""
+    rows = read_metrics(Path(out) / "metrics.jsonl")
+    plot_metrics(rows, path=Path(out) / "curves.png")  # the panels of what moved (all of them after one step)
+    evals = [r for r in rows if any(k.startswith("eval/") for k in r)]
+    if len(evals) < 2:
+        return None
+    table = before_after(cfg, evals[0], evals[-1])
+    atomic_write_text(Path(out) / "before_after.md", table + "\n")
+    print(f"\nheld-out evaluation ({held_out_count} prompts x {cfg.eval_samples} images):\n{table}")
+    return table
+
+
 if __name__ == "__main__":
     try:
         main()
     except (ValueError, FloatingPointError, OSError) as err:  # OSError: a full disk, named by checkpoint.py
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
-    from parallel import end_worker
-
     end_worker()  # under torchrun: skip the interpreter teardown that can abort a finished rank

@@ -52,16 +52,14 @@ Sampling helpers, no gradients
 
 from __future__ import annotations
 
-import contextlib
-import os
-import shutil
+import importlib
 from pathlib import Path
 
 import torch
 
-from checkpoint import fsync_dir, settle_tree
-
 # name -> "module:function" that builds it as f(name, path, dtype). `--model-path` overrides the weights.
+# Named by string and imported on use, so this contract imports no family (and no family imports it back:
+# what they share is in models/common.py). A loader's module may define cache_to_fill(name, path).
 PRESETS = {
     "janus-pro-1b": "models.janus:load_janus",
     "janus-pro-7b": "models.janus:load_janus",
@@ -70,8 +68,8 @@ PRESETS = {
     "showo": "models.showo_policy:load_showo_policy",  # Show-o 512 px (the paper's main model)
     "showo-256": "models.showo_policy:load_showo_policy",
     "showo-tiny": "models.showo_policy:load_showo_policy",
-    "shapes-janus": "models.shapes_models:load_shapes_policy",  # the CPU-sized shapes world (shapes.py)
-    "shapes-showo": "models.shapes_models:load_shapes_policy",  # the same world, Show-o's family
+    "shapes-janus": "shapes.pretrain:load_shapes_policy",  # the CPU-sized shapes world (shapes/), its cached base
+    "shapes-showo": "shapes.pretrain:load_shapes_policy",  # the same world, Show-o's family
 }
 
 
@@ -84,25 +82,10 @@ def check_model_name(name: str) -> None:
 def load_policy(name: str, path: str | None = None, device: str | torch.device = "cpu",
                 dtype: torch.dtype = torch.float32):
     """Build the policy for a preset; `path` (a folder or hub id) overrides the preset's weights."""
-    import importlib
-
     check_model_name(name)
     module, function = PRESETS[name].split(":")
     policy = getattr(importlib.import_module(module), function)(name, path, dtype=dtype)
     return policy.to(device)
-
-
-def fetch_from_hub(hub_id: str, files: list[str] | None = None, where: str = "pass the folder with --model-path") -> Path:
-    """Download a hub repository (only `files`, if given) into huggingface_hub's cache and return its folder.
-    The one place that reaches a hub; without one (HF_HUB_OFFLINE, no network, unknown id) the error says
-    what to download and `where` to put it instead."""
-    from huggingface_hub import snapshot_download
-
-    try:
-        return Path(snapshot_download(hub_id, allow_patterns=files))
-    except Exception as err:  # no network, offline mode, unknown id, gated repository, ...
-        raise ValueError(f"could not fetch {hub_id!r} from the hub ({type(err).__name__}: {err}). Download it "
-                         f"where the hub is reachable and {where}") from err
 
 
 COMPILE_MODES = ("off", "default", "reduce-overhead")
@@ -126,21 +109,15 @@ def cache_to_fill(name: str, path: str | None) -> Path | None:
     """The folder under UNIRL_CACHE that loading (name, path) would write first, or None: the shapes world's
     pretrained base when it is not cached yet, or the conversion of an original-format Janus folder. Lets a
     command check that it can write there before minutes of work (nothing is created here)."""
-    if name.startswith("shapes-") and path is None:
-        from models.shapes_models import FAMILIES, base_to_fill
-
-        return base_to_fill(FAMILIES[name])
-    if PRESETS.get(name) == "models.janus:load_janus" and path is not None and os.path.isdir(path):
-        from models.janus import conversion_to_fill
-
-        return conversion_to_fill(path)
-    return None
+    check_model_name(name)
+    fill = getattr(importlib.import_module(PRESETS[name].split(":")[0]), "cache_to_fill", None)
+    return fill(name, path) if fill is not None else None
 
 
 def check_cache_writable(name: str, path: str | None) -> None:
     """Fail at once, not after minutes of pretraining or converting, when loading (name, path) must write under
     UNIRL_CACHE and cannot."""
-    from cli import writable_folder_problem  # plumbing, needed on this one path
+    from support.cli import writable_folder_problem  # plumbing, needed on this one path
 
     folder = cache_to_fill(name, path)
     problem = folder and writable_folder_problem(folder)
@@ -155,58 +132,3 @@ def set_sampling(policy, kv_bucket: int, compile_decode: str) -> None:
         policy.kv_bucket = kv_bucket
     if compile_decode != "off":
         policy.compile_decode(compile_decode)
-
-
-def training_forward(policy, gen: dict | None, und: dict | None, couple: dict | None) -> dict:
-    """The body of every family's forward: generation logits, answer logits, and the coupling between them.
-
-    The family supplies _gen_logits(**gen) -> (guided, cond), _und_logits(images, ...) and
-    onehot_to_und_images(onehot), which turns straight-through one-hot image tokens into its
-    understanding input (Janus: the VQ decoder's pixels; Show-o: the one-hot rows themselves)."""
-    out = {}
-    if gen is not None:
-        out["gen_logits"], out["gen_cond_logits"] = policy._gen_logits(**gen)
-    if und is not None:
-        images = und["images"]
-        if couple is not None:
-            from sft import straight_through_onehot  # the estimator lives with the loss that uses it
-
-            onehot = straight_through_onehot(out["gen_logits"], gen["image_ids"], couple["tau"], couple.get("noise"))
-            images = policy.onehot_to_und_images(onehot)
-        out["und_logits"] = policy._und_logits(images, und["prompt_ids"], und["prompt_mask"], und["answer_ids"],
-                                               und["answer_mask"])
-    return out
-
-
-def restrict_to_answer_vocab(logits: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
-    """Answer logits (..., V) with every token outside `allowed` (V,) set to the dtype's lowest value.
-
-    Each family applies this inside und_step (the answers understand.py samples) and _und_logits (the
-    teacher-forced logits every answer loss reads), so grpo.token_logprobs and sft.token_nll see the same
-    restricted softmax as the sampler with no change of theirs. The value is finite, not -inf: an answer's
-    padded tail holds PAD ids, and their masked-out log-probs (exactly this value, whatever the rest of the
-    row) must cancel in the ratio and the KL; -inf - (-inf) would be NaN, and NaN * mask 0 stays NaN. Divided by
-    an answer temperature below 1 the value does overflow to -inf, so grpo.policy_term also zeroes masked
-    positions before its ratio and KL."""
-    return logits.masked_fill(~allowed.to(logits.device), torch.finfo(logits.dtype).min)
-
-
-@contextlib.contextmanager
-def atomic_folder(directory):
-    """Yield a temporary sibling folder to fill; it replaces `directory` only once the block succeeded and its
-    files are on disk (fsynced, with the umask's modes)."""
-    directory = Path(directory)
-    tmp, old = directory.with_name(directory.name + ".tmp"), directory.with_name(directory.name + ".old")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
-        yield tmp
-        settle_tree(tmp)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if directory.exists():
-        os.replace(directory, old)
-    os.replace(tmp, directory)
-    fsync_dir(directory.parent)
-    shutil.rmtree(old, ignore_errors=True)

@@ -30,7 +30,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from models import restrict_to_answer_vocab
+from models.common import restrict_to_answer_vocab
 from models.kv_cache import WindowedStaticCache, autocast_dtype
 
 # DeepSeek's special-token strings: full-width bars and U+2581 in BOS / EOS / PAD.
@@ -176,7 +176,7 @@ class JanusPolicy(nn.Module):
                 are rebuilt from the straight-through one-hot of gen_logits, so the answer loss reaches
                 the generation head (UniRL's end-to-end regime).
         """
-        from models import training_forward
+        from models.common import training_forward
 
         return training_forward(self, gen, und, couple)
 
@@ -405,6 +405,11 @@ def conversion_folder(folder) -> Path:
     return cache_dir() / "converted" / source_key(folder, memo=cache_dir() / "converted" / "file_hashes.json")
 
 
+def cache_to_fill(name: str, path: str | None) -> Path | None:
+    """models.cache_to_fill for Janus: the conversion an original-format --model-path folder would get first."""
+    return conversion_to_fill(path) if path is not None and os.path.isdir(path) else None
+
+
 def conversion_to_fill(folder) -> Path | None:
     """The conversion folder that loading `folder` would write, or None (not original-format, or converted)."""
     from models.convert_janus import is_original_janus
@@ -423,7 +428,7 @@ def resolve_folder(source: str) -> str:
         return source
     if os.path.exists(source) or source.startswith((".", "/", "~")) or source.count("/") != 1:
         raise ValueError(f"--model-path {source!r} is not a folder: pass an existing checkpoint folder or a hub id org/name")
-    from models import fetch_from_hub
+    from models.common import fetch_from_hub
 
     return str(fetch_from_hub(source))
 

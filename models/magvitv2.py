@@ -338,7 +338,7 @@ def load_magvitv2(path_or_hub_id: str, device=None, dtype=None) -> MAGVITv2:
     if not folder.exists():  # a hub id: fetch it (the tests reach this only offline, to check the error)
         if path_or_hub_id.count("/") != 1 or path_or_hub_id.startswith((".", "/")):
             raise FileNotFoundError(f"no checkpoint folder at {path_or_hub_id}")
-        from models import fetch_from_hub
+        from models.common import fetch_from_hub
         from models.showo import SHOWO_OFFLINE
 
         folder = fetch_from_hub(path_or_hub_id, ["config.json", WEIGHTS_NAME], where=SHOWO_OFFLINE)
@@ -377,7 +377,7 @@ def load_magvitv2(path_or_hub_id: str, device=None, dtype=None) -> MAGVITv2:
 
 def save_magvitv2(model: MAGVITv2, directory, state_dict: dict | None = None) -> None:
     """Write config.json + pytorch_model.safetensors atomically (temp folder, then rename)."""
-    from models import atomic_folder
+    from models.common import atomic_folder
 
     with atomic_folder(directory) as tmp:
         (tmp / "config.json").write_text(json.dumps({"_class_name": "MAGVITv2", **asdict(model.config)}, indent=2))

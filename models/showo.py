@@ -383,7 +383,7 @@ def resolve_checkpoint_dir(path_or_hub_id: str, files: list) -> Path:
     if not path.exists():
         if path_or_hub_id.count("/") != 1 or path_or_hub_id.startswith((".", "/")):
             raise FileNotFoundError(f"no checkpoint folder at {path_or_hub_id}")
-        from models import fetch_from_hub
+        from models.common import fetch_from_hub
 
         path = fetch_from_hub(path_or_hub_id, files, where=SHOWO_OFFLINE)
     if not path.is_dir():
@@ -498,7 +498,7 @@ def save_showo(model: Showo, directory, state_dict: dict | None = None) -> None:
     config.json keeps the released keys (the original loader ignores extra ones) plus our
     architecture fields, so tiny models round-trip through load_showo.
     """
-    from models import atomic_folder
+    from models.common import atomic_folder
 
     with atomic_folder(directory) as tmp:
         meta = {"_class_name": "Showo", "_diffusers_version": "0.30.1", "llm_model_path": "microsoft/phi-1_5",

@@ -27,7 +27,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from models import restrict_to_answer_vocab
+from models.common import restrict_to_answer_vocab
 from models import showo as S
 from models.kv_cache import WindowedStaticCache, autocast_dtype
 from models.magvitv2 import MAGVITv2, load_magvitv2, magvitv2_tiny_config, save_magvitv2
@@ -194,7 +194,7 @@ class ShowoPolicy(nn.Module):
                     at step s reveals exactly the tokens with commit_step < s. Scored positions are
                     token_mask (all, or a subsample of steps).
         """
-        from models import training_forward
+        from models.common import training_forward
 
         return training_forward(self, gen, und, couple)
 

@@ -11,7 +11,7 @@ import torch.distributed as dist
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import train  # noqa: E402
-from parallel import end_worker  # noqa: E402
+from support.parallel import end_worker  # noqa: E402
 
 
 def main() -> None:

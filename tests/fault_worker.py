@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import checkpoint  # noqa: E402
+from support import checkpoint  # noqa: E402
 import train  # noqa: E402
 
 

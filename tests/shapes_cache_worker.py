@@ -13,9 +13,9 @@ import torch
 import torch.distributed as dist
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import pretrain  # noqa: E402
+from shapes import pretrain  # noqa: E402
 from models import load_policy  # noqa: E402
-from parallel import end_worker, setup_distributed, teardown_distributed  # noqa: E402
+from support.parallel import end_worker, setup_distributed, teardown_distributed  # noqa: E402
 
 
 def main() -> None:

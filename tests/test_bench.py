@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench import cpu, recipe, shapes_table
+from bench import cpu, recipe
+from shapes import bench as shapes_table
 from bench import roofline as R
 import train
 from conftest import ROOT
@@ -308,7 +309,9 @@ def test_shapes_bench_claims_give_the_expected_verdicts():
                 for name, verdict, _ in shapes_table.claims(rows)}
     assert verdicts == {"generation improves": "holds", "understanding improves": "does not hold",
                         "the imbalance falls": "does not hold", "GRPO beats SFT": "holds",
-                        "GRPO beats SFT e2e": "not measured"}
+                        "GRPO beats SFT e2e": "not measured",
+                        "beyond the paper: agreement answers keep the judge gain": "not measured",
+                        "beyond the paper: agreement answers keep understanding": "not measured"}
     numbers = shapes_table.claims(rows)[0][2]
     assert "+0.100" in numbers and "n=5 seeds" in numbers
 

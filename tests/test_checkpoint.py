@@ -13,10 +13,10 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-import checkpoint
-import metrics
+from support import checkpoint
+from support import metrics
 import train
-from metrics import trim_metrics
+from support.metrics import trim_metrics
 
 CONFIG = {"model": "janus-tiny", "mode": "grpo", "steps": 4}
 

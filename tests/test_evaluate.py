@@ -1,4 +1,4 @@
-"""Tests for evaluate.py and geneval_export.py: GenEval's folder layout file by file, seeding, resume,
+"""Tests for evaluate.py and geneval/export.py: GenEval's folder layout file by file, seeding, resume,
 results.json, the imbalance by hand, and the CLI end to end (one process and torchrun) with tiny random
 Mask2Former and CLIP folders built locally. Nothing is downloaded."""
 
@@ -17,7 +17,7 @@ from PIL import Image
 
 import evaluate
 import geneval
-import geneval_export
+from geneval import export as geneval_export
 import prompts
 from generate import rollout
 

@@ -19,7 +19,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import checkpoint
+from support import checkpoint
 import train
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-import cli
+from support import cli
 import evaluate
 import models
-import pretrain
+from shapes import pretrain
 import train
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -7,8 +7,8 @@ import torch.nn.functional as F
 
 from generate import sample_tokens
 from grpo import clipped_surrogate, kl_k3, masked_mean, policy_term, token_logprobs
-from models import restrict_to_answer_vocab
-from sft import conditional_gumbels, select_best, sft_step_loss, straight_through_onehot, token_nll
+from models.common import conditional_gumbels, restrict_to_answer_vocab, straight_through_onehot
+from sft import select_best, sft_step_loss, token_nll
 
 
 def test_clipped_surrogate_values_and_clip_fraction():

@@ -10,10 +10,10 @@ import pytest
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-import metrics
-import plot
+from support import metrics
+from support import plot
 import train
-from metrics import save_grid, step_metrics, trim_metrics, write_metrics
+from support.metrics import save_grid, step_metrics, trim_metrics, write_metrics
 
 
 def test_step_metrics_by_category_by_hand():
@@ -131,7 +131,7 @@ def test_a_run_logs_cleanly_and_reports_exactly_its_metrics_lines(tmp_path, monk
 
 def test_a_one_step_run_still_gets_its_curves(tmp_path):
     write_metrics(tmp_path, {"step": 1, "reward_mean": 0.5, "loss": 0.0})  # one point: nothing moved yet
-    assert metrics.finish_run(train.Config(), tmp_path, 0) is None
+    assert train.finish_run(train.Config(), tmp_path, 0) is None
     assert Image.open(tmp_path / "curves.png").size[0] == 2 * plot.PANEL[0]  # its two panels, flat
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import plot
+from support import plot
 
 LOG = """{"step": 1, "reward_mean": 0.1, "loss": NaN, "reward/colors": 0.2, "reward/counting": 0.0}
 {"step": 2, "reward_mean": 0.3, "loss": 0.5}

@@ -9,11 +9,12 @@ from pathlib import Path
 import pytest
 import torch
 
-import pretrain
+from shapes import pretrain
 import shapes
 import train
-from models.shapes_models import (ShapesCodec, build_shapes_janus, build_shapes_showo, evaluate_world, format_table,
-                                   load_shapes_policy)
+from evaluate import evaluate_world, format_table
+from shapes.models import ShapesCodec, build_shapes_janus, build_shapes_showo
+from shapes.pretrain import load_shapes_policy
 
 TINY = dict(steps=300, batch=16, warmup=20)  # ~15 s on one core: a weak but real base
 TINY_SHOWO = dict(family="showo", steps=60, batch=8, warmup=5, hidden=32, layers=1)  # ~5 s: only has to run

@@ -22,6 +22,19 @@ SMALL = ["--model", "janus-tiny", "--num-prompts", "40", "--prompts-per-step", "
          "--micro-batch", "3", "--max-answer-tokens", "6", "--lr", "1e-3", "--threads", "1"]
 
 
+def learn(cfg, policy, optimizer, ro, step, advantages=None, keep=None, ref=None):
+    """train.learn on one policy (no DDP wrapper), with the objective its mode builds."""
+    objective = (train.sft_objective(cfg, policy, ro, keep) if cfg.mode == "sft"
+                 else train.grpo_objective(cfg, policy, ro, advantages, ref))
+    return train.learn(cfg, policy, policy, optimizer, ro, step, objective, train.guidance_scale(cfg, policy))
+
+
+def build_batch(cfg, policy, ro, idx=None, cfg_scale=5.0):
+    """train.build_batch for GRPO on the rollout's own answers, images `idx` (default all)."""
+    idx = torch.arange(len(ro.records)) if idx is None else idx
+    return train.build_batch(policy, ro, idx, cfg_scale, train.grpo_objective(cfg, policy, ro, None), cfg.couple)
+
+
 def test_bad_inputs_fail_before_any_output(tmp_path):
     out = tmp_path / "run"
     bad = tmp_path / "bad.jsonl"
@@ -178,7 +191,7 @@ def test_step_zero_ratio_is_one_and_kl_is_zero(fresh_janus, records):
     ro.und_images = p.encode_images(ro.pixels)
     ro.question_ids, ro.question_mask = p.tokenize_und_prompts([r["question"] for r in ro.records])
     ro.answer_ids, ro.answer_mask = p.tokenize_answers(["two cats"] * 4)
-    batch = train.build_batch(cfg, p, ro, torch.arange(4), 5.0, (ro.answer_ids, ro.answer_mask))
+    batch = build_batch(cfg, p, ro)
     old = sample_logprobs(p.train(), batch, cfg.temperature)
     ref = sample_logprobs(copy.deepcopy(p), batch, cfg.temperature)
     out = p(gen=batch["gen"], und=batch["und"])
@@ -196,7 +209,7 @@ def test_agreement_trains_answers_on_their_own_advantages(fresh_janus, records):
     ro.und_images = p.encode_images(ro.pixels)
     ro.question_ids, ro.question_mask = p.tokenize_und_prompts([r["question"] for r in ro.records])
     ro.answer_ids, ro.answer_mask = p.tokenize_answers(["two cats"] * 4)
-    batch = train.build_batch(cfg, p, ro, torch.arange(4), 5.0, (ro.answer_ids, ro.answer_mask))
+    batch = build_batch(cfg, p, ro)
     image_adv, answer_adv = torch.tensor([1.0, -1.0, 0.5, -0.5]), torch.tensor([0.0, 0.0, 0.0, 0.0])
 
     def grads(und_advantages):
@@ -206,8 +219,7 @@ def test_agreement_trains_answers_on_their_own_advantages(fresh_janus, records):
         loss.sum().backward()
         return [q.grad.clone() if q.grad is not None else torch.zeros_like(q) for q in p.parameters()]
 
-    und_only = train.build_batch(train.Config(group_size=2, kl_beta=0.0, grpo_on="und"), p, ro, torch.arange(4), 5.0,
-                                 (ro.answer_ids, ro.answer_mask))
+    und_only = build_batch(train.Config(group_size=2, kl_beta=0.0, grpo_on="und"), p, ro)
     out = p(und=und_only["und"])
     zero, _ = grpo_step_loss(out, und_only, None, None, image_adv, cfg, und_advantages=answer_adv)
     assert float(zero.detach().abs().sum()) == 0.0  # zero answer advantages: no answer loss, whatever the image's
@@ -232,7 +244,7 @@ def test_grpo_raises_a_fixed_synthetic_reward(records, model):
         rewards = (ro.image_ids < target).float().mean(1)  # (N,) the synthetic reward
         means.append(rewards.mean().item())
         advantages = group_advantages(rewards.view(2, -1)).view(-1)
-        train.learn(cfg, p.train(), p, optimizer, ro, step, advantages=advantages)
+        learn(cfg, p.train(), optimizer, ro, step, advantages=advantages)
     assert sum(means[-3:]) / 3 > sum(means[:3]) / 3 + 0.1, means
 
 
@@ -252,7 +264,7 @@ def test_couple_trains_generation_only_through_the_answer_loss(fresh_janus, reco
     ro, _ = train.sample_and_answer(0, cfg, p.eval(), records[:2], 0, 5.0)
     advantages, keep = torch.tensor([1.0, -1.0, 0.5, -0.5]), torch.ones(4)
     optimizer = torch.optim.SGD(p.parameters(), lr=0.0)  # the gradients stay readable, the weights unchanged
-    stats = train.learn(cfg, p.train(), p, optimizer, ro, 0, keep=keep, advantages=advantages)
+    stats = learn(cfg, p.train(), optimizer, ro, 0, keep=keep, advantages=advantages)
     assert not [k for k in stats if k.startswith("gen_")], stats
     got = {name: q.grad.clone() for name, q in p.named_parameters() if q.grad is not None}
     head = "model.model.generation_head.vision_head.weight"
@@ -280,8 +292,7 @@ def test_couple_trains_generation_only_through_the_answer_loss(fresh_janus, reco
         [k for k in got if not torch.allclose(got[k], want[k], atol=1e-7, rtol=1e-4)]
     # without --couple, the answer loss never reaches generation
     p.zero_grad(set_to_none=True)
-    train.learn(train.Config(**{**cfg.__dict__, "couple": False}), p, p, optimizer, ro, 0, keep=keep,
-                advantages=advantages)
+    learn(train.Config(**{**cfg.__dict__, "couple": False}), p, optimizer, ro, 0, keep=keep, advantages=advantages)
     assert dict(p.named_parameters())[head].grad is None
 
 
@@ -303,10 +314,10 @@ def test_answers_are_scored_at_the_temperature_they_were_sampled_at(fresh_janus,
     sampled = torch.log_softmax(steps / 0.7, -1).gather(-1, ro.answer_ids[..., None])[..., 0]
     assert (ro.answer_ids != steps.argmax(-1))[ro.answer_mask.bool()].any(), "the answers should be sampled, not greedy"
     logps, real_logprobs = [], grpo.sample_logprobs
-    monkeypatch.setattr(grpo, "sample_logprobs", lambda *a, **k: logps.append(real_logprobs(*a, **k)) or logps[-1])
+    monkeypatch.setattr(train, "sample_logprobs", lambda *a, **k: logps.append(real_logprobs(*a, **k)) or logps[-1])
     optimizer = torch.optim.SGD(p.parameters(), lr=0.0)
-    stats = train.learn(cfg, p.train(), p, optimizer, ro, 0, advantages=torch.tensor([1.0, -1.0, 0.5, -0.5]),
-                        ref=copy.deepcopy(p).eval())
+    stats = learn(cfg, p.train(), optimizer, ro, 0, advantages=torch.tensor([1.0, -1.0, 0.5, -0.5]),
+                  ref=copy.deepcopy(p).eval())
     old = logps[0]["und"]  # the policy's teacher-forced pass, before any update
     assert (old - sampled)[ro.answer_mask.bool()].abs().max() < 1e-5
     assert abs(stats["und_ratio"] - 1) < 1e-6 and stats["und_kl"] < 1e-9
@@ -320,5 +331,5 @@ def test_logged_grad_norm_is_the_mean_over_inner_iterations(fresh_janus, records
     cfg = train.Config(group_size=2, grpo_on="gen", kl_beta=0.0, inner_iters=2, micro_batch=4)
     ro = rollout(p.eval(), records[:2], 2, seed=0, step=0, first_index=0, cfg_scale=5.0)
     optimizer = torch.optim.AdamW([q for q in p.parameters() if q.requires_grad], lr=1e-5)
-    stats = train.learn(cfg, p.train(), p, optimizer, ro, 0, advantages=torch.tensor([1.0, -1.0, 0.5, -0.5]))
+    stats = learn(cfg, p.train(), optimizer, ro, 0, advantages=torch.tensor([1.0, -1.0, 0.5, -0.5]))
     assert stats["grad_norm"] == 4.0

@@ -18,10 +18,10 @@ The world:
     prompts.make_records with this vocabulary (see `make_shape_records`). A fixed split of the world's
     prompts (`split_of`) holds combinations out: `training_records` draws post-training prompts from the
     "train" side only, and `eval_records` draws evaluation prompts from the "eval" side only, in every
-    category. (pretrain.py's base learns the whole world from true scenes, as a real base has seen captions
+    category. (shapes/pretrain.py's base learns the whole world from true scenes, as a real base has seen captions
     like GenEval's; the split keeps the evaluation prompts away from UniRL's post-training.)
   * The models that live in this world (a tiny Janus, its exact codec, its evaluation) are in
-    models/shapes_models.py; pretrain.py teaches them the world from rendered ground truth.
+    shapes/models.py; shapes/shapes/pretrain.py teaches them the world from rendered ground truth.
 
 The judge follows GenEval's per-image rules (djghosh13/geneval, evaluation/evaluate_images.py):
   * Detections are exact: every non-empty cell is one object, score 1. Its box is its CELL box,
@@ -156,7 +156,7 @@ def render_tensor(codes):
 
 def tiles_to_canvas(cells):
     """Per-cell pixels (B, N, CELL, CELL, 3) or flat (B, N, CELL * CELL * 3), row-major cells ->
-    canvases (B, 3, SIZE, SIZE). A pure reshuffle, so it carries gradients (models/shapes_models.py)."""
+    canvases (B, 3, SIZE, SIZE). A pure reshuffle, so it carries gradients (shapes/models.py)."""
     B = cells.shape[0]
     x = cells.reshape(B, GRID, GRID, CELL, CELL, 3)  # (B, row, col, y, x, rgb)
     x = x.permute(0, 5, 1, 3, 2, 4)  # (B, rgb, row, y, col, x)
@@ -360,9 +360,9 @@ EVAL_SEED = 1_000_003  # which held-out prompts eval_records draws, and in which
 EVAL_PER_TAG = 16  # evaluation records per tag in train.py's evaluation, evaluate.py --shapes and the shapes bench
 
 # train.py's defaults for the world's presets, applied under whatever the command line gives. Measured with
-# bench/shapes_table.py: a small model on 2 CPU cores learns within a few minutes with them.
+# shapes/bench.py: a small model on 2 CPU cores learns within a few minutes with them.
 _TRAIN = dict(steps=300, prompts_per_step=8, group_size=8, micro_batch=64, lr=1e-4, kl_beta=0.0, cfg_scale=3.0,
-              max_answer_tokens=16, eval_every=50, eval_samples=4, threads=2)
+              temperature=1.0, timesteps=None, max_answer_tokens=16, eval_every=50, eval_samples=4, threads=2)
 TRAIN_DEFAULTS = {
     "shapes-janus": _TRAIN,
     # Show-o's world base overcounts under guidance 3, so every counting group scores alike and GRPO sees no

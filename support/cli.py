@@ -33,8 +33,11 @@ def opt(default, help: str):
     return field(default=default, metadata={"help": help})
 
 
-def given_flags(cls, argv: list[str] | None, description: str) -> dict:
-    """Parse argv against the fields of `cls`; return {field: value} for the flags actually given."""
+def given_flags(cls, argv: list[str] | None, description: str, presets: dict | None = None) -> dict:
+    """Parse argv against the fields of `cls`; return {field: value} for the flags actually given.
+
+    presets ({model: {field: value}}) are the values that replace a field's default for those models; --help
+    shows them beside the default, so the help names the values that will run."""
     ap = argparse.ArgumentParser(description=description, argument_default=argparse.SUPPRESS)
     for f in dataclasses.fields(cls):
         flag = "--" + f.name.replace("_", "-")
@@ -42,8 +45,20 @@ def given_flags(cls, argv: list[str] | None, description: str) -> dict:
             ap.add_argument(flag, action=argparse.BooleanOptionalAction, help=f.metadata["help"])
         else:
             kind = {"int": int, "float": float}.get(str(f.type).split(" ")[0], str)
-            ap.add_argument(flag, type=kind, help=f"{f.metadata['help']} (default {f.default})")
+            ap.add_argument(flag, type=kind, help=f"{f.metadata['help']} ({default_text(f.name, f.default, presets)})")
     return vars(ap.parse_args(argv))
+
+
+def default_text(name: str, default, presets: dict | None) -> str:
+    """'default 20', or with presets that set the field: 'default 300 for shapes-janus, shapes-showo; 20 for
+    the other models'."""
+    if not presets or not any(name in values for values in presets.values()):
+        return f"default {default}"
+    by_value = {}
+    for model, values in presets.items():
+        by_value.setdefault(repr(values.get(name, default)), []).append(model)
+    parts = [f"{value} for {', '.join(models)}" for value, models in by_value.items()]
+    return f"default {'; '.join(parts)}; {default!r} for the other models"
 
 
 # ------------------------------------------------------------------ checking

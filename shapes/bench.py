@@ -7,7 +7,7 @@ with ARM_SETTINGS as they stand. Every result row records the seed set its seed 
 table says which set it shows. (The sweep and the report see the same held-out prompts, on other seeds: other
 bases, other images.)
 
-For every seed s: the base is pretrained with seed s (pretrain.py, cached) and evaluated with `evaluate_world`
+For every seed s: the base is pretrained with seed s (shapes/pretrain.py, cached) and evaluated with `evaluate_world`
 on shapes.eval_records; each arm then runs train.py from that base with seed s and is evaluated the same way.
 train.py draws its prompts from the "train" side of the world's fixed split (shapes.split_of) and the
 evaluation only from the "eval" side, so no evaluation prompt of any category was ever trained on. Arms:
@@ -33,11 +33,11 @@ Prints a markdown table (mean ± std over seeds) of the judge per category and o
 scenes, self-QA, the imbalance and CPU minutes per run, then each arm's gain over the base paired by seed;
 appends one JSON line per (seed, arm) to --out and draws the arms' means into a PNG beside it. Commands:
 
-    python bench/shapes_table.py --sweep --lrs 3e-5 1e-4 3e-4        # dev seeds: choose each arm's lr
-    python bench/shapes_table.py --seeds report                       # the reported table, 7 arms x 5 seeds
-    python bench/shapes_table.py --claims bench/results/shapes-janus-report.jsonl   # which claims hold
-    python bench/shapes_table.py --table bench/results/shapes-janus-report.jsonl    # table and plot again
-    python bench/shapes_table.py --model shapes-showo --seeds report  # Show-o's family (its preset's w = 1)
+    python -m shapes.bench --sweep --lrs 3e-5 1e-4 3e-4        # dev seeds: choose each arm's lr
+    python -m shapes.bench --seeds report                       # the reported table, 7 arms x 5 seeds
+    python -m shapes.bench --claims bench/results/shapes-janus-report.jsonl   # which claims hold
+    python -m shapes.bench --table bench/results/shapes-janus-report.jsonl    # table and plot again
+    python -m shapes.bench --model shapes-showo --seeds report  # Show-o's family (its preset's w = 1)
 
 Extra train.py flags go after `--`, e.g. `-- --kl-beta 0.05`; they apply to every arm.
 """
@@ -59,11 +59,13 @@ from PIL import Image, ImageDraw, ImageFont
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import plot  # noqa: E402
-import pretrain  # noqa: E402
+from support import plot  # noqa: E402
+from shapes import pretrain  # noqa: E402
 import shapes  # noqa: E402
 import train  # noqa: E402
-from models.shapes_models import FAMILIES, evaluate_world, load_shapes_policy  # noqa: E402
+from evaluate import evaluate_world  # noqa: E402
+from shapes.models import FAMILIES  # noqa: E402
+from shapes.pretrain import load_shapes_policy  # noqa: E402
 
 DEV_SEEDS = (100, 101, 102)  # choose settings (--sweep) on these
 REPORT_SEEDS = (1000, 1001, 1002, 1003, 1004)  # report on these; never used for a choice
@@ -341,7 +343,7 @@ def read_rows(path: str) -> list[dict]:
 def parse_args(argv: list[str]):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default="shapes-janus", choices=list(FAMILIES),
-                    help="the world's family: its base (pretrain.py, cached) and train.py's --model")
+                    help="the world's family: its base (shapes/pretrain.py, cached) and train.py's --model")
     ap.add_argument("--seeds", nargs="+", default=["dev"],
                     help=f"dev {DEV_SEEDS} | report {REPORT_SEEDS} | integers (labelled other)")
     ap.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))

@@ -38,7 +38,6 @@ import re
 import shutil
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -49,9 +48,6 @@ import prompts
 import reward
 from generate import image_grid, image_uniforms, row_generators, sample_images_ar, sample_images_masked
 from understand import answer_questions
-
-if TYPE_CHECKING:  # only for annotations: evaluate.py imports this file
-    from evaluate import Config
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")
 
@@ -165,7 +161,7 @@ def write_prompt_folder(out: Path, i: int, line: str, pixels: list) -> None:
     os.replace(tmp, final)
 
 
-def export_geneval(policy, texts, lines, out: Path, indices: list[int], cfg: Config, cfg_scale: float,
+def export_geneval(policy, texts, lines, out: Path, indices: list[int], cfg: "evaluate.Config", cfg_scale: float,
                    progress: bool) -> int:
     """Write every incomplete prompt folder among `indices`, with guidance `cfg_scale` (the family's default
     already filled in); returns how many were written."""
@@ -191,7 +187,7 @@ def export_geneval(policy, texts, lines, out: Path, indices: list[int], cfg: Con
 
 
 @torch.no_grad()
-def analyze_folder(policy, scorer, judge, lines, records, out: Path, indices: list[int], cfg: Config,
+def analyze_folder(policy, scorer, judge, lines, records, out: Path, indices: list[int], cfg: "evaluate.Config",
                    progress: bool = False) -> list[dict]:
     """Self-QA and the built-in scorer's (or a judge's) verdicts on the saved PNGs of `indices`: the images
     GenEval sees, also for prompts exported by an earlier, interrupted run."""
@@ -272,7 +268,7 @@ def describe_weights(source: str) -> dict:
     return {"hub_id": source, "revision": hub_revision(source)}
 
 
-def checkpoint_sha256(cfg: Config, policy) -> str:
+def checkpoint_sha256(cfg: "evaluate.Config", policy) -> str:
     """The weights files' sha256; "built-in" for tiny presets built from a seed; else the loaded tensors'."""
     if cfg.model_path and Path(cfg.model_path).is_dir():
         return weights_sha256(cfg.model_path)[0]
@@ -285,7 +281,7 @@ def checkpoint_sha256(cfg: Config, policy) -> str:
     return "state-dict:" + digest.hexdigest()
 
 
-def pin_settings(cfg: Config, policy, metadata: Path, cfg_scale: float, steps: int | None) -> dict:
+def pin_settings(cfg: "evaluate.Config", policy, metadata: Path, cfg_scale: float, steps: int | None) -> dict:
     """What the images depend on, for export.json. World size and batch size are deliberately absent:
     image k of prompt i is the same whichever rank draws it, in whichever batch."""
     return {"model": cfg.model, "checkpoint_sha256": checkpoint_sha256(cfg, policy),
@@ -304,7 +300,7 @@ def claim_folder(out: Path, pinned: dict) -> str:
                 f"--out, or delete the folder to regenerate") if changed else ""
     if out.is_dir() and any(p.name.isdigit() for p in out.iterdir()):
         return f"--out {out} holds prompt folders but no export.json (not written by evaluate.py): choose a new --out"
-    from checkpoint import atomic_write_text
+    from support.checkpoint import atomic_write_text
 
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, json.dumps(pinned, indent=1))
@@ -315,7 +311,7 @@ def device_name(device: torch.device) -> str:
     return f"{device} ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else str(device)
 
 
-def record_settings(cfg: Config, metadata: Path, pinned: dict, policy, scorer_name: str, device, world: int,
+def record_settings(cfg: "evaluate.Config", metadata: Path, pinned: dict, policy, scorer_name: str, device, world: int,
                     out: Path) -> dict:
     """Everything a reader needs to reproduce the numbers, for results.json."""
     import transformers

@@ -16,7 +16,7 @@ unchanged:
   text. It draws the 16 codes by MaskGIT-style parallel decoding and reads its images as Show-o does,
   through the image tokens themselves, so the codec stands in for MAGVIT-v2 only to render pixels (for
   the judge and the sample grids) and to parse external pixels back to codes.
-- Both start from random weights; pretrain.py teaches them the world. `load_shapes_policy` is the preset
+- Both start from random weights; shapes/pretrain.py teaches them the world. `load_shapes_policy` is the preset
   loader: a folder (a pretrained base, a train.py checkpoint) or, without one, the cached pretrained
   base of the preset's family, pretraining it on first use.
 - `evaluate_world` scores a policy with the exact judge on fresh samples, its self-QA on those same
@@ -28,7 +28,6 @@ the codec, pretraining and evaluation only use the contract.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import torch
@@ -36,7 +35,6 @@ import torch
 import shapes
 
 TAGS = shapes.TAGS
-EVAL_STEP = -1  # evaluation draws its images at a "step" no training run reaches: never a training image's stream
 
 
 class ShapesCodec:
@@ -118,7 +116,7 @@ def load_shapes_janus(folder: str, dtype=torch.float32):
     size, codes = model.config.vision_config.image_size, model.config.vq_config.num_embeddings
     if (size, codes) != (shapes.SIZE, shapes.NUM_CODES):
         raise ValueError(f"{folder} is not a shapes-world Janus ({size} px, codebook {codes}; the world needs "
-                         f"{shapes.SIZE} px and {shapes.NUM_CODES} codes): pass a folder written by pretrain.py "
+                         f"{shapes.SIZE} px and {shapes.NUM_CODES} codes): pass a folder written by shapes/pretrain.py "
                          f"or by a shapes-janus run")
     processor = JanusProcessor.from_pretrained(folder)
     processor.use_default_system_prompt = False  # as built (not every transformers version saves it)
@@ -190,7 +188,7 @@ def load_shapes_showo(folder: str, dtype=torch.float32):
     from models import showo as S
     from models.showo_policy import ShowoPolicy
 
-    fix = "pass a folder written by pretrain.py --family showo or by a shapes-showo run"
+    fix = "pass a folder written by shapes/pretrain.py --family showo or by a shapes-showo run"
     path = Path(folder)
     if not (path / "config.json").is_file() or not (path / S.WEIGHTS_NAME).is_file():
         raise ValueError(f"{folder} is not a shapes-world Show-o (it needs config.json and {S.WEIGHTS_NAME}): {fix}")
@@ -210,141 +208,4 @@ LOADERS = {"janus": load_shapes_janus, "showo": load_shapes_showo}  # family -> 
 FAMILIES = {"shapes-janus": "janus", "shapes-showo": "showo"}  # preset name -> family
 
 
-def load_shapes_policy(name: str, path: str | None = None, dtype=torch.float32):
-    """The `shapes-*` preset loader: `path` (a folder written by `policy.save`) or the cached base."""
-    if name not in FAMILIES:
-        raise ValueError(f"unknown shapes preset {name!r}: choose one of {', '.join(FAMILIES)}")
-    family = FAMILIES[name]
-    if path is None:
-        path = str(shared_cached_base(family))
-    return LOADERS[family](path, dtype=dtype)
-
-
-def base_to_fill(family: str) -> Path | None:
-    """The cache folder the base of `family` would be pretrained into, or None when it is cached already."""
-    import pretrain
-
-    folder = pretrain.base_folder(pretrain.PretrainConfig(family=family))
-    return None if (folder / "config.json").exists() else folder
-
-
-def shared_cached_base(family: str) -> Path:
-    """The cached base, pretrained once under torchrun: rank 0 fills the cache while the other ranks wait at
-    a barrier, then they all read it. Only rank 0 can write it: under a process group, transformers'
-    save_pretrained writes weights and config on global rank 0 alone (5.x, should_save_on_this_rank)."""
-    import torch.distributed as dist
-
-    import pretrain
-
-    cfg = pretrain.PretrainConfig(family=family)
-    if not dist.is_initialized():
-        return pretrain.cached_base(cfg)
-    if dist.get_rank() == 0:
-        pretrain.cached_base(cfg)
-    dist.barrier()  # collective: every rank loads its policy at the same point of train.py / evaluate.py
-    folder = pretrain.base_folder(cfg)
-    if not (folder / "config.json").exists():
-        raise ValueError(f"rank {dist.get_rank()} cannot see the shapes base that rank 0 cached at {folder}: point "
-                         f"UNIRL_CACHE at a folder every machine shares, or run `python pretrain.py` once on each "
-                         f"machine first")
-    return folder
-
-
 # ------------------------------------------------------------------------------------------- evaluation
-@torch.no_grad()
-def evaluate_world(policy, records: list[dict], *, n_samples: int = 4, cfg_scale: float | None = None,
-                   temperature: float = 1.0, timesteps: int | None = None, seed: int = 0,
-                   batch_images: int = 128, max_answer_tokens: int = 16) -> dict:
-    """Score a policy in the shapes world. Every number is a share in [0, 1].
-
-    For each record the policy draws `n_samples` images (CFG `cfg_scale`, default the family's, at
-    `temperature`; Show-o decodes in `timesteps` steps, default the family's), and answers the record's
-    question about each of them (greedy). It also answers the question about one true scene per record,
-    drawn by shapes.sample_scene from `seed`.
-
-    Returns
-      geneval/<tag>, geneval    the exact judge's pass rate per tag; overall = mean of the tag scores (GenEval's)
-      self_qa/<tag>, self_qa    share of its own images whose answer is fully right (reward 1), as train.py logs it
-      self_reward               mean partial-credit reward (reward.py) on its own images
-      und/<tag>, und            share of true scenes answered fully right: understanding alone
-      imbalance                 share of its images where the judge and its own answer disagree, split as
-      imbalance/judge_only        the judge passes the image but the answer is wrong (reward left on the table)
-      imbalance/answer_only       the judge fails the image but the answer is right (a reward the image did not earn)
-      images, seconds
-    """
-    import random
-
-    import reward
-    from generate import rollout
-    from understand import answer_questions
-
-    t0 = time.perf_counter()
-    was_training = policy.training
-    policy.eval()
-    device = next(policy.parameters()).device
-    cfg = cfg_scale if cfg_scale is not None else policy.default_cfg_scale
-    passed, correct, rewards, tags, und_correct = [], [], [], [], []
-    per_chunk = max(1, batch_images // n_samples)
-    for start in range(0, len(records), per_chunk):
-        chunk = records[start:start + per_chunk]
-        ro = rollout(policy, chunk, n_samples, seed=seed, step=EVAL_STEP, first_index=start * n_samples,
-                     cfg_scale=cfg, temperature=temperature, timesteps=timesteps)
-        codes = shapes.parse_image(ro.pixels.float().cpu())  # the judge sees pixels only, as GenEval does
-        passed += [shapes.judge(r, c)[0] for r, c in zip(ro.records, codes)]
-        *_, answers = answer_questions(policy, policy.encode_images(ro.pixels), [r["question"] for r in ro.records],
-                                       max_new_tokens=max_answer_tokens)
-        scores = reward.score_answers(answers, ro.records)
-        rewards += scores
-        correct += [s == 1.0 for s in scores]
-        tags += [r["tag"] for r in ro.records]
-        # understanding alone: the same questions about true scenes of the same records
-        rng = random.Random(seed * 1_000_003 + start)
-        truth = torch.stack([shapes.sample_scene(r, rng) for r in chunk])
-        pixels = shapes.render_tensor(truth).to(device)
-        *_, answers = answer_questions(policy, policy.encode_images(pixels), [r["question"] for r in chunk],
-                                       max_new_tokens=max_answer_tokens)
-        und_correct += [s == 1.0 for s in reward.score_answers(answers, chunk)]
-    policy.train(was_training)
-
-    def share(flags, keep=None):
-        flags = [f for i, f in enumerate(flags) if keep is None or keep[i]]
-        return sum(flags) / max(len(flags), 1)
-
-    out = {}
-    present = [t for t in TAGS if t in tags]
-    record_tags = [r["tag"] for r in records]
-    for tag in present:
-        out[f"geneval/{tag}"] = share(passed, [t == tag for t in tags])
-        out[f"self_qa/{tag}"] = share(correct, [t == tag for t in tags])
-        out[f"und/{tag}"] = share(und_correct, [t == tag for t in record_tags])
-    out["geneval"] = sum(out[f"geneval/{t}"] for t in present) / len(present)  # GenEval: mean of the tags
-    out["self_qa"] = share(correct)
-    out["self_reward"] = sum(rewards) / len(rewards)
-    out["und"] = share(und_correct)
-    out["imbalance/judge_only"] = share([p and not c for p, c in zip(passed, correct)])
-    out["imbalance/answer_only"] = share([c and not p for p, c in zip(passed, correct)])
-    out["imbalance"] = out["imbalance/judge_only"] + out["imbalance/answer_only"]
-    out["images"] = len(passed)
-    out["seconds"] = time.perf_counter() - t0
-    return out
-
-
-TABLE_ROWS = ([(f"geneval/{t}", f"judge: {t}") for t in TAGS] + [("geneval", "**judge: overall (GenEval)**")]
-              + [("und", "understanding of true scenes"), ("self_qa", "self-QA accuracy (own images)"),
-                 ("imbalance/judge_only", "imbalance: judge yes, answer no"),
-                 ("imbalance/answer_only", "imbalance: judge no, answer yes")])
-
-
-def format_scores(result: dict, name: str = "score") -> str:
-    """One `evaluate_world` result as a markdown table, one row per metric."""
-    rows = [f"| {label} | {result[key]:.3f} |" for key, label in TABLE_ROWS if key in result]
-    return "\n".join([f"| metric | {name} |", "|---|---:|", *rows])
-
-
-def format_table(before: dict, after: dict, names: tuple[str, str] = ("before", "after")) -> str:
-    """Two `evaluate_world` results as a markdown table: one row per metric, with the change."""
-    lines = [f"| metric | {names[0]} | {names[1]} | change |", "|---|---:|---:|---:|"]
-    for key, label in TABLE_ROWS:
-        if key in before and key in after:
-            lines.append(f"| {label} | {before[key]:.3f} | {after[key]:.3f} | {after[key] - before[key]:+.3f} |")
-    return "\n".join(lines)

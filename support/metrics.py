@@ -9,7 +9,6 @@ train.py calls these on rank 0 only (the numbers were already averaged or gather
     trim_metrics     on resume, drop lines past the checkpoint's step so the log reads as one run
     save_grid        samples/step-NNNNNN.png: one group per row, with its prompt, each image's answer and
                      reward, and a legend (draw_grid), written atomically
-    finish_run       curves.png of the whole run and, with held-out evaluation on, before_after.md
 
 Nothing here touches a model or a rank: every function takes plain numbers, paths and tensors.
 """
@@ -64,7 +63,7 @@ def trim_metrics(path: Path, step: int, warn=print) -> None:
     """On resume, drop metric lines past the checkpoint's step so the log reads as one run (at step 0, all of
     them: the restarted run writes its own). A last line cut short by a killed run is dropped with a warning;
     any other line that is not a JSON object with a step is an error naming the file and the line."""
-    from checkpoint import atomic_write_text
+    from support.checkpoint import atomic_write_text
 
     if not path.exists():
         return
@@ -228,21 +227,3 @@ def draw_grid(pixels: torch.Tensor, columns: int, records: list[dict], answers: 
             for k, text in enumerate(fit_text(draw, answers[i], small, TILE, CAPTION_LINES)):
                 draw.text((x, y_image + TILE + 5 + line * (k + 1)), text, fill=INK, font=small)
     return image
-
-
-def finish_run(cfg, out: Path, held_out_count: int) -> str | None:
-    """curves.png from metrics.jsonl, and the held-out before/after table when the run evaluated twice or more.
-    Returns the table (also written to before_after.md), or None."""
-    from checkpoint import atomic_write_text
-    from evaluate import before_after
-    from plot import plot_metrics, read_metrics
-
-    rows = read_metrics(Path(out) / "metrics.jsonl")
-    plot_metrics(rows, path=Path(out) / "curves.png")  # the panels of what moved (all of them after one step)
-    evals = [r for r in rows if any(k.startswith("eval/") for k in r)]
-    if len(evals) < 2:
-        return None
-    table = before_after(cfg, evals[0], evals[-1])
-    atomic_write_text(Path(out) / "before_after.md", table + "\n")
-    print(f"\nheld-out evaluation ({held_out_count} prompts x {cfg.eval_samples} images):\n{table}")
-    return table

@@ -1,7 +1,7 @@
 """Pretraining a small base model for the shapes world, from scratch, on rendered ground truth.
 
 UniRL starts from a pretrained unified model that draws and reads, imperfectly. The shapes world
-(shapes.py) makes its own: a tiny real Janus or Show-o (models/shapes_models.py) learns, from random weights,
+(shapes/__init__.py) makes its own: a tiny real Janus or Show-o (shapes/models.py) learns, from random weights,
 
 - text to image: the NLL of a true scene's 16 cell codes given the prompt, through `policy(gen=...)`.
   Janus (autoregressive) is teacher-forced on all 16. Show-o (masked decoding) gets its own objective:
@@ -17,16 +17,16 @@ UniRL starts from a pretrained unified model that draws and reads, imperfectly. 
 Both losses come from one forward call on the same scenes, for every record tag. The run is short on
 purpose: the base should draw and count imperfectly, so that self-improvement has something to fix,
 while reading well enough for its own answers to be a useful reward. It uses only the policy contract,
-so another family needs only a builder in models/shapes_models.py (and, if it decodes some other way,
+so another family needs only a builder in shapes/models.py (and, if it decodes some other way,
 a line in `pretrain` saying which image tokens it scores).
 
 The result is cached: `--model shapes-janus` (or `shapes-showo`) without `--model-path` loads
 `$UNIRL_CACHE/shapes/<family>-<hash of these settings>` (default ~/.cache/unirl), pretraining it first if
 it is missing; the family is part of the hash, so each family has its own base. Run it alone:
 
-    python pretrain.py --seed 0                        # the default base: fills the cache, prints an evaluation
-    python pretrain.py --family showo                  # the same for Show-o (about 90 s on one core)
-    python pretrain.py --seed 1 --out bases/seed1      # another base; then train.py --model-path bases/seed1
+    python -m shapes.pretrain --seed 0                        # the default base: fills the cache, prints an evaluation
+    python -m shapes.pretrain --family showo                  # the same for Show-o (about 90 s on one core)
+    python -m shapes.pretrain --seed 1 --out bases/seed1      # another base; then train.py --model-path bases/seed1
 """
 
 from __future__ import annotations
@@ -48,15 +48,16 @@ from pathlib import Path
 import torch
 
 import shapes
-from checkpoint import fsync_dir, new_folder, settle_tree
-from cli import check_flags, opt, writable_folder_problem
+from shapes.models import BUILDERS, FAMILIES, LOADERS
+from support.checkpoint import fsync_dir, new_folder, settle_tree
+from support.cli import check_flags, opt, writable_folder_problem
 
 VERSION = 1  # bump when a change here alters what a given config trains: old caches are then ignored
 
 
 @dataclass
 class PretrainConfig:
-    family: str = opt("janus", "model family of the base (models/shapes_models.py BUILDERS)")
+    family: str = opt("janus", "model family of the base (shapes/models.py BUILDERS)")
     seed: int = opt(0, "seeds the weights, the records, the scenes and the CFG dropout")
     hidden: int = opt(64, "width of the language model")
     layers: int = opt(2, "language-model layers")
@@ -98,8 +99,6 @@ LIMITS = dict(
 
 def validate(cfg: PretrainConfig, run: PretrainRun) -> None:
     """Every bad flag fails here, in one line, before minutes of pretraining; so does a folder we cannot write."""
-    from models.shapes_models import BUILDERS
-
     check_flags(cfg, LIMITS)
     check_flags(run, LIMITS)
     if cfg.family not in BUILDERS:
@@ -174,8 +173,6 @@ def learning_rate(cfg: PretrainConfig, step: int) -> float:
 
 def pretrain(cfg: PretrainConfig, log_every: int = 50) -> tuple[torch.nn.Module, list[dict]]:
     """Build a random-weight base of `cfg.family` and train it on true scenes. Returns (policy, history)."""
-    from models.shapes_models import BUILDERS
-
     policy = BUILDERS[cfg.family](seed=cfg.seed, hidden=cfg.hidden, layers=cfg.layers, vocab_size=cfg.vocab_size)
     policy.train()
     records = shapes.make_shape_records(cfg.num_records, seed=cfg.seed)
@@ -253,6 +250,48 @@ def cached_base(cfg: PretrainConfig) -> Path:
     return folder
 
 
+# ------------------------------------------------------------------ the preset loader (models.PRESETS)
+def load_shapes_policy(name: str, path: str | None = None, dtype=torch.float32):
+    """The `shapes-*` preset loader: `path` (a folder written by `policy.save`) or the cached base."""
+    if name not in FAMILIES:
+        raise ValueError(f"unknown shapes preset {name!r}: choose one of {', '.join(FAMILIES)}")
+    family = FAMILIES[name]
+    if path is None:
+        path = str(shared_cached_base(family))
+    return LOADERS[family](path, dtype=dtype)
+
+
+def cache_to_fill(name: str, path: str | None) -> Path | None:
+    """models.cache_to_fill for the shapes world: the base's cache folder when it must be pretrained first."""
+    return base_to_fill(FAMILIES[name]) if path is None else None
+
+
+def base_to_fill(family: str) -> Path | None:
+    """The cache folder the base of `family` would be pretrained into, or None when it is cached already."""
+    folder = base_folder(PretrainConfig(family=family))
+    return None if (folder / "config.json").exists() else folder
+
+
+def shared_cached_base(family: str) -> Path:
+    """The cached base, pretrained once under torchrun: rank 0 fills the cache while the other ranks wait at
+    a barrier, then they all read it. Only rank 0 can write it: under a process group, transformers'
+    save_pretrained writes weights and config on global rank 0 alone (5.x, should_save_on_this_rank)."""
+    import torch.distributed as dist
+
+    cfg = PretrainConfig(family=family)
+    if not dist.is_initialized():
+        return cached_base(cfg)
+    if dist.get_rank() == 0:
+        cached_base(cfg)
+    dist.barrier()  # collective: every rank loads its policy at the same point of train.py / evaluate.py
+    folder = base_folder(cfg)
+    if not (folder / "config.json").exists():
+        raise ValueError(f"rank {dist.get_rank()} cannot see the shapes base that rank 0 cached at {folder}: point "
+                         f"UNIRL_CACHE at a folder every machine shares, or run `python py` once on each "
+                         f"machine first")
+    return folder
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     for f in dataclasses.fields(PretrainConfig) + dataclasses.fields(PretrainRun):
@@ -272,7 +311,7 @@ def main(argv: list[str] | None = None) -> None:
         folder = save_base(policy, cfg, history, run.out)
         print(f"wrote {folder} ({history[-1]['seconds']:.0f}s)")
     if run.eval_per_tag:
-        from models.shapes_models import LOADERS, evaluate_world
+        from evaluate import evaluate_world  # the one evaluation loop, above this world
 
         policy = LOADERS[cfg.family](str(folder))
         result = evaluate_world(policy, shapes.eval_records(run.eval_per_tag), seed=cfg.seed)
