@@ -14,7 +14,7 @@ or from DeepSeek's original format (`deepseek-ai/Janus-1.3B`, the model of the p
 converted on first use by models/convert_janus.py. `janus-tiny` is built here from a seed: the real
 architecture at toy width, with its own small BPE tokenizer, for tests and CPU runs.
 
-Traps of transformers 5.23 that this file avoids (all measured, see the Janus notes):
+Traps of transformers 5.23 that this file avoids:
 - JanusConfig ties lm_head to the input embeddings by default; Janus-Pro's head is untied.
 - A generation config saved with `_from_model_config=True` loses `generation_kwargs` on reload.
 - The VQ tokenizer is frozen by intent, but `eval()` alone does not stop its gradients.
