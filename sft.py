@@ -38,6 +38,7 @@ def token_nll(logits: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> to
 
 def select_best(rewards: torch.Tensor, min_reward: float) -> torch.Tensor:
     """Which images to imitate: the best of their group and at least min_reward. (P, G) -> bool (P, G)."""
+    # ties: every image at its group's best reward is imitated
     best = rewards == rewards.max(dim=1, keepdim=True).values
     return best & (rewards >= min_reward)
 
@@ -48,6 +49,7 @@ def conditional_gumbels(logits: torch.Tensor, tokens: torch.Tensor, uniforms: to
     logits (N, T, K); tokens (N, T); uniforms (N, T, K) in (0, 1). Returns (N, T, K).
     """
     z = logits.float()
+    # the clamp keeps both logs finite (1 - 1e-7 is still below 1 in float32)
     gumbel = -torch.log(-torch.log(uniforms.clamp(1e-20, 1 - 1e-7)))  # standard Gumbel(0, 1)
     top = torch.logsumexp(z, -1, keepdim=True) + gumbel.gather(-1, tokens.unsqueeze(-1))  # the winner's value
     others = z + gumbel  # unconstrained Gumbel(z_i) draws

@@ -480,6 +480,7 @@ def load_showo(path_or_hub_id: str, device=None, dtype=None, max_text_len: int |
     missing, unexpected = set(model.state_dict()) - set(state), set(state) - set(model.state_dict())
     if missing or unexpected:
         raise KeyError(f"{folder / WEIGHTS_NAME}: missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}")
+    # assign=True: the meta parameters become the loaded tensors (copying into meta tensors would drop the values)
     model.load_state_dict(state, strict=True, assign=True)
     # RoPE tables are non-persistent buffers (never in the file): rebuild them for real, in fp32.
     model.showo.model.rotary_emb = PhiRotaryEmbedding(model.showo.config)
