@@ -65,6 +65,7 @@ def image_uniforms(seed: int, step: int, first_index: int, count: int, length: i
     rows = []
     for i in range(first_index, first_index + count):
         gen = torch.Generator().manual_seed(seed_for(seed, step, i))
+        # float64, as the CDF it is compared with: float32 uniforms come in steps of 2^-24, too coarse for rare tokens
         rows.append(torch.rand(length, generator=gen, dtype=torch.float64))
     return torch.stack(rows)
 
@@ -92,15 +93,17 @@ def sample_images_ar(policy, prompt_ids, prompt_mask, uniforms, *, cfg_scale=Non
     rows, mask = prompt_ids, prompt_mask
     if cfg_scale is not None:  # [cond; uncond]: one forward per step serves both branches
         rows = torch.cat([prompt_ids, policy.uncond_prompt_ids(prompt_ids)])
-        mask = torch.cat([prompt_mask, prompt_mask])
+        mask = torch.cat([prompt_mask, prompt_mask])  # the uncond rows keep the cond rows' length and left padding
+    # allocated once for the prompt and every image token: no copy as it grows, fixed addresses
     cache = policy.new_cache(rows.shape[0], length + steps)
     logits = policy.gen_step(cache, mask, prompt_ids=rows)  # prefill: (B, K) for token 0
     tokens = prompt_ids.new_empty(n, steps)
     for t in range(steps):
         guided = logits if cfg_scale is None else policy.guide(logits[:n], logits[n:], cfg_scale)
         tokens[:, t] = sample_tokens(guided, uniforms[:, t], temperature)
-        if t + 1 == steps:
+        if t + 1 == steps:  # the last token is never fed back: no logits are needed after it
             break
+        # (B, L + t + 1): the token fed now is a key every later step attends to
         mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], 1)
         feed = tokens[:, t].repeat(rows.shape[0] // n)  # the same token goes to both branches
         logits = policy.gen_step(cache, mask, image_ids=feed)
@@ -125,6 +128,7 @@ def sample_images_masked(policy, prompt_ids, generators, *, cfg_scale=None, time
     n, length = prompt_ids.shape[0], policy.num_image_tokens
     mask = policy.mask_code
     codes = torch.full((n, length), mask, dtype=torch.long, device=prompt_ids.device)
+    # (N, T); a token still masked before the last step is committed at T - 1
     commit = torch.full_like(codes, timesteps - 1)
     tau = temperature
     per_row = isinstance(generators, (list, tuple))
@@ -137,6 +141,7 @@ def sample_images_masked(policy, prompt_ids, generators, *, cfg_scale=None, time
         else:
             sampled = torch.multinomial(probs.view(-1, probs.shape[-1]), 1, generator=generators).view(n, length)
         unknown = codes == mask
+        # committed tokens keep their value; only masked ones take the new draw
         sampled = torch.where(unknown, sampled, codes)
         ratio = (s + 1) / timesteps
         keep_masked = torch.floor(length * torch.cos(torch.tensor(ratio) * math.pi * 0.5))  # the cosine schedule
@@ -148,11 +153,13 @@ def sample_images_masked(policy, prompt_ids, generators, *, cfg_scale=None, time
             u = torch.stack([torch.zeros(length, device=codes.device).uniform_(0, 1, generator=g) for g in generators])
         else:
             u = torch.zeros(n, length, device=codes.device).uniform_(0, 1, generator=generators)
+        # Gumbel(0, 1) from the uniforms; the clamps keep both logs finite at u = 0 and u = 1
         gumbel = -torch.log((-torch.log(u.clamp(min=1e-20))).clamp(min=1e-20))
         confidence = torch.log(confidence.clamp(min=1e-20)) + tau * gumbel
         cut = torch.sort(confidence, -1).values.gather(-1, keep_masked)  # the keep_masked-th lowest
+        # the keep_masked least confident tokens go back to [MASK] (strict <, as the original)
         remask = confidence < cut
-        commit = torch.where(unknown & ~remask, s, commit)
+        commit = torch.where(unknown & ~remask, s, commit)  # masked before this step and kept now: committed at step s
         codes = torch.where(remask, mask, sampled)
     return sampled, commit
 

@@ -73,10 +73,14 @@ def clipped_surrogate(logp, old_logp, advantages, clip_eps: float):
     loss_t = -min(r_t A, clip(r_t, 1-eps, 1+eps) A), r_t = exp(logp_t - old_logp_t).
     Returns (loss (N, T), clipped (N, T) bool: tokens whose gradient the clip removed).
     """
+    # (N, T). With old_logp = logp.detach() (mu = 1) its value is exactly 1 but its gradient is d logp, so the loss's
+    # gradient is -A d logp: plain policy gradient
     ratio = torch.exp(logp - old_logp)
     adv = advantages[:, None]
     unclipped = ratio * adv
     clipped = ratio.clamp(1 - clip_eps, 1 + clip_eps) * adv
+    # clipped < unclipped only when the ratio left [1-eps, 1+eps] in the direction A favours: min() then takes the
+    # clamped term, whose gradient is 0
     return -torch.minimum(unclipped, clipped), clipped < unclipped
 
 
@@ -164,9 +168,12 @@ def remask_positions(seed: int, step: int, first_image: int, num_images: int, gr
 
     rows = []
     for i in range(first_image, first_image + num_images):
+        # tags 7 and 8 keep these streams apart from the sampler's seed_for(seed, step, i); no rank enters the seed
         group = torch.Generator().manual_seed(seed_for(seed, step, i // group_size, 7))
+        # MaskGIT's cosine schedule; at least one token, so no image's loss is empty
         count = max(1, round(length * math.cos(math.pi / 2 * torch.rand(1, generator=group).item())))
         image = torch.Generator().manual_seed(seed_for(seed, step, i, 8))
+        # a random permutation: its first `count` positions are masked
         order = torch.rand(length, generator=image).argsort()
         rows.append(torch.zeros(length, dtype=torch.bool).index_fill(0, order[:count], True))
     return torch.stack(rows)
@@ -181,6 +188,7 @@ def trajectory_subset(commit_steps: torch.Tensor, k: int, seed: int, step: int) 
         return torch.ones_like(commit_steps, dtype=torch.bool)
     from generate import seed_for
 
+    # seeded on (seed, step) alone: every rank and every pass (old, reference, current) scores the same steps
     chosen = torch.randperm(total, generator=torch.Generator().manual_seed(seed_for(seed, step, 9)))[:k]
     return torch.isin(commit_steps, chosen.to(commit_steps.device))
 

@@ -132,6 +132,7 @@ def read_words(answer) -> tuple:
     return words, clauses
 
 
+# cached: every answer of a batch asks for the same classes, and building their surface forms is not free
 @functools.lru_cache(maxsize=64)
 def vocabulary(classes: tuple) -> tuple:
     # surface form (tuple of words) -> class, for the singular, the plural and the naive "+s"
@@ -383,7 +384,7 @@ def group_advantages(rewards: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     if rewards.dim() != 2:
         raise ValueError(f"rewards must be (P, G), got shape {tuple(rewards.shape)}")
     if not rewards.is_floating_point():
-        rewards = rewards.float()
+        rewards = rewards.float()  # 0/1 integer rewards: mean and std need floats
     means = rewards.mean(dim=1, keepdim=True)  # (P, 1)
     stds = rewards.std(dim=1, keepdim=True, correction=0)  # (P, 1) population std: G = 1 gives 0
     advantages = (rewards - means) / (stds + eps)  # (P, G)

@@ -38,6 +38,7 @@ def token_nll(logits: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> to
 
 def select_best(rewards: torch.Tensor, min_reward: float) -> torch.Tensor:
     """Which images to imitate: the best of their group and at least min_reward. (P, G) -> bool (P, G)."""
+    # ties: every image at its group's best reward is imitated
     best = rewards == rewards.max(dim=1, keepdim=True).values
     return best & (rewards >= min_reward)
 

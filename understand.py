@@ -42,20 +42,24 @@ def answer_questions(policy, images, questions: list[str], *, max_new_tokens: in
     ids, mask = policy.tokenize_und_prompts(questions)
     ids, mask = ids.to(device), mask.to(device)
     n = ids.shape[0]
-    cache = policy.new_cache(n, ids.shape[1] + max_new_tokens)
+    cache = policy.new_cache(n, ids.shape[1] + max_new_tokens)  # allocated once for the prompt and the longest answer
     logits = policy.und_step(cache, mask, ids, images)  # prefill: (N, V)
     done = torch.zeros(n, dtype=torch.bool, device=device)
     answer_ids, answer_mask = [], []
     step_mask = mask
     for t in range(max_new_tokens):
+        # the zeros stand in only for greedy decoding (temperature 0), which never reads u
         u = uniforms[:, t] if uniforms is not None else torch.zeros(n, device=device)
         token = sample_tokens(logits, u, temperature)
-        token = torch.where(done, torch.full_like(token, policy.pad_id), token)  # finished rows emit PAD
+        # finished rows emit PAD so the batch stays in lockstep (one forward for all rows); answer_mask drops it
+        token = torch.where(done, torch.full_like(token, policy.pad_id), token)
         answer_ids.append(token)
-        answer_mask.append((~done).long())  # the EOS itself is part of the answer
+        # the EOS itself is part of the answer: `done` turns True only after this line
+        answer_mask.append((~done).long())
         done = done | (token == policy.eos_id)
         if bool(done.all()) or t + 1 == max_new_tokens:
             break
+        # every row's new token is a real key, PAD included: only a finished row reads it, and its output is unused
         step_mask = torch.cat([step_mask, step_mask.new_ones(n, 1)], 1)
         logits = policy.und_step(cache, step_mask, token[:, None])
     answer_ids = torch.stack(answer_ids, 1)  # (N, A)

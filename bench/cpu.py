@@ -189,12 +189,13 @@ def janus_flops(policy, batch: int, cfg_scale: float = 5.0) -> list[dict]:
                 formula=formula)
         r["ok"] = abs(r["rel_err"]) <= FLOP_TOLERANCE
         rows.append(r)
-    # performance.md §4.2 expects uncached / cached >= 0.8 (P + N/2); the trunk-only ratio is really
-    # N (P + (N-1)/2) / (P + N - 1), which meets that bound only when P << N (true at 32 + 576, not here)
+    # A rough estimate says uncached / cached >= 0.8 (P + N/2), as the uncached linear work grows with the
+    # average context; the trunk-only ratio is really N (P + (N-1)/2) / (P + N - 1), which meets that bound
+    # only when P << N (true at 32 + 576, not here)
     measured, want = uncached / cached, want_uncached / want_cached
     r = row("janus: FLOPs uncached / cached rollout", measured, want,
             plan_bound=0.8 * (length + n / 2), trunk_only=n * (length + (n - 1) / 2) / (length + n - 1),
-            detail="the plan's 0.8 (P + N/2) bound assumes P << N")
+            detail="the rough 0.8 (P + N/2) bound assumes P << N")
     r["ok"] = abs(r["rel_err"]) <= FLOP_TOLERANCE
     rows.append(r)
     return rows

@@ -1,6 +1,6 @@
 """GPU benchmark suite: every phase of a UniRL iteration on the real architectures, against the roofline.
 
-The cases are G0–G9 of bench/README.md. Models are built with the real sizes and random
+The cases are G0–G10 of bench/README.md. Models are built with the real sizes and random
 weights (bench/builders.py: Janus-Pro-1B and -7B from a transformers JanusConfig, Show-o 512 from
 `showo_512_config()` + MAGVIT-v2's real config), in bf16, directly on the GPU; speed does not depend on
 weight values and nothing is downloaded. The device's peaks are measured first, in the same run (a large
@@ -67,7 +67,7 @@ class Suite:
             torch.set_num_threads(1)  # a dry run on shared cores: more threads only fight each other
         self.bytes_per = torch.finfo(self.dtype).bits // 8
         self.tiny, self.full = args.tiny, args.full
-        self.prompt_len = 8 if args.tiny else 32  # P: GenEval-style prompts (performance.md assumes 32)
+        self.prompt_len = 8 if args.tiny else 32  # P: GenEval-style prompts are about 32 tokens
         self.repeats = 1 if args.dry_run else args.repeats
         self.rollout_repeats = 1 if args.dry_run else (args.repeats if args.full else 1)
         self.warmup = 0 if args.dry_run else 1
@@ -161,7 +161,7 @@ def measure_peaks(s: Suite):
     s.peaks = R.Peaks(2 * n**3 / mm_s, 2 * n_bytes / copy_s)
     yield {"bandwidth_TBps": s.peaks.bandwidth / 1e12, "matmul_TFLOPs": s.peaks.flops / 1e12,
            "ridge_flop_per_byte": s.peaks.flops / s.peaks.bandwidth, "copy_bytes": n_bytes, "matmul_n": n,
-           "dtype": str(s.dtype), "performance_md_h100": "3.0 TB/s, 790 TFLOP/s"}
+           "dtype": str(s.dtype), "reference_h100": "3.0 TB/s, 790 TFLOP/s"}
 
 
 # ------------------------------------------------------------------------------ Janus generation
@@ -197,7 +197,7 @@ def janus_gen(s: Suite, policy, name: str, batches: list, growing_at: int | None
         ideal = R.janus_rollout_floor(g, b, p, n, s.peaks, s.bytes_per)
         static = R.janus_rollout_floor(g, b, p, n, s.peaks, s.bytes_per, bucket=0)
         window = R.janus_rollout_floor(g, b, p, n, s.peaks, s.bytes_per, bucket=policy.kv_bucket)
-        table = R.janus_rollout_floor(g, b, p, n, R.PERFORMANCE_MD_H100)  # performance.md's own numbers
+        table = R.janus_rollout_floor(g, b, p, n, R.REFERENCE_H100)  # the floor at the reference H100's peaks
         logits = 4 * 2 * b * g.codebook * 4  # fp32 logits, guided, softmax: a few (2B, K) tensors
         row = {"model": name, "batch": b, "tokens": n, "prompt": p,
                "ms_per_image": 1e3 * ours / b, "ms_per_step": 1e3 * ours / n,
@@ -209,7 +209,7 @@ def janus_gen(s: Suite, policy, name: str, batches: list, growing_at: int | None
                "static_roofline_frac": frac(static["seconds"], ours),
                "kv_bucket": policy.kv_bucket, "window_floor_ms_per_image": window["ms_per_image"],
                "window_roofline_frac": frac(window["seconds"], ours),
-               "performance_md_floor_ms_per_image": table["ms_per_image"],
+               "reference_floor_ms_per_image": table["ms_per_image"],
                "bandwidth_frac": ideal["bytes_per_step"] / (ours / n) / s.peaks.bandwidth,
                "kv_cache_gib": gib(ideal["kv_cache_bytes"]),
                "peak_gib": gib(peak),
@@ -412,7 +412,7 @@ def understand(s: Suite, policy, name: str, batches: list, answer_tokens: int = 
 
 # ------------------------------------------------------------------------------ training step
 def train_batch(s: Suite, policy, m: int) -> dict:
-    """A teacher-forced micro-batch of m images: the conditional row only (T2I-R1's and performance.md's
+    """A teacher-forced micro-batch of m images: the conditional row only (T2I-R1's choice; with P = 32 the
     608-token case; --ratio-dist guided would double the rows). Show-o: re-mask half the tokens."""
     if policy.family == "janus":
         ids, mask = (x.to(s.device) for x in fixed_janus_prompts(policy, m, s.prompt_len))
@@ -613,11 +613,11 @@ def run(args) -> list:
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description="GPU benchmark suite (performance.md §4.1), real architectures, "
+    ap = argparse.ArgumentParser(description="GPU benchmark suite (G0-G10 of bench/README.md), real architectures, "
                                              "random weights.")
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "gpu.jsonl"), help="JSON lines file")
     ap.add_argument("--cases", default="", help="comma-separated subset of G0..G10 (G0, the peaks, always runs)")
-    ap.add_argument("--full", action="store_true", help="every batch size of the plan and T = 50 (longer than 10 min)")
+    ap.add_argument("--full", action="store_true", help="the longer batch lists (up to 256) and T = 50 (over 10 min)")
     ap.add_argument("--repeats", type=int, default=3, help="timed repeats (median) of the short cases")
     ap.add_argument("--budget-s", type=float, default=540, help="start no new case after this many seconds")
     ap.add_argument("--compile-mode", default="reduce-overhead", choices=["off", "default", "reduce-overhead"],

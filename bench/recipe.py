@@ -1,7 +1,7 @@
 """Recipe helper: the paper's per-step batch on your GPUs, the micro-batch that fits, and the memory it needs.
 
 UniRL trains on 8 H100s with one GRPO group per GPU: 8 prompts x G = 8 images (Janus) or 8 prompts x G = 3
-(Show-o) per optimizer step (paper appendix; performance.md §2.2). This helper keeps that global batch and
+(Show-o) per optimizer step (paper appendix: GRPO group = per-GPU batch). This helper keeps that global batch and
 group size for any GPU count, splits whole groups over the ranks (a group never leaves its rank), and picks
 the largest micro-batch whose memory fits, which fixes the gradient-accumulation steps. It says when DDP
 cannot hold the training states (Janus-Pro-7B: ~110 GiB per GPU with fp32 AdamW states) and FSDP is needed.

@@ -193,7 +193,9 @@ class Peaks:
         return max(flops / self.flops, nbytes / self.bandwidth)
 
 
-PERFORMANCE_MD_H100 = Peaks(790e12, 3.0e12)  # the earlier run's measured H100 peaks (performance.md)
+# An H100's peaks as measured in an earlier run (dense bf16 matmul, device-to-device copy; not the datasheet's):
+# ridge point 790e12 / 3.0e12 = 263 FLOP/byte. bench/RESULTS.md's floors and tests/test_bench.py use them.
+REFERENCE_H100 = Peaks(790e12, 3.0e12)
 
 
 def janus_rollout_floor(g: JanusGen, images: int, prompt_len: int, tokens: int, peaks: Peaks, bytes_per: int = 2,
@@ -253,7 +255,7 @@ def training_state_bytes(trainable: int, frozen: int, precision: str = "mixed") 
     fp32:       the same states, fp32 compute (16 B)
     bf16-lossy: weights, grads, m and v all stored in bf16 (2 + 2 + 4 = 8 B); it loses small updates
     mixed:      ZeRO's bf16 weights + bf16 grads + fp32 master, m, v (2 + 2 + 12 = 16 B per trainable parameter,
-                ZeRO §3); train.py does not do this, it is here to compare with performance.md
+                the ZeRO paper's accounting); train.py does not do this, it is here for comparison
     Frozen parameters (the image tokenizer) cost their weights only.
     """
     weight_b, grad_b, adam_b = {"bf16": (4, 4, 8), "fp32": (4, 4, 8), "bf16-lossy": (2, 2, 4),

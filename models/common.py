@@ -90,6 +90,7 @@ def conditional_gumbels(logits: torch.Tensor, tokens: torch.Tensor, uniforms: to
     logits (N, T, K); tokens (N, T); uniforms (N, T, K) in (0, 1). Returns (N, T, K).
     """
     z = logits.float()
+    # the clamp keeps both logs finite (1 - 1e-7 is still below 1 in float32)
     gumbel = -torch.log(-torch.log(uniforms.clamp(1e-20, 1 - 1e-7)))  # standard Gumbel(0, 1)
     top = torch.logsumexp(z, -1, keepdim=True) + gumbel.gather(-1, tokens.unsqueeze(-1))  # the winner's value
     others = z + gumbel  # unconstrained Gumbel(z_i) draws

@@ -14,7 +14,7 @@ or from DeepSeek's original format (`deepseek-ai/Janus-1.3B`, the model of the p
 converted on first use by models/convert_janus.py. `janus-tiny` is built here from a seed: the real
 architecture at toy width, with its own small BPE tokenizer, for tests and CPU runs.
 
-Traps of transformers 5.23 that this file avoids (all measured, see the Janus notes):
+Traps of transformers 5.23 that this file avoids:
 - JanusConfig ties lm_head to the input embeddings by default; Janus-Pro's head is untied.
 - A generation config saved with `_from_model_config=True` loses `generation_kwargs` on reload.
 - The VQ tokenizer is frozen by intent, but `eval()` alone does not stop its gradients.
@@ -100,11 +100,11 @@ class JanusPolicy(nn.Module):
         special or added control token (image slot, BOI / EOI, PAD, BOS, ...) and head rows past the tokenizer."""
         tok = self.tokenizer
         allowed = torch.zeros(self.model.lm_head.out_features, dtype=torch.bool)
-        allowed[: len(tok)] = True
+        allowed[: len(tok)] = True  # lm_head rows past len(tok) stay False: they are padding, no token
         special = set(tok.all_special_ids) | {i for i, t in tok.added_tokens_decoder.items() if t.special}
         special |= {self.image_token_id, self.boi_id, tok.convert_tokens_to_ids(EOI), self.pad_id, self.bos_id}
         allowed[[i for i in special if 0 <= i < len(allowed)]] = False
-        allowed[self.eos_id] = True
+        allowed[self.eos_id] = True  # EOS is special but ends every answer
         return allowed
 
     def guide(self, cond: torch.Tensor, uncond: torch.Tensor, scale: float) -> torch.Tensor:
@@ -188,10 +188,13 @@ class JanusPolicy(nn.Module):
             rows = torch.cat([prompt_ids, self.uncond_prompt_ids(prompt_ids)])
             masks = torch.cat([prompt_mask, prompt_mask])
         b = rows.shape[0]
+        # teacher forcing: the last image token is never fed, as in the sampler
         image_embeds = self.model.prepare_embeddings_for_image_generation(image_ids[:, :-1])  # (N, T-1, H)
+        # both CFG branches read the same image tokens
         embeds = torch.cat([self.model.get_input_embeddings()(rows), image_embeds.repeat(b // n, 1, 1)], 1)
         mask = torch.cat([masks, masks.new_ones(b, image_ids.shape[1] - 1)], 1)
         hidden = self._lm(embeds, mask)[:, length - 1 :]  # position L-1 (the BOI) predicts token 0
+        # float32 before any softmax: bf16 log-probs drift by ~1e-3
         logits = self.model.model.generation_head(hidden).float()  # (B, T, K)
         cond = logits[:n]
         if cfg_scale is None:
@@ -215,6 +218,7 @@ class JanusPolicy(nn.Module):
         embeds = self.model.get_input_embeddings()(ids)
         if images is None:
             return embeds
+        # masked_scatter fills the True slots in row-major order: row i's slots take image i's features
         features = self.model.model.get_image_features(images).pooler_output  # (N, 576, H)
         slots = torch.zeros_like(ids, dtype=torch.bool)
         length = ids.shape[1] if question_len is None else question_len

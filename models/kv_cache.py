@@ -65,6 +65,7 @@ class WindowedStaticCache(StaticCache):
         super().__init__(config=config, max_cache_len=max_cache_len)
         if bucket < 0:
             raise ValueError(f"kv bucket must be >= 0 (0 reads all slots), got {bucket}")
+        # swap in windowed layers before any storage exists: StaticLayer allocates K and V at its first update
         self.layers = [WindowedLayer(max_cache_len=max_cache_len) for _ in self.layers]
         for layer in self.layers:
             layer.store_dtype = dtype  # None: the dtype of the first keys written
@@ -81,7 +82,7 @@ class WindowedStaticCache(StaticCache):
         """Slots attention reads once `length` slots are filled."""
         if self.bucket == 0:
             return self.max_cache_len
-        return min(self.max_cache_len, -(-length // self.bucket) * self.bucket)
+        return min(self.max_cache_len, -(-length // self.bucket) * self.bucket)  # ceil(length / bucket) * bucket
 
     def advance(self, q: int, mask: torch.Tensor, device) -> tuple[torch.Tensor, torch.Tensor]:
         """Open the next q slots. mask (B, filled + q) -> positions (1, q), mask (B, window)."""
@@ -92,6 +93,7 @@ class WindowedStaticCache(StaticCache):
         window = self.window_for(self.filled + q)
         for layer in self.layers:
             layer.window = window
+        # positions are slot indices, left pads included (a caller may pass its own instead)
         positions = torch.arange(self.filled, self.filled + q, device=device).unsqueeze(0)
         self.filled += q
         # slots past the filled ones are in the future of every query: the causal mask hides them already

@@ -2,8 +2,8 @@
 
 Show-o (showlab/Show-o) is one transformer for both directions of UniRL's loop:
   * t2i: [<|t2i|>, text, <|soi|>, N image tokens, <|eoi|>]; image tokens start as [MASK] and are
-    filled in by MaskGIT-style parallel decoding (the sampler lives in the lead's generate.py; this
-    file only gives it `Showo.image_logits`);
+    filled in by MaskGIT-style parallel decoding (the sampler is generate.py's `sample_images_masked`,
+    reached through models/showo_policy.py; `Showo.image_logits` records the original's slice and quirks);
   * mmu: [<|mmu|>, <|soi|>, N image tokens, <|eoi|>, <|sot|>, question...] and ordinary next-token
     text generation.
 Both share the "omni-attention" masks built below: text is causal, the image block is bidirectional.
@@ -12,9 +12,10 @@ The network is transformers' own `PhiForCausalLM`, kept under the attribute `sho
 state dict keys are exactly the released ones (`showo.model.layers.0.self_attn.q_layernorm.weight`, ...).
 Transformers >= 4.48.1 implements Show-o's only change to Phi (a per-head LayerNorm on q and k,
 applied after the head split and before RoPE) and passes a custom 4-D mask through unchanged, so it
-reproduces the original patched copy exactly (spec 1.7). Show-o's other changes, all applied here:
-vocabulary 58,498, untied lm_head WITH bias, positions = arange(L) even over left padding, logits
-returned in float32, and the caller's 4-D mask used as-is.
+reproduces the original patched copy exactly (a random tiny model gives identical logits under SDPA;
+4.48.0 drops lm_head's bias and <= 4.47 normalises q and k before the head split). Show-o's other
+changes, all applied here: vocabulary 58,498, untied lm_head WITH bias, positions = arange(L) even over
+left padding, logits returned in float32, and the caller's 4-D mask used as-is.
 
 What is simplified on purpose: no CLIP-ViT variant (`show-o-w-clip-vit`), no training losses, no
 sampler. Usage:
@@ -63,7 +64,7 @@ class ShowoConfig:
     # sequence layout
     num_vq_tokens: int = 1024  # image tokens per image: 1024 at 512 px, 256 at 256 px
     max_text_len: int = 128  # dataset.preprocessing.max_seq_length: 128 in Show-o demos, 64 in
-    # UniRL's GenEval config. It moves the image's RoPE positions, so it changes outputs (spec 8.5).
+    # UniRL's GenEval config. It moves the image's RoPE positions, so it changes outputs: use the reproduced run's.
 
     def __post_init__(self):
         if self.vocab_size != self.image_offset + self.codebook_size + 1:
@@ -148,7 +149,8 @@ class Showo(nn.Module):
 
         attention_mask: additive float (0 / large negative, as built below) or bool (True = attend).
         None means plain causal attention (the original's SDPA path; its eager path would have been
-        bidirectional, spec 8.8). Positions are always arange(L), left padding included (spec 1.4).
+        bidirectional). Positions are always arange(L), left padding included, as in the original: pads
+        take positions, so the image's positions depend on max_text_len, not on the prompt's length.
         """
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids and inputs_embeds")
@@ -167,7 +169,7 @@ class Showo(nn.Module):
         Exactly the original `t2i_generate` slice `logits[:, -(N+1):-1, llm_vocab_size+10:-1]`: the N
         positions between <|soi|> and <|eoi|> (the last N+1..2 of the row) and only the code columns,
         so text ids AND the [MASK] column are excluded before the softmax. Quirks of the original
-        sampler the lead must copy to reproduce it (spec 3 and 8):
+        sampler that a sampler must copy to draw its tokens (generate.py's `sample_images_masked` does):
           * CFG is logits = (1 + w) * cond - w * uncond (MUSE style, not diffusers' u + w (c - u));
             the uncond row is rebuilt every step as uncond[:, :max_text_len+1] + cond[:, max_text_len+1:]
             (current image tokens) and both run as one batch [cond; uncond] with one mask.
@@ -319,7 +321,8 @@ def add_showo_tokens(tokenizer, config: ShowoConfig):
     if got != want or len(tokenizer) != config.image_offset or tokenizer.bos_token_id != config.bos_token_id:
         raise ValueError(f"tokenizer does not match the Show-o layout: special ids {got}, want {want}")
     if tokenizer("a")["input_ids"][:1] == [config.bos_token_id]:
-        raise ValueError("tokenizer adds BOS itself; Show-o's prompts would get it twice (spec 8.12)")
+        raise ValueError("tokenizer adds BOS itself; Show-o's prompts would get it twice: "
+                         "use phi-1_5's tokenizer, which adds none")
     return tokenizer
 
 
@@ -477,6 +480,7 @@ def load_showo(path_or_hub_id: str, device=None, dtype=None, max_text_len: int |
     missing, unexpected = set(model.state_dict()) - set(state), set(state) - set(model.state_dict())
     if missing or unexpected:
         raise KeyError(f"{folder / WEIGHTS_NAME}: missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}")
+    # assign=True: the meta parameters become the loaded tensors (copying into meta tensors would drop the values)
     model.load_state_dict(state, strict=True, assign=True)
     # RoPE tables are non-persistent buffers (never in the file): rebuild them for real, in fp32.
     model.showo.model.rotary_emb = PhiRotaryEmbedding(model.showo.config)

@@ -96,6 +96,7 @@ class ShowoPolicy(nn.Module):
     # ---------------------------------------------------------------- text in, ids out
     def tokenize_gen_prompts(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """The text block of t2i rows: [pad.., <|t2i|>, bos, text, eos] (N, max_text_len + 1) and its mask."""
+        # t2i_prompt appends [<|soi|>, image, <|eoi|>]: keep only the text block; _t2i_rows adds the rest
         ids = S.t2i_prompt(S.encode_texts(self.tokenizer, prompts), self.config)[:, : self.config.max_text_len + 1]
         return ids, (ids != self.pad_id).long()
 
@@ -108,12 +109,15 @@ class ShowoPolicy(nn.Module):
         """Left-padded [<|sot|>, "USER: \\n{q} ASSISTANT:"] ids and mask; the image block goes in front."""
         rows = [[self.bos_id] + ids for ids in S.encode_texts(self.tokenizer, [S.mmu_question(q) for q in questions])]
         width = max(len(r) for r in rows)
+        # left padding: the answer must follow the question's last token, so pads sit between the image block and the
+        # question, masked and skipped by the positions
         ids = torch.tensor([[self.pad_id] * (width - len(r)) + r for r in rows])
         return ids, (ids != self.pad_id).long()
 
     def tokenize_answers(self, answers: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         from models.janus import pad_right
 
+        # a leading space: the answer follows "ASSISTANT:" as a word in running text would
         rows = [ids + [self.eos_id] for ids in S.encode_texts(self.tokenizer, [" " + a for a in answers])]
         return pad_right(rows, self.pad_id)
 
@@ -121,6 +125,7 @@ class ShowoPolicy(nn.Module):
         texts = []
         for row in answer_ids.tolist():
             row = row[: row.index(self.eos_id)] if self.eos_id in row else row
+            # only text ids decode: PAD, the specials and the image codes all sit past llm_vocab_size
             texts.append(self.tokenizer.decode([t for t in row if t < self.config.llm_vocab_size]).strip())
         return texts
 
@@ -128,6 +133,7 @@ class ShowoPolicy(nn.Module):
     def _t2i_rows(self, prompt_ids, codes, cfg_scale):
         """[text block, <|soi|>, image ids, <|eoi|>] for cond (and uncond) rows. codes (N, T), mask_code = masked."""
         c = self.config
+        # codebook space -> vocabulary ids: [MASK] where still masked, else code + image_offset
         image = torch.where(codes == self.mask_code, torch.full_like(codes, c.mask_token_id), codes + c.image_offset)
         n = prompt_ids.shape[0]
         soi = torch.full((n, 1), c.soi_id, dtype=torch.long, device=codes.device)
@@ -162,7 +168,7 @@ class ShowoPolicy(nn.Module):
         """lm_head restricted to the code columns: the same numbers as slicing the full logits, 7x less work."""
         head, c = self.model.showo.lm_head, self.config
         rows = slice(c.image_offset, c.image_offset + c.codebook_size)
-        return F.linear(hidden, head.weight[rows], head.bias[rows]).float()
+        return F.linear(hidden, head.weight[rows], head.bias[rows]).float()  # float32 logits, as the original returns
 
     @torch.no_grad()
     def masked_logits(self, prompt_ids, codes, cfg_scale, prefix=None) -> torch.Tensor:
@@ -177,6 +183,7 @@ class ShowoPolicy(nn.Module):
         sampler step; only the soi/image/eoi rows need to run again (the rest of each step's work)."""
         from transformers import DynamicCache
 
+        # any image will do: the text rows never attend to it
         codes = torch.full((prompt_ids.shape[0], self.num_image_tokens), self.mask_code, device=prompt_ids.device)
         rows = self._t2i_rows(prompt_ids, codes, cfg_scale)
         text = prompt_ids.shape[1]
@@ -205,8 +212,10 @@ class ShowoPolicy(nn.Module):
         guided = cond = None
         steps = commit_step if token_mask is None else commit_step[token_mask]
         for s in torch.unique(steps).tolist():  # one pass per sampler state that committed a scored token
+            # the sampler's state at step s: the tokens committed before it visible, the rest masked
             codes = torch.where(commit_step < s, image_ids, self.mask_code)
             g, c = self.image_logits(prompt_ids, codes, cfg_scale)
+            # each token takes its logits from the pass of the step that committed it
             here = (commit_step == s).unsqueeze(-1)
             guided = torch.where(here, g, guided if guided is not None else torch.zeros_like(g))
             cond = torch.where(here, c, cond if cond is not None else torch.zeros_like(c))
@@ -224,6 +233,7 @@ class ShowoPolicy(nn.Module):
         head = self.model.embed_tokens(torch.tensor([c.mmu_id, c.soi_id], device=ids.device)).expand(n, -1, -1)
         eoi = self.model.embed_tokens(torch.tensor([c.eoi_id], device=ids.device)).expand(n, -1, -1)
         if images.dim() == 3:  # straight-through one-hot rows over the codebook (the end-to-end path)
+            # one-hot @ the code rows equals the embedding lookup forward, and is differentiable in the one-hot
             image = images.to(table.dtype) @ table[c.image_offset : c.image_offset + c.codebook_size]
         else:
             image = self.model.embed_tokens(images + c.image_offset)
@@ -237,7 +247,9 @@ class ShowoPolicy(nn.Module):
         keys = keys or length
         pos = torch.arange(keys, device=mask.device)
         rows = torch.arange(length - queries, length, device=mask.device)
+        # causal, except that every row sees the whole image prefix (omni-attention)
         allowed = (rows[:, None] >= pos[None, :]) | (pos[None, :] < self.prefix)  # (q, keys)
+        # pads hidden; window slots past the filled ones padded with False
         allowed = allowed[None] & F.pad(mask.bool(), (0, keys - length))[:, None, :]
         allowed = allowed | (rows[:, None] == pos[None, :])[None]  # a pad row sees itself: never all blocked
         return S.additive_mask(allowed[:, None], self.model.embed_tokens.weight.dtype)
@@ -253,12 +265,13 @@ class ShowoPolicy(nn.Module):
         return out.last_hidden_state
 
     def _full_mask(self, mask):
-        return torch.cat([mask.new_ones(mask.shape[0], self.prefix), mask], 1)
+        return torch.cat([mask.new_ones(mask.shape[0], self.prefix), mask], 1)  # the image prefix is never padding
 
     def _und_logits(self, images, prompt_ids, prompt_mask, answer_ids, answer_mask):
         length = self.prefix + prompt_ids.shape[1]
-        ids = torch.cat([prompt_ids, answer_ids[:, :-1]], 1)
+        ids = torch.cat([prompt_ids, answer_ids[:, :-1]], 1)  # teacher forcing: the last answer token predicts nothing
         mask = self._full_mask(torch.cat([prompt_mask, answer_mask[:, :-1]], 1))
+        # (N, A, D): the question's last position predicts answer token 0
         hidden = self._und_forward(self._und_embeds(images, ids), mask)[:, length - 1 :]
         # the answer vocabulary, as und_step's: grpo.py and sft.py score the distribution answers come from
         return restrict_to_answer_vocab(self.model.showo.lm_head(hidden).float(), self.answer_vocab_mask)

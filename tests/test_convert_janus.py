@@ -64,7 +64,8 @@ def build_tiny_janus(tok: Tokenizer) -> JanusForConditionalGeneration:
     return JanusForConditionalGeneration(config).eval()
 
 
-# The reverse of the published mapping (reference/janus.md §11.3), one substitution per row, applied in order.
+# The reverse of transformers' own Janus key mapping (original -> transformers, as its conversion script renames
+# the keys): one substitution per row, applied in order.
 TO_ORIGINAL = [
     (r"^model\.language_model\.", "language_model.model."),
     (r"^lm_head\.", "language_model.lm_head."),
