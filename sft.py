@@ -22,6 +22,8 @@ Our ST-GS draws the Gumbel noise *conditioned on the token the sampler already d
 one-hot is the rollout's token and the soft part is a correct Gumbel-softmax relaxation of that very
 sample (top-down Gumbel sampling: the winner's perturbed logit is Gumbel(logsumexp z); each other
 perturbed logit is a Gumbel(z_i) truncated below it). A plain `gumbel_softmax` would draw a new token.
+The estimator itself (models/common.py, straight_through_onehot) runs inside the policy's forward; this file
+draws its noise (coupling_uniforms).
 """
 
 from __future__ import annotations
