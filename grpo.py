@@ -47,6 +47,8 @@ import math
 
 import torch
 
+from generate import seed_for
+
 
 def token_logprobs(logits: torch.Tensor, ids: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
     """log softmax(logits / temperature) at the taken ids. logits (N, T, K), ids (N, T) -> (N, T)."""
@@ -164,8 +166,6 @@ def remask_positions(seed: int, step: int, first_image: int, num_images: int, gr
     positions per image. Seeded on global group and image indices, so every rank and every pass
     (old, reference, current) uses the same masks.
     """
-    from generate import seed_for
-
     rows = []
     for i in range(first_image, first_image + num_images):
         # tags 7 and 8 keep these streams apart from the sampler's seed_for(seed, step, i); no rank enters the seed
@@ -186,8 +186,6 @@ def trajectory_subset(commit_steps: torch.Tensor, k: int, seed: int, step: int) 
     total = int(commit_steps.max()) + 1
     if k <= 0 or k >= total:
         return torch.ones_like(commit_steps, dtype=torch.bool)
-    from generate import seed_for
-
     # seeded on (seed, step) alone: every rank and every pass (old, reference, current) scores the same steps
     chosen = torch.randperm(total, generator=torch.Generator().manual_seed(seed_for(seed, step, 9)))[:k]
     return torch.isin(commit_steps, chosen.to(commit_steps.device))

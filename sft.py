@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import torch
 
+from generate import seed_for
 from grpo import masked_mean, token_logprobs
 
 
@@ -48,8 +49,6 @@ def select_best(rewards: torch.Tensor, min_reward: float) -> torch.Tensor:
 def coupling_uniforms(seed: int, step: int, image_ids: torch.Tensor, idx: torch.Tensor, codebook_size: int):
     """Uniforms for the conditional Gumbel noise of the straight-through tokens: (n, T, K), one stream per
     image (seeded on its global row), so a run's noise does not depend on micro-batching or ranks."""
-    from generate import seed_for
-
     rows = []
     for i in idx.tolist():
         gen = torch.Generator().manual_seed(seed_for(seed + 2, step, i, image_ids[i, 0].item()))

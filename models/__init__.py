@@ -27,6 +27,9 @@ Text to ids, no gradients
 The gradient path: forward
     forward(gen=None, und=None, couple=None) -> dict
       gen    {prompt_ids, prompt_mask, image_ids, cfg_scale} -> gen_logits (guided), gen_cond_logits (N, T, K)
+             cfg_scale None: no guidance, the conditional model alone (no unconditional branch runs); a number:
+             guide(cond, uncond, cfg_scale), whatever its value (Janus 1 and Show-o 0 equal cond). The samplers
+             take cfg_scale the same way. Only the commands' --cfg-scale flag reads None as "the family's default".
              masked decoding adds token_mask (re-mask estimator) or commit_step (trajectory estimator)
       und    {images, prompt_ids, prompt_mask, answer_ids, answer_mask} -> und_logits (N, A, V)
       couple {tau, noise}: the understanding images are rebuilt from straight-through one-hot image

@@ -139,7 +139,7 @@ class ShowoPolicy(nn.Module):
         soi = torch.full((n, 1), c.soi_id, dtype=torch.long, device=codes.device)
         eoi = torch.full((n, 1), c.eoi_id, dtype=torch.long, device=codes.device)
         rows = torch.cat([prompt_ids, soi, image, eoi], 1)
-        if cfg_scale:  # the uncond row shares the current image tokens (the original rebuilds it every step)
+        if cfg_scale is not None:  # the uncond row shares the current image tokens (the original rebuilds it every step)
             rows = torch.cat([rows, torch.cat([self.uncond_prompt_ids(prompt_ids), soi, image, eoi], 1)])
         return rows
 
@@ -162,7 +162,7 @@ class ShowoPolicy(nn.Module):
         logits = self._codebook_head(hidden[:, -(t + 1) : -1])  # the positions between soi and eoi
         n = prompt_ids.shape[0]
         cond = logits[:n]
-        return (self.guide(cond, logits[n:], cfg_scale) if cfg_scale else cond), cond
+        return (self.guide(cond, logits[n:], cfg_scale) if cfg_scale is not None else cond), cond
 
     def _codebook_head(self, hidden):
         """lm_head restricted to the code columns: the same numbers as slicing the full logits, 7x less work."""
@@ -338,8 +338,9 @@ def load_showo_policy(name: str, path: str | None = None, dtype=torch.float32) -
     source = path or weights
     if path is not None and not os.path.isdir(path):
         raise ValueError(f"--model-path {path!r} is not a folder: pass a Show-o checkpoint folder")
+    text_block = TEXT_BLOCK[name]  # outside the try: an unknown preset is not a broken checkpoint
     try:
-        model = S.load_showo(source, dtype=dtype, max_text_len=TEXT_BLOCK[name])
+        model = S.load_showo(source, dtype=dtype, max_text_len=text_block)
     except (FileNotFoundError, NotADirectoryError, KeyError) as err:
         raise ValueError(f"{source}: not a Show-o checkpoint ({err}); pass a folder with config.json and "
                          f"{S.WEIGHTS_NAME} in the hub layout") from err

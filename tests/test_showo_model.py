@@ -178,7 +178,8 @@ def test_tiny_tokenizer_follows_the_layout():
 
 
 def reference_logits(model: Showo, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Spec 1.1/1.3 written out by hand: parallel attn+MLP, qk-LayerNorm per head before partial RoPE."""
+    """Show-o's Phi block written out by hand: parallel attention and MLP, q/k LayerNorm per head before the
+    partial RoPE."""
     c, sd = model.config, model.state_dict()
     B, L = ids.shape
     H, D = c.num_attention_heads, c.hidden_size // c.num_attention_heads

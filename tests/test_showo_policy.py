@@ -10,7 +10,8 @@ from generate import row_generators, rollout, sample_images_masked
 from grpo import grpo_step_loss, remask_positions, sample_logprobs, token_logprobs
 from understand import answer_questions
 
-# Tokens committed per step, from the spec's schedule arithmetic (N = image tokens, T = steps).
+# Tokens committed per step by the original sampler's schedule arithmetic (cosine, N = image tokens, T = steps),
+# worked out by hand.
 SPEC_COMMITS = {
     (1024, 50): [1, 2, 2, 4, 4, 6, 6, 8, 8, 10, 10, 11, 13, 13, 14, 15, 16, 17, 18, 18, 19, 20, 21, 22, 22, 24, 23,
                  25, 25, 26, 26, 27, 27, 28, 29, 29, 29, 30, 30, 30, 31, 31, 31, 32, 31, 32, 32, 32, 32, 32],
@@ -38,7 +39,7 @@ def test_sampler_commits_the_specs_number_of_tokens_each_step(length, steps):
     ids, commit = sample_images_masked(RandomLogits(length), torch.zeros(2, 3, dtype=torch.long),
                                        torch.Generator().manual_seed(0), timesteps=steps)
     counts = [int((commit[0] == s).sum()) for s in range(steps)]
-    # the spec lists the last step's remainder without the forcibly re-masked token (+1 returned)
+    # the table lists the last step's remainder without the forcibly re-masked token (+1 returned)
     assert counts == SPEC_COMMITS[(length, steps)]
     assert int(ids.min()) >= 0 and int(ids.max()) < 16
 
