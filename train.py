@@ -107,6 +107,11 @@ class Config:
     clip_eps: float = opt(0.2, "PPO clip epsilon")
     kl_beta: float = opt(0.2, "k3 KL weight to the starting model (released run name: beta_0_2); 0 = no reference")
     inner_iters: int = opt(1, "mu: updates per rollout; 1 makes the ratio exactly 1")
+    # UniRL's reward gives partial credit per slot (object, count, color, relation): "three bowls" for four bowls
+    # earns 1/2. "all" (beyond the paper) pays only a fully right answer, the judge's own all-or-nothing rule; it
+    # is measured in the shapes world on position and color attributes, where partial credit is rarely the limit.
+    reward_credit: str = opt("partial", "partial (UniRL: the mean credit of the category's slots) | all (1 only "
+                                        "when every slot is right, else 0)")
     # UniRL rewards an answer for matching the prompt's truth, so an answer that repeats the prompt about an image
     # that does not show it is reinforced: the prompt labels every image, right or wrong. "agreement" goes beyond
     # the paper: the answer earns the share of --votes more answers about the same image that say the same thing
@@ -195,7 +200,7 @@ def validate(cfg: Config, world: int) -> None:
     check_sampling_flags(cfg.model, cfg.kv_bucket, cfg.compile_decode, cfg.fsdp)
     choices = {"mode": ("sft", "grpo"), "sft_on": ("gen", "und", "both"), "grpo_on": ("gen", "und", "both"),
                "ratio_dist": ("guided", "cond"), "estimator": ("remask", "trajectory"),
-               "answer_reward": ("prompt", "agreement"),
+               "answer_reward": ("prompt", "agreement"), "reward_credit": ("partial", "all"),
                "precision": tuple(PRECISIONS), "device": ("auto", "cpu", "cuda"),
                "report_to": ("none", "tensorboard", "wandb")}
     for name, allowed in choices.items():
@@ -276,7 +281,10 @@ def train_step(step, cfg, policy, model, ref, optimizer, records, rank, world) -
     with full_params(policy), autocast(cfg, policy):  # FSDP: gather the weights once for all sampling steps
         ro, (times["t_rollout"], times["t_understand"]) = sample_and_answer(step, cfg, policy, mine, first, cfg_scale)
     # 4. reward: the answer scored against the record's truth, compared within each prompt's group of G
-    ro.rewards = torch.tensor(reward.score_answers(ro.answers, ro.records), dtype=torch.float32)
+    scores = reward.score_answers(ro.answers, ro.records)
+    if cfg.reward_credit == "all":  # the judge's rule: a fully right answer or nothing
+        scores = [float(score == 1.0) for score in scores]
+    ro.rewards = torch.tensor(scores, dtype=torch.float32)
     groups = ro.rewards.view(-1, cfg.group_size)  # (P, G)
     # 5. learn: SFT or GRPO is chosen here, once; the learning loop below never asks which one it runs
     t0 = time.perf_counter()

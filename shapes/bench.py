@@ -22,6 +22,8 @@ evaluation only from the "eval" side, so no evaluation prompt of any category wa
     grpo-both-e2e  --mode grpo --grpo-on both --couple  the answer loss also reaches generation (ST-GS)
     grpo-both-agree --mode grpo --grpo-on both --answer-reward agreement   beyond the paper: answers are rewarded
                    for agreeing with the model's other answers about the same image, not with the prompt
+    grpo-both-strict --mode grpo --grpo-on both --reward-credit all   beyond the paper: reward 1 only for a fully
+                   right answer (the judge's rule), 0 otherwise
 
 Why sft-e2e is `--sft-on und --couple`: the paper's SFT is one loss, the NLL of the TRUE answer given the
 generated image, made differentiable by straight-through Gumbel-softmax, so that loss trains understanding and,
@@ -78,6 +80,7 @@ ARMS = {
     "grpo-both": ["--mode", "grpo", "--grpo-on", "both"],
     "grpo-both-e2e": ["--mode", "grpo", "--grpo-on", "both", "--couple"],
     "grpo-both-agree": ["--mode", "grpo", "--grpo-on", "both", "--answer-reward", "agreement"],
+    "grpo-both-strict": ["--mode", "grpo", "--grpo-on", "both", "--reward-credit", "all"],
 }
 # Per-arm train.py settings, to be chosen on DEV_SEEDS only (`--sweep` prints the table it would write here).
 # Every other setting is the world preset's (shapes.TRAIN_DEFAULTS), the same for every arm. Until the sweep has

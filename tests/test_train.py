@@ -248,6 +248,17 @@ def test_grpo_raises_a_fixed_synthetic_reward(records, model):
     assert sum(means[-3:]) / 3 > sum(means[:3]) / 3 + 0.1, means
 
 
+@pytest.mark.parametrize("credit, want", [("partial", [0.5, 1.0, 0.25, 0.0]), ("all", [0.0, 1.0, 0.0, 0.0])])
+def test_reward_credit_all_pays_only_fully_right_answers(fresh_janus, records, monkeypatch, credit, want):
+    """--reward-credit all: the rewards GRPO sees are 1 for a fully right answer and 0 otherwise."""
+    monkeypatch.setattr(train.reward, "score_answers", lambda answers, recs: [0.5, 1.0, 0.25, 0.0])
+    cfg = train.Config(group_size=2, prompts_per_step=2, kl_beta=0.0, max_answer_tokens=4, reward_credit=credit,
+                       lr=0.0)
+    optimizer = torch.optim.SGD(fresh_janus.parameters(), lr=0.0)
+    _, ro = train.train_step(0, cfg, fresh_janus, fresh_janus, None, optimizer, records, 0, 1)
+    assert ro.rewards.tolist() == want
+
+
 def test_couple_without_an_answer_loss_is_refused():
     for flags in (["--grpo-on", "gen", "--couple"], ["--mode", "sft", "--sft-on", "gen", "--couple"]):
         with pytest.raises(ValueError, match="--couple carries the answer loss.*trains no answers"):
