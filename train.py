@@ -7,6 +7,11 @@ One iteration, on every rank:
     4. reward       the answer scored against the record's truth           reward.py
     5. learn        SFT (sft.py) or GRPO (grpo.py) on image and/or answer tokens, through DDP
 
+Read `train_step` first: it is the iteration, numbered as above. Which of SFT and GRPO runs is decided there
+once, as an `Objective` (sft_objective / grpo_objective); `learn` runs any objective over micro-batches and
+never asks which. Every default a run uses is printed at its start; `--help` shows the shapes world's presets
+(shapes.TRAIN_DEFAULTS) beside each flag's default.
+
 Deliberate simplifications: prompts come from an in-memory generator or a jsonl file; a constant
 learning rate after an optional linear warm-up; the reference model for the KL is the starting model.
 
