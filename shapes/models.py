@@ -1,7 +1,7 @@
 """The shapes world's models: an exact image codec, a small Janus and a small Show-o that draw and read
-4x4 boards, and the evaluation that says whether self-improvement worked.
+4x4 boards.
 
-shapes.py is the world (scenes, renderer, GenEval's judge). This file puts the real Janus and Show-o
+shapes/__init__.py is the world (scenes, renderer, GenEval's judge). This file puts the real Janus and Show-o
 architectures into it, behind the unirl policy contract (models/__init__.py), so every stage file runs
 unchanged:
 
@@ -16,10 +16,10 @@ unchanged:
   text. It draws the 16 codes by MaskGIT-style parallel decoding and reads its images as Show-o does,
   through the image tokens themselves, so the codec stands in for MAGVIT-v2 only to render pixels (for
   the judge and the sample grids) and to parse external pixels back to codes.
-- Both start from random weights; shapes/pretrain.py teaches them the world. `load_shapes_policy` is the preset
-  loader: a folder (a pretrained base, a train.py checkpoint) or, without one, the cached pretrained
+- Both start from random weights; shapes/pretrain.py teaches them the world. Its `load_shapes_policy` is the
+  preset loader: a folder (a pretrained base, a train.py checkpoint) or, without one, the cached pretrained
   base of the preset's family, pretraining it on first use.
-- `evaluate_world` scores a policy with the exact judge on fresh samples, its self-QA on those same
+- evaluate.py's `evaluate_world` scores a policy with the exact judge on fresh samples, its self-QA on those same
   images, and its understanding of true scenes; `format_table` prints two such results side by side.
 
 Another family needs its own `build_shapes_<family>` and `load_shapes_<family>` in BUILDERS and LOADERS;

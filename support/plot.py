@@ -1,7 +1,7 @@
 """Line charts of a run's metrics.jsonl, drawn with pillow alone (matplotlib is no dependency of unirl).
 
-    python plot.py runs/x/metrics.jsonl --out curves.png
-    python plot.py runs/x --out rewards.png --keys 'reward_mean,self_qa_acc,reward/*'
+    python -m support.plot runs/x/metrics.jsonl --out curves.png
+    python -m support.plot runs/x --out rewards.png --keys 'reward_mean,self_qa_acc,reward/*'
 
 By default one panel per quantity worth watching (DEFAULT_PANELS): the rollouts' reward overall and by
 category, the held-out judge overall and by category, self-QA, zero-variance groups, KL, entropy, ...

@@ -1,4 +1,4 @@
-"""checkpoint.py without a model: durable and group-readable writes, verification and fallback, a full disk,
+"""support/checkpoint.py without a model: durable and group-readable writes, verification and fallback, a full disk,
 the run folder's lock, and the clean-up of what a killed run left."""
 
 import errno

@@ -29,7 +29,7 @@ FLAGS = ["--model", "janus-tiny", "--num-prompts", "12", "--prompts-per-step", "
 
 
 class Killed(BaseException):
-    """An in-process stand-in for SIGKILL: nothing in train.py or checkpoint.py catches it."""
+    """An in-process stand-in for SIGKILL: nothing in train.py or support/checkpoint.py catches it."""
 
 
 def tensors_of(ckpt: Path) -> dict:

@@ -1,4 +1,4 @@
-"""Every number and path flag of train.py, evaluate.py and pretrain.py is checked before anything heavy.
+"""Every number and path flag of train.py, evaluate.py and shapes/pretrain.py is checked before anything heavy.
 
 Each bad value must fail in validation with a one-line error naming the flag, before a model is loaded
 (load_policy and pretraining are replaced by functions that fail the test) and before any folder is made.

@@ -1,4 +1,4 @@
-"""Tests for geneval.py: GenEval's rules on hand-made detections, then the model path end to end
+"""Tests for geneval/: GenEval's rules on hand-made detections, then the model path end to end
 with tiny random Mask2Former / CLIP models built locally (nothing is downloaded)."""
 import json
 import math

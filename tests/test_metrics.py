@@ -1,4 +1,4 @@
-"""metrics.py: the numbers of a metrics line, the resume trim, the sample grid, live reporting, and what a run
+"""support/metrics.py: the numbers of a metrics line, the resume trim, the sample grid, live reporting, and what a run
 prints."""
 
 import json

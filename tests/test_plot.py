@@ -1,4 +1,4 @@
-"""Tests for plot.py: a PNG of the right size from a metrics file with a missing key, a NaN, a sparse
+"""Tests for support/plot.py: a PNG of the right size from a metrics file with a missing key, a NaN, a sparse
 key and a half-written last line; the default panels leave out what never moved; the pure helpers by hand."""
 
 import math
