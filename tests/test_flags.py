@@ -183,15 +183,15 @@ def test_valid_flags_reach_the_model_load(sandbox):
         pretrain.main(["--out", "base", "--hidden", "16"])
 
 
-@pytest.mark.parametrize("script, argv, flag", [
-    ("train.py", ["--model", "janus-tiny", "--warmup-steps", "-1"], "--warmup-steps"),
-    ("evaluate.py", ["--model", "janus-tiny", "--geneval", "--temperature", "nan"], "--temperature"),
-    ("pretrain.py", ["--steps", "0"], "--steps"),
+@pytest.mark.parametrize("command, argv, flag", [
+    ([str(ROOT / "train.py")], ["--model", "janus-tiny", "--warmup-steps", "-1"], "--warmup-steps"),
+    ([str(ROOT / "evaluate.py")], ["--model", "janus-tiny", "--geneval", "--temperature", "nan"], "--temperature"),
+    (["-m", "shapes.pretrain"], ["--steps", "0"], "--steps"),
 ])
-def test_command_line_exit_code_and_one_line(tmp_path, script, argv, flag):
+def test_command_line_exit_code_and_one_line(tmp_path, command, argv, flag):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "UNIRL_CACHE": str(tmp_path / "cache"),
-           "PYTHONWARNINGS": "ignore"}
-    done = subprocess.run([sys.executable, str(ROOT / script), *argv, "--out", str(tmp_path / "out")], cwd=tmp_path,
+           "PYTHONWARNINGS": "ignore", "PYTHONPATH": str(ROOT)}  # -m finds the package from any folder
+    done = subprocess.run([sys.executable, *command, *argv, "--out", str(tmp_path / "out")], cwd=tmp_path,
                           env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 2, done.stderr
     lines = done.stderr.strip().splitlines()
