@@ -37,6 +37,8 @@ Commands:
 In code, for train.py every k steps (no files, no collectives):
     result = evaluate_policy(policy, held_out, n_samples=2, cfg_scale=None, temperature=1.0, seed=0)
     log(flat_metrics(result))   # {"eval/self_qa_acc": ..., "eval/judge_acc": ..., ...}
+    evaluate_world(policy, shapes.eval_records(16), seed=3)   # the shapes world: {"geneval": ..., "und": ..., ...}
+Both run one loop, evaluate_samples; how images are drawn and judged, and whether true scenes exist, are its arguments.
 """
 
 from __future__ import annotations
@@ -60,7 +62,6 @@ import shapes
 from shapes import EVAL_PER_TAG  # a module-level name: the Config field `shapes` hides the module there
 from geneval import DEFAULT_CLIP, DEFAULT_DETECTOR
 from generate import rollout
-from understand import answer_questions
 from geneval.export import (analyze_folder, answer_images, claim_folder, decoding_steps, export_geneval,
                             find_metadata, from_pil, official_verdicts, pin_settings,
                             read_metadata, read_verdict, record_settings, sample_images, to_pil)
@@ -209,29 +210,28 @@ def flat_metrics(result: dict, prefix: str = "eval/") -> dict:
     return m
 
 
-# ------------------------------------------------------------------ in memory, for training
+# ------------------------------------------------------------------ in memory: the one evaluation loop
 @torch.no_grad()
-def evaluate_policy(policy, records: list[dict], *, n_samples: int = 2, cfg_scale: float | None = None,
-                    temperature: float = 1.0, seed: int = 0, judge=None, steps: int | None = None,
-                    batch_size: int = 16, max_answer_tokens: int = 24) -> dict:
-    """Evaluate a policy in memory (no files, no collectives); train.py calls it every k steps on a held-out set.
+def evaluate_samples(policy, records: list[dict], *, n_samples: int, batch_size: int, draw, judge=None,
+                     true_scenes=None, max_answer_tokens: int = 24) -> tuple[list[dict], list[bool] | None]:
+    """Draw, judge, answer, score: the loop of evaluate_policy (real models) and evaluate_world (the shapes world).
 
-    n_samples images per record (image k of record i drawn as the export draws it, from (seed, i, k)),
-    the model's greedy answer to each record's question, scored by reward.py. `judge(record, image) ->
-    bool | (bool, reason)`, with `image` a PIL image, adds the judge's GenEval-style summary and the
-    imbalance; the shapes world passes its exact judge, geneval_judge(scorer) wraps the built-in scorer.
-    Returns {"images", "self_qa", "judge", "imbalance", "rows"}; flat_metrics(result) makes it loggable.
+    What differs between the worlds comes in as arguments:
+      draw(jobs) -> (image ids (B, T), pixels (B, 3, H, W) in [0, 1]): image k of record i, for each job (i, k)
+      judge(record, image) -> bool | (bool, reason), on the 8-bit PIL image; None: no verdicts
+      true_scenes(first, chunk) -> pixels (C, 3, H, W): a scene that satisfies each record of the chunk
+          records[first:first + C]; None where no true scene exists (real prompts)
+    Images go `batch_size` per draw, true scenes `batch_size // n_samples` records per chunk.
+    Returns one row per image, {index, sample, tag, prompt, answer, self_reward[, judge, reason]} in (record, sample)
+    order, and with true_scenes, whether the greedy answer about each record's true scene is fully right.
     Pass the unwrapped policy (not the DDP module); its train/eval mode is restored afterwards."""
-    records = [prompts.add_questions(r) for r in records]  # GenEval's metadata lines work as they are
-    cfg_scale = policy.default_cfg_scale if cfg_scale is None else cfg_scale
     jobs = [(i, k) for i in range(len(records)) for k in range(n_samples)]
-    was_training, rows = policy.training, []
+    was_training, rows, understood = policy.training, [], []
     policy.eval()
     try:
         for start in range(0, len(jobs), batch_size):
             batch = jobs[start:start + batch_size]
-            image_ids, pixels = sample_images(policy, [r["prompt"] for r in records], batch, seed=seed,
-                                              cfg_scale=cfg_scale, temperature=temperature, steps=steps)
+            image_ids, pixels = draw(batch)
             images = [to_pil(p) for p in pixels]  # 8-bit, as exported: model and judge see the same image
             answers = answer_images(policy, from_pil(images), [records[i] for i, _ in batch], max_answer_tokens,
                                     image_ids=image_ids)
@@ -242,8 +242,36 @@ def evaluate_policy(policy, records: list[dict], *, n_samples: int = 2, cfg_scal
                 if judge is not None:
                     row["judge"], row["reason"] = read_verdict(judge(record, image))
                 rows.append(row)
+        if true_scenes is not None:  # understanding alone: the same questions about pictures that are right
+            per_chunk = max(1, batch_size // n_samples)
+            for first in range(0, len(records), per_chunk):
+                chunk = records[first:first + per_chunk]
+                # no image ids: a true scene is an outside picture, which the model encodes from its pixels
+                answers = answer_images(policy, true_scenes(first, chunk), chunk, max_answer_tokens)
+                understood += [s == 1.0 for s in reward.score_answers(answers, chunk)]
     finally:
         policy.train(was_training)
+    return rows, (understood if true_scenes is not None else None)
+
+
+def evaluate_policy(policy, records: list[dict], *, n_samples: int = 2, cfg_scale: float | None = None,
+                    temperature: float = 1.0, seed: int = 0, judge=None, steps: int | None = None,
+                    batch_size: int = 16, max_answer_tokens: int = 24) -> dict:
+    """Evaluate a policy in memory (no files, no collectives); train.py calls it every k steps on a held-out set.
+
+    n_samples images per record (image k of record i drawn as the export draws it, from (seed, i, k)),
+    the model's greedy answer to each record's question, scored by reward.py. `judge(record, image) ->
+    bool | (bool, reason)`, with `image` a PIL image, adds the judge's GenEval-style summary and the
+    imbalance; geneval_judge(scorer) wraps the built-in scorer. The loop is evaluate_samples.
+    Returns {"images", "self_qa", "judge", "imbalance", "rows"}; flat_metrics(result) makes it loggable.
+    Pass the unwrapped policy (not the DDP module); its train/eval mode is restored afterwards."""
+    records = [prompts.add_questions(r) for r in records]  # GenEval's metadata lines work as they are
+    cfg_scale = policy.default_cfg_scale if cfg_scale is None else cfg_scale
+    texts = [r["prompt"] for r in records]
+    draw = lambda jobs: sample_images(policy, texts, jobs, seed=seed, cfg_scale=cfg_scale,  # noqa: E731
+                                      temperature=temperature, steps=steps)
+    rows, _ = evaluate_samples(policy, records, n_samples=n_samples, batch_size=batch_size, draw=draw, judge=judge,
+                               max_answer_tokens=max_answer_tokens)
     return {**summarize_rows(rows), "rows": rows}
 
 
@@ -258,9 +286,14 @@ def geneval_judge(scorer):
 
 # ------------------------------------------------------------------ in memory, the shapes world
 EVAL_STEP = -1  # evaluation draws its images at a "step" no training run reaches: never a training image's stream
+TRUE_SCENE_SEED = 1_000_003  # the true scenes of records[first:] draw from seed * this + first
 
 
-@torch.no_grad()
+def judge_world(record, image) -> tuple[bool, str]:
+    """The shapes world's exact judge on a picture: parse the pixels back to the board, then GenEval's rules."""
+    return shapes.judge(record, shapes.parse_image(image))  # the judge sees pixels only, as GenEval does
+
+
 def evaluate_world(policy, records: list[dict], *, n_samples: int = 4, cfg_scale: float | None = None,
                    temperature: float = 1.0, timesteps: int | None = None, seed: int = 0,
                    batch_images: int = 128, max_answer_tokens: int = 16) -> dict:
@@ -269,7 +302,7 @@ def evaluate_world(policy, records: list[dict], *, n_samples: int = 4, cfg_scale
     For each record the policy draws `n_samples` images (CFG `cfg_scale`, default the family's, at
     `temperature`; Show-o decodes in `timesteps` steps, default the family's), and answers the record's
     question about each of them (greedy). It also answers the question about one true scene per record,
-    drawn by shapes.sample_scene from `seed`.
+    drawn by shapes.sample_scene from `seed`. The loop is evaluate_samples, with the exact judge.
 
     Returns
       geneval/<tag>, geneval    the exact judge's pass rate per tag; overall = mean of the tag scores (GenEval's)
@@ -282,32 +315,29 @@ def evaluate_world(policy, records: list[dict], *, n_samples: int = 4, cfg_scale
       images, seconds
     """
     t0 = time.perf_counter()
-    was_training = policy.training
-    policy.eval()
-    device = next(policy.parameters()).device
     cfg = cfg_scale if cfg_scale is not None else policy.default_cfg_scale
-    passed, correct, rewards, tags, und_correct = [], [], [], [], []
-    per_chunk = max(1, batch_images // n_samples)
-    for start in range(0, len(records), per_chunk):
-        chunk = records[start:start + per_chunk]
-        ro = rollout(policy, chunk, n_samples, seed=seed, step=EVAL_STEP, first_index=start * n_samples,
-                     cfg_scale=cfg, temperature=temperature, timesteps=timesteps)
-        codes = shapes.parse_image(ro.pixels.float().cpu())  # the judge sees pixels only, as GenEval does
-        passed += [shapes.judge(r, c)[0] for r, c in zip(ro.records, codes)]
-        *_, answers = answer_questions(policy, policy.encode_images(ro.pixels), [r["question"] for r in ro.records],
-                                       max_new_tokens=max_answer_tokens)
-        scores = reward.score_answers(answers, ro.records)
-        rewards += scores
-        correct += [s == 1.0 for s in scores]
-        tags += [r["tag"] for r in ro.records]
-        # understanding alone: the same questions about true scenes of the same records
-        rng = random.Random(seed * 1_000_003 + start)
-        truth = torch.stack([shapes.sample_scene(r, rng) for r in chunk])
-        pixels = shapes.render_tensor(truth).to(device)
-        *_, answers = answer_questions(policy, policy.encode_images(pixels), [r["question"] for r in chunk],
-                                       max_new_tokens=max_answer_tokens)
-        und_correct += [s == 1.0 for s in reward.score_answers(answers, chunk)]
-    policy.train(was_training)
+
+    def draw(jobs):
+        # As a training rollout draws (the evaluation step's streams, indexed by i * n_samples + k; Show-o in its
+        # training steps), not as the GenEval export does: the world's tables were all measured this way.
+        i, k = jobs[0]
+        ro = rollout(policy, [records[j] for j, _ in jobs], 1, seed=seed, step=EVAL_STEP,
+                     first_index=i * n_samples + k, cfg_scale=cfg, temperature=temperature, timesteps=timesteps)
+        return ro.image_ids, ro.pixels  # exact palette colours: the loop's 8-bit round trip leaves them as they are
+
+    def true_scenes(first, chunk):
+        rng = random.Random(seed * TRUE_SCENE_SEED + first)
+        return shapes.render_tensor(torch.stack([shapes.sample_scene(r, rng) for r in chunk]))
+
+    # whole groups per draw: the batches, so the numbers, stay those of one rollout per chunk of records
+    batch = max(1, batch_images // n_samples) * n_samples
+    rows, und_correct = evaluate_samples(policy, records, n_samples=n_samples, batch_size=batch, draw=draw,
+                                         judge=judge_world, true_scenes=true_scenes,
+                                         max_answer_tokens=max_answer_tokens)
+    passed = [r["judge"] for r in rows]
+    rewards = [r["self_reward"] for r in rows]
+    correct = [s == 1.0 for s in rewards]
+    tags = [r["tag"] for r in rows]
 
     def share(flags, keep=None):
         flags = [f for i, f in enumerate(flags) if keep is None or keep[i]]

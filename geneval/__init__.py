@@ -98,8 +98,11 @@ def evaluate_image(metadata, detections_by_class, color_of: Callable[[Detection]
                    position_threshold=0.1):
     """GenEval's per-image decision: (correct, reason). Include clauses are ANDed, excludes ORed.
 
-    Only the top-`count` detections of a class take part in the colour and position checks.
-    `color_of` names one object's colour (the CLIP classifier, or a fake in tests)."""
+    `detections_by_class` is what filter_detections returns: {class: [Detection, ...]}, best first. Only the
+    top-`count` detections of a class take part in the colour and position checks. `color_of` names one
+    object's colour (the CLIP classifier; the shapes world's exact cell colour; a fake in tests). Both
+    judges of this repository are this function: GenEvalScorer on Mask2Former's detections, shapes.judge
+    on the exact detections of a rendered board."""
     correct, reasons, groups = True, [], []  # groups[i] = kept objects of include i, None if it failed
     for req in metadata.get("include", []):
         name, count = req["class"], req["count"]
@@ -128,7 +131,9 @@ def evaluate_image(metadata, detections_by_class, color_of: Callable[[Detection]
                         seen = relative_position(det.box, other.box, position_threshold)
                         if relation not in seen:
                             matched = False
-                            reasons.append(f"expected {name} {relation} target, found {' and '.join(seen)} target")
+                            # sorted: a set's order changes with the interpreter's string hashing
+                            found_relations = " and ".join(sorted(seen)) or "no relation to"
+                            reasons.append(f"expected {name} {relation} target, found {found_relations} target")
                             break
                     if not matched:
                         break

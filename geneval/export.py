@@ -22,7 +22,8 @@ samples; each folder is written under a temporary name and renamed, so none is e
 folder exported with other settings (export.json differs) is refused rather than mixed.
 
 sample_images and answer_images also serve evaluate.evaluate_policy, the in-memory evaluation during
-training, so its images are drawn and questioned exactly as the exported ones.
+training, so its images are drawn and questioned exactly as the exported ones (answer_images serves the
+loop of both worlds' in-memory evaluation, evaluate.evaluate_samples).
     _, pixels = sample_images(policy, texts, [(i, k)], seed=0, cfg_scale=5.0, temperature=1.0)
     to_pil(pixels[0])   # the same image as sample_path(out, i, k) of an export with these settings
 """

@@ -23,7 +23,8 @@ The world:
   * The models that live in this world (a tiny Janus, its exact codec, its evaluation) are in
     shapes/models.py; shapes/shapes/pretrain.py teaches them the world from rendered ground truth.
 
-The judge follows GenEval's per-image rules (djghosh13/geneval, evaluation/evaluate_images.py):
+The judge is GenEval's per-image rules (djghosh13/geneval, evaluation/evaluate_images.py), the very function
+that judges Mask2Former's detections (geneval.evaluate_image), fed with the board's exact detections:
   * Detections are exact: every non-empty cell is one object, score 1. Its box is its CELL box,
     so relations depend on the grid only. (GenEval's box is the tight box of the detected mask; ours
     would be the cell shrunk by its 1-pixel margin, the same for every shape. That changes the verdict
@@ -50,12 +51,12 @@ import itertools
 import json
 import random
 import zlib
-from collections import namedtuple
 
 import numpy as np
 import torch
 from PIL import Image
 
+import geneval
 import prompts
 from prompts import TAGS
 
@@ -76,9 +77,6 @@ NUM_CELLS = GRID * GRID  # N, image tokens per image
 NUM_CODES = 1 + len(SHAPES) * len(COLORS)  # codebook size, code 0 = empty cell
 SIZE = GRID * CELL  # canvas side in pixels
 POSITION_THRESHOLD = 0.1  # GenEval's default `position_threshold`
-
-# One detected object: its class, color, cell and box (x0, y0, x1, y1) in pixels.
-Detection = namedtuple("Detection", "shape color row col box")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -207,63 +205,35 @@ def cell_box(row, col):
     return (col * CELL, row * CELL, (col + 1) * CELL, (row + 1) * CELL)
 
 
+def box_cell(box):
+    """(row, col) of the cell whose box `cell_box` gave."""
+    return box[1] // CELL, box[0] // CELL
+
+
 def detect(codes):
-    """{class: [Detection, ...]} in raster order, the order GenEval would get from tied scores."""
-    objects = {}
-    for (row, col), (shape, color) in sorted(codes_to_scene(codes).items()):
-        objects.setdefault(shape, []).append(Detection(shape, color, row, col, cell_box(row, col)))
-    return objects
+    """{class: [geneval.Detection, ...]}: the board's exact detections, in the form a detector's take after
+    geneval.filter_detections. Every non-empty cell is one object of score 1 whose box is its cell's."""
+    found = [geneval.Detection(shape, 1.0, cell_box(row, col))
+             for (row, col), (shape, _) in sorted(codes_to_scene(codes).items())]  # raster order
+    # GenEval's own filter, which drops nothing here: a score of 1 passes both cuts (0.3, and 0.9 for counting,
+    # so no tag is needed) and 16 cells never exceed the 16-per-class cap. Its sort by score is stable, so
+    # tied objects stay in raster order, and that order decides which are a class's top-`count` objects.
+    return geneval.filter_detections(found, tag=None)
 
 
 def relative_position(box_a, box_b):
     """Set of relations of A relative to B by GenEval's rule (geneval.relative_position): shrink the centre
     offset on each axis by POSITION_THRESHOLD * (size_a + size_b), then call a relation when the shrunk
     offset, divided by the norm of the raw offset, exceeds 0.5 on that axis. Image y points down."""
-    import geneval
-
     return geneval.relative_position(box_a, box_b, POSITION_THRESHOLD)
 
 
 def judge(record, codes):
-    """(correct, reason) for one image, GenEval's rules. reason is "" when correct, as in GenEval."""
-    objects = detect(codes)
-    correct, reasons, groups = True, [], []  # groups[i] = objects matched by include i, or None
-    for req in record["include"]:
-        name, count = req["class"], req["count"]
-        found = objects.get(name, [])[:count]  # the top-`count` detections
-        matched = len(found) >= count
-        if not matched:
-            reasons.append(f"expected {name}>={count}, found {len(found)}")
-        if matched and "color" in req:
-            hits = sum(obj.color == req["color"] for obj in found)
-            if hits < count:
-                matched = False
-                seen = ", ".join(f"{obj.color}" for obj in found)
-                reasons.append(f"expected {req['color']} {name}>={count}, found {hits} ({seen})")
-        if matched and "position" in req:
-            relation, target = req["position"]
-            if groups[target] is None:
-                matched = False
-                reasons.append(f"no target for {name} to be {relation}")
-            else:  # every object against every object of the target group; stop at the first miss
-                for obj in found:
-                    for other in groups[target]:
-                        relations = relative_position(obj.box, other.box)
-                        if relation not in relations:
-                            matched = False
-                            reasons.append(f"expected {name} {relation} target, found "
-                                           f"{' and '.join(sorted(relations)) or 'no relation to'} target")
-                            break
-                    if not matched:
-                        break
-        correct = correct and matched
-        groups.append(found if matched else None)
-    for req in record.get("exclude", []):
-        name, count = req["class"], req["count"]
-        if len(objects.get(name, [])) >= count:
-            correct = False
-            reasons.append(f"expected {name}<{count}, found {len(objects[name])}")
-    return correct, "\n".join(reasons)
+    """(correct, reason) for one image: GenEval's rules (geneval.evaluate_image, the function that also judges
+    Mask2Former's detections) on the exact detections. reason is "" when correct, as in GenEval."""
+    scene = codes_to_scene(codes)
+    color_of = lambda det: scene[box_cell(det.box)][1]  # noqa: E731, the exact colour stands in for CLIP's
+    return geneval.evaluate_image(record, detect(codes), color_of, POSITION_THRESHOLD)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -337,7 +307,7 @@ def scene_answer(record, codes):
     if tag not in ("two_object", "position", "color_attr") or not judge(record, codes)[0]:
         return answer_for(record)
     objects = detect(codes)
-    first_cell = lambda entry: objects[entry["class"]][0][2:4]  # (row, col) of its top detection
+    first_cell = lambda entry: box_cell(objects[entry["class"]][0].box)  # (row, col) of its top detection
     if tag == "position":
         a, b = sorted((include[0], include[1]), key=first_cell)
         relations = relative_position(cell_box(*first_cell(a)), cell_box(*first_cell(b)))

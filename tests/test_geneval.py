@@ -149,6 +149,17 @@ def test_position_every_object_against_every_target():
     assert not ok and reason == "expected cup above target, found left of target"
 
 
+def test_position_reason_names_the_relations_in_a_fixed_order():
+    """A set's iteration order changes with the interpreter's string hashing; the reason must not."""
+    meta = {"tag": "position", "include": [{"class": "kite", "count": 1},
+                                           {"class": "cup", "count": 1, "position": ["above", 0]}]}
+    kite = det("kite", 0.9, (0, 0, 10, 10))
+    ok, reason = evaluate_image(meta, by_class(kite, det("cup", 0.9, (100, 100, 110, 110))))  # diagonal
+    assert not ok and reason == "expected cup above target, found below and right of target"
+    ok, reason = evaluate_image(meta, by_class(kite, det("cup", 0.9, (1, 1, 11, 11))))  # overlapping
+    assert not ok and reason == "expected cup above target, found no relation to target"
+
+
 def ideal_scene(meta):
     """Detections that satisfy a GenEval prompt: count objects per include, related boxes 100px apart."""
     step = {"left of": (-100, 0), "right of": (100, 0), "above": (0, -100), "below": (0, 100)}

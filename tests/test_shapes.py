@@ -230,7 +230,8 @@ def test_judge_color_attr():
     assert not ok(COLOR_ATTR, scene((0, 0, "circle", "red"), (2, 3, "square", "red")))  # one wrong
     assert not ok(COLOR_ATTR, scene((0, 0, "circle", "red"), (2, 3, "diamond", "blue")))  # wrong shape
     reason = shapes.judge(COLOR_ATTR, scene((0, 0, "circle", "blue"), (2, 3, "square", "red")))[1]
-    assert reason.splitlines() == ["expected red circle>=1, found 0 (blue)", "expected blue square>=1, found 0 (red)"]
+    assert reason.splitlines() == ["expected red circle>=1, found 0 red; and 1 blue",  # GenEval's wording
+                                   "expected blue square>=1, found 0 blue; and 1 red"]
 
 
 def test_judge_position():
