@@ -10,7 +10,7 @@ detector. This file measures both on GenEval's prompts, for a preset, a released
      same images on 1 or 8 GPUs and at any --batch-size. Re-running the same command resumes; a folder
      exported with other settings (export.json) is refused rather than mixed. geneval/export.py writes,
      reads back and pins the folder; this file decides what runs and summarizes it.
-  2. Scores. geneval.py's transformers rebuild of GenEval (--scorer builtin, CPU or GPU), the official
+  2. Scores. geneval/'s transformers rebuild of GenEval (--scorer builtin, CPU or GPU), the official
      evaluator's results file (--official-results), or none. Printed as GenEval's summary table.
   3. Self-QA. The model answers each image's templated question (prompts.add_questions) about the saved
      PNG, greedily, and reward.py scores the answer: mean reward and accuracy (reward == 1) per tag.
@@ -81,7 +81,7 @@ class Config:
     temperature: float = opt(1.0, "image-token sampling temperature (full softmax, as in training)")
     steps: int | None = opt(None, "decoding steps of masked (MaskGIT-style) families; unused by autoregressive ones")
     seed: int = opt(0, "image k of prompt i draws from uniforms seeded on (seed, i, k)")
-    scorer: str = opt("builtin", "builtin (geneval.py on transformers) | none")
+    scorer: str = opt("builtin", "builtin (geneval/ on transformers) | none")
     detector: str = opt(DEFAULT_DETECTOR, "Mask2Former hub id or local folder for --scorer builtin")
     clip: str = opt(DEFAULT_CLIP, "CLIP hub id or local folder for --scorer builtin")
     official_results: str | None = opt(None, "results jsonl of GenEval's own evaluator on --out; replaces --scorer")

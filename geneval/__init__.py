@@ -19,8 +19,8 @@ Two layers, so the rules can be tested without models:
   models: Mask2FormerDetector, ClipColorClassifier, GenEvalScorer
 
 Run:
-  python geneval.py outputs/geneval                 # score <dir>/<00000>/samples/<0000>.png, print table
-  python geneval.py outputs/geneval/results.jsonl   # print the table of ours or the official results
+  python -m geneval outputs/geneval                 # score <dir>/<00000>/samples/<0000>.png, print table
+  python -m geneval outputs/geneval/results.jsonl   # print the table of ours or the official results
 """
 import argparse
 import functools
@@ -436,6 +436,3 @@ def main(argv=None):
         results = scorer.score_folder(args.path, args.outfile)
     print(format_table(summarize(results)))
 
-
-if __name__ == "__main__":
-    main()

@@ -21,7 +21,7 @@ The world:
     category. (shapes/pretrain.py's base learns the whole world from true scenes, as a real base has seen captions
     like GenEval's; the split keeps the evaluation prompts away from UniRL's post-training.)
   * The models that live in this world (a tiny Janus, its exact codec, its evaluation) are in
-    shapes/models.py; shapes/shapes/pretrain.py teaches them the world from rendered ground truth.
+    shapes/models.py; shapes/pretrain.py teaches them the world from rendered ground truth.
 
 The judge is GenEval's per-image rules (djghosh13/geneval, evaluation/evaluate_images.py), the very function
 that judges Mask2Former's detections (geneval.evaluate_image), fed with the board's exact detections:
@@ -43,7 +43,7 @@ that judges Mask2Former's detections (geneval.evaluate_image), fed with the boar
   * exclude {class, count}: fail if at least `count` objects of the class exist. Counting prompts
     carry include n and exclude n + 1, so counting is exact.
 
-Nothing runs at import time. `python shapes.py` prints a few records, ground-truth scenes and
+Nothing runs at import time. `python -m shapes` prints a few records, ground-truth scenes and
 verdicts, and writes shapes_demo.png.
 """
 import functools
@@ -446,18 +446,3 @@ def eval_records(per_tag=8, seed=EVAL_SEED):
         rng.shuffle(held)
         columns.append([dict(rng.choice(held[i % len(held)])) for i in range(per_tag)])
     return [column[i] for i in range(per_tag) for column in columns]
-
-
-if __name__ == "__main__":
-    rng = random.Random(0)
-    records = make_shape_records(6)  # one per tag
-    scenes = [sample_scene(record, rng) for record in records]
-    for record, codes in zip(records, scenes):
-        print(f"{record['prompt']:<45} | {describe(codes)} | {judge(record, codes)}")
-    wrong = sample_scene(records[2], rng)  # a near miss: one object too many for the counting prompt
-    wrong[(wrong == 0).nonzero()[0]] = wrong.max()
-    print(f"{records[2]['prompt']:<45} | {describe(wrong)} | {judge(records[2], wrong)}")
-    strip = Image.new("RGB", (7 * (SIZE + 4), SIZE), "gray")
-    for i, image in enumerate(render_codes(torch.stack(scenes + [wrong]))):
-        strip.paste(image, (i * (SIZE + 4), 0))
-    strip.save("shapes_demo.png")
