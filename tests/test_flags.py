@@ -63,6 +63,7 @@ def sandbox(tmp_path, monkeypatch):
         raise AssertionError("a model was loaded (or pretrained) before the flags were checked")
 
     monkeypatch.setattr(models, "load_policy", refuse)
+    monkeypatch.setattr(train, "load_policy", refuse)  # train.py imports it by name at its top
     monkeypatch.setattr(pretrain, "pretrain", refuse)
     monkeypatch.setenv("UNIRL_CACHE", str(tmp_path / "cache"))
     monkeypatch.chdir(tmp_path)
