@@ -64,10 +64,13 @@ sys.path.insert(0, str(ROOT))
 from support import plot  # noqa: E402
 from shapes import pretrain  # noqa: E402
 import shapes  # noqa: E402
+import reward  # noqa: E402
 import train  # noqa: E402
 from evaluate import evaluate_world  # noqa: E402
+from generate import image_uniforms, rollout  # noqa: E402
 from shapes.models import FAMILIES  # noqa: E402
 from shapes.pretrain import load_shapes_policy  # noqa: E402
+from understand import answer_questions  # noqa: E402
 
 DEV_SEEDS = (100, 101, 102)  # choose settings (--sweep) on these
 REPORT_SEEDS = (1000, 1001, 1002, 1003, 1004)  # report on these; never used for a choice
@@ -339,6 +342,53 @@ def plot_arms(rows: list[dict], arms: list[str], path: Path, keys=PLOT_KEYS) -> 
     return path
 
 
+# ------------------------------------------------------------------ why understanding falls: label noise
+@torch.no_grad()
+def label_noise(policy, records: list[dict], group_size: int, cfg_scale: float, seed: int,
+                answer_temperature: float = 1.0) -> dict:
+    """What GRPO's answer term learns from, measured on counting prompts as a training step sees them.
+
+    The reward scores an answer against the PROMPT's count, so on an image that shows another count the answer
+    that repeats the prompt earns 1 while the answer that reads the image right earns 1/2 (right object, wrong
+    count). Per image: does the exact judge pass it; does the answer match the prompt (reward 1); does it match
+    the image (scored against the count the image really shows). Returns shares and mean rewards."""
+    ro = rollout(policy, records, group_size, seed=seed, step=0, first_index=0, cfg_scale=cfg_scale)
+    images = policy.images_for_understanding(ro.image_ids, ro.pixels)
+    uniforms = image_uniforms(seed + 1, 0, 0, len(ro.records), 16)
+    *_, answers = answer_questions(policy, images, [r["question"] for r in ro.records], max_new_tokens=16,
+                                         temperature=answer_temperature, uniforms=uniforms)
+    rows = []
+    for record, codes, answer in zip(ro.records, shapes.parse_image(ro.pixels.float().cpu()), answers):
+        name = record["include"][0]["class"]
+        shown = sum(1 for shape, _ in shapes.codes_to_scene(codes).values() if shape == name)
+        truth = {**record, "include": [{**record["include"][0], "count": shown}]}
+        rows.append(dict(passed=shapes.judge(record, codes)[0], reward=reward.score_answer(answer, record),
+                         reads_image=shown > 0 and reward.score_answer(answer, truth) == 1.0))
+    failed = [r for r in rows if not r["passed"]]
+    repeats = [r for r in failed if r["reward"] == 1.0]  # the prompt's count about an image without it
+    readers = [r for r in failed if r["reads_image"]]  # the image's own count
+    mean = lambda xs: sum(xs) / len(xs) if xs else float("nan")  # noqa: E731
+    return {"images": len(rows), "judge_fails": len(failed) / len(rows),
+            "fails_answered_with_the_prompt": len(repeats) / max(len(failed), 1),
+            "fails_answered_with_the_image": len(readers) / max(len(failed), 1),
+            "reward_prompt_answer": mean([r["reward"] for r in repeats]),
+            "reward_image_answer": mean([r["reward"] for r in readers]),
+            "reward_on_passed": mean([r["reward"] for r in rows if r["passed"]])}
+
+
+def print_label_noise(args) -> None:
+    """--label-noise: label_noise on each seed's cached base, over the training side's counting prompts."""
+    torch.set_num_threads(args.threads)
+    records = [r for r in shapes.training_records(400, seed=0) if r["tag"] == "counting"][:32]
+    cfg_scale = shapes.TRAIN_DEFAULTS[args.model]["cfg_scale"]
+    for seed in args.seeds:
+        base = pretrain.cached_base(pretrain.PretrainConfig(family=FAMILIES[args.model], seed=seed))
+        policy = load_shapes_policy(args.model, str(base)).eval()
+        result = label_noise(policy, records, 8, cfg_scale, seed)
+        print(json.dumps({"model": args.model, "seed": seed, "seed_set": seed_set(seed),
+                          **{k: round(v, 3) for k, v in result.items()}}), flush=True)
+
+
 # ------------------------------------------------------------------ main
 def read_rows(path: str) -> list[dict]:
     """The rows of a results file. Rows written before they named their model are shapes-janus's."""
@@ -365,6 +415,8 @@ def parse_args(argv: list[str]):
     ap.add_argument("--lrs", type=float, nargs="+", default=list(SWEEP_LRS), help="--sweep's learning rates")
     ap.add_argument("--table", default=None, help="only print the table (and redraw the plot) of a results file")
     ap.add_argument("--claims", default=None, help="only print which of the paper's claims a results file supports")
+    ap.add_argument("--label-noise", action="store_true",
+                    help="only measure, on each seed's base, what the answer reward teaches on counting images")
     args = ap.parse_args(argv)
     args.seeds = parse_seeds(args.seeds)
     if args.sweep and any(seed_set(s) == "report" for s in args.seeds):
@@ -383,6 +435,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv[:argv.index("--")] if "--" in argv else argv)
     if args.claims:
         print(format_claims(read_rows(args.claims)))
+        return
+    if args.label_noise:
+        print_label_noise(args)
         return
     if args.table:
         rows = read_rows(args.table)

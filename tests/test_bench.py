@@ -324,3 +324,33 @@ def test_shapes_bench_sweep_picks_each_arms_best_learning_rate():
     rows += [{"arm": "base", "seed": seed, "geneval": 0.9} for seed in shapes_table.DEV_SEEDS]
     assert shapes_table.best_settings(rows) == {"sft": {"lr": 1e-4}, "grpo-both": {"lr": 3e-4}}
     assert '"grpo-both": {"lr": 0.0003},' in shapes_table.format_sweep(rows)
+
+
+def test_label_noise_prices_the_prompt_answer_above_the_image_answer(monkeypatch):
+    """Counting images that show one object more than the prompt asks: the judge fails them all; an answer that
+    repeats the prompt's count earns 1, one that reads the image's count earns 1/2, and label_noise says so."""
+    import random
+    from types import SimpleNamespace
+
+    import shapes
+
+    records = [r for r in shapes.make_shape_records(60, seed=3) if r["tag"] == "counting"][:2]
+    rng = random.Random(0)
+    scenes, answers = [], []
+    for record in records:
+        obj, count = record["include"][0]["class"], record["include"][0]["count"]
+        more = {**record, "include": [{"class": obj, "count": count + 1}],
+                "exclude": [{"class": obj, "count": count + 2}]}  # exactly one more (GenEval's counting rule)
+        for k in range(4):
+            scene = shapes.sample_scene(more, rng)
+            scenes.append(scene)
+            answers.append(shapes.scene_answer(record if k % 2 == 0 else more, scene))  # the prompt's, the image's
+    pixels = shapes.render_tensor(torch.stack(scenes))
+    monkeypatch.setattr(shapes_table, "rollout", lambda policy, recs, g, **kw: SimpleNamespace(
+        records=[r for r in recs for _ in range(g)], image_ids=torch.stack(scenes), pixels=pixels))
+    monkeypatch.setattr(shapes_table, "answer_questions", lambda *a, **kw: (None, None, None, None, answers))
+    policy = SimpleNamespace(images_for_understanding=lambda ids, px: px)
+    result = shapes_table.label_noise(policy, records, 4, cfg_scale=3.0, seed=0)
+    assert result["judge_fails"] == 1.0
+    assert result["fails_answered_with_the_prompt"] == 0.5 and result["fails_answered_with_the_image"] == 0.5
+    assert result["reward_prompt_answer"] == 1.0 and result["reward_image_answer"] == 0.5
