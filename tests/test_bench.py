@@ -339,7 +339,7 @@ def test_label_noise_prices_the_prompt_answer_above_the_image_answer(monkeypatch
     scenes, answers = [], []
     for record in records:
         obj, count = record["include"][0]["class"], record["include"][0]["count"]
-        more = {**record, "include": [{"class": obj, "count": count + 1}],
+        more = {**{k: v for k, v in record.items() if k != "answer"}, "include": [{"class": obj, "count": count + 1}],
                 "exclude": [{"class": obj, "count": count + 2}]}  # exactly one more (GenEval's counting rule)
         for k in range(4):
             scene = shapes.sample_scene(more, rng)
