@@ -64,6 +64,7 @@ sys.path.insert(0, str(ROOT))
 from support import plot  # noqa: E402
 from shapes import pretrain  # noqa: E402
 import shapes  # noqa: E402
+import geneval  # noqa: E402
 import reward  # noqa: E402
 import train  # noqa: E402
 from evaluate import evaluate_world  # noqa: E402
@@ -346,27 +347,25 @@ def plot_arms(rows: list[dict], arms: list[str], path: Path, keys=PLOT_KEYS) -> 
 @torch.no_grad()
 def label_noise(policy, records: list[dict], group_size: int, cfg_scale: float, seed: int,
                 answer_temperature: float = 1.0) -> dict:
-    """What GRPO's answer term learns from, measured on counting prompts as a training step sees them.
+    """What GRPO's answer term learns from, measured on counting or position prompts as a training step sees them.
 
-    The reward scores an answer against the PROMPT's count, so on an image that shows another count the answer
-    that repeats the prompt earns 1 while the answer that reads the image right earns 1/2 (right object, wrong
-    count). Per image: does the exact judge pass it; does the answer match the prompt (reward 1); does it match
-    the image (scored against the count the image really shows). Returns shares and mean rewards."""
+    The reward scores an answer against the PROMPT, so on an image that shows another count (or relation) the
+    answer that repeats the prompt earns 1 while the answer that reads the image right earns less (counting: 1/2,
+    right object, wrong count). Per image: does the exact judge pass it; does the answer match the prompt (reward
+    1); does it match the image (scored against what the image really shows). Returns shares and mean rewards."""
     ro = rollout(policy, records, group_size, seed=seed, step=0, first_index=0, cfg_scale=cfg_scale)
     images = policy.images_for_understanding(ro.image_ids, ro.pixels)
     uniforms = image_uniforms(seed + 1, 0, 0, len(ro.records), 16)
     *_, answers = answer_questions(policy, images, [r["question"] for r in ro.records], max_new_tokens=16,
-                                         temperature=answer_temperature, uniforms=uniforms)
+                                   temperature=answer_temperature, uniforms=uniforms)
     rows = []
     for record, codes, answer in zip(ro.records, shapes.parse_image(ro.pixels.float().cpu()), answers):
-        name = record["include"][0]["class"]
-        shown = sum(1 for shape, _ in shapes.codes_to_scene(codes).values() if shape == name)
-        truth = {**record, "include": [{**record["include"][0], "count": shown}]}
+        shown = [{**record, "include": include} for include in image_includes(record, codes)]
         rows.append(dict(passed=shapes.judge(record, codes)[0], reward=reward.score_answer(answer, record),
-                         reads_image=shown > 0 and reward.score_answer(answer, truth) == 1.0))
+                         reads_image=any(reward.score_answer(answer, truth) == 1.0 for truth in shown)))
     failed = [r for r in rows if not r["passed"]]
-    repeats = [r for r in failed if r["reward"] == 1.0]  # the prompt's count about an image without it
-    readers = [r for r in failed if r["reads_image"]]  # the image's own count
+    repeats = [r for r in failed if r["reward"] == 1.0]  # the prompt's claim about an image that does not show it
+    readers = [r for r in failed if r["reads_image"]]  # what the image does show
     mean = lambda xs: sum(xs) / len(xs) if xs else float("nan")  # noqa: E731
     return {"images": len(rows), "judge_fails": len(failed) / len(rows),
             "fails_answered_with_the_prompt": len(repeats) / max(len(failed), 1),
@@ -376,17 +375,40 @@ def label_noise(policy, records: list[dict], group_size: int, cfg_scale: float, 
             "reward_on_passed": mean([r["reward"] for r in rows if r["passed"]])}
 
 
+def image_includes(record: dict, codes) -> list[list[dict]]:
+    """The record's `include` rewritten to what the board shows, one per true reading (none when the image has
+    nothing to read): counting, the count of the named shape; position, each relation the first found object of
+    the one class holds to the first of the other (geneval.relative_position, as the judge measures)."""
+    include = record["include"]
+    found = shapes.detect(codes)
+    if record["tag"] == "counting":
+        shown = len(found.get(include[0]["class"], []))
+        return [[{**include[0], "count": shown}]] if shown else []
+    if record["tag"] == "position":
+        k = next(i for i, entry in enumerate(include) if "position" in entry)
+        target = include[k]["position"][1]
+        mine, theirs = found.get(include[k]["class"]), found.get(include[target]["class"])
+        if not mine or not theirs:
+            return []
+        relations = geneval.relative_position(mine[0].box, theirs[0].box, shapes.POSITION_THRESHOLD)
+        return [[{**entry, "position": [relation, target]} if i == k else entry for i, entry in enumerate(include)]
+                for relation in sorted(relations)]
+    raise ValueError(f"label_noise reads counting and position records, not {record['tag']!r}")
+
+
 def print_label_noise(args) -> None:
-    """--label-noise: label_noise on each seed's cached base, over the training side's counting prompts."""
+    """--label-noise: label_noise on each seed's cached base (and on --checkpoints, if given), over 32 training
+    prompts of counting and of position, 8 images each."""
     torch.set_num_threads(args.threads)
-    records = [r for r in shapes.training_records(400, seed=0) if r["tag"] == "counting"][:32]
+    pool = shapes.training_records(800, seed=0)
     cfg_scale = shapes.TRAIN_DEFAULTS[args.model]["cfg_scale"]
     for seed in args.seeds:
         base = pretrain.cached_base(pretrain.PretrainConfig(family=FAMILIES[args.model], seed=seed))
         policy = load_shapes_policy(args.model, str(base)).eval()
-        result = label_noise(policy, records, 8, cfg_scale, seed)
-        print(json.dumps({"model": args.model, "seed": seed, "seed_set": seed_set(seed),
-                          **{k: round(v, 3) for k, v in result.items()}}), flush=True)
+        for tag in ("counting", "position"):
+            result = label_noise(policy, [r for r in pool if r["tag"] == tag][:32], 8, cfg_scale, seed)
+            print(json.dumps({"model": args.model, "seed": seed, "seed_set": seed_set(seed), "tag": tag,
+                              **{k: round(v, 3) for k, v in result.items()}}), flush=True)
 
 
 # ------------------------------------------------------------------ main

@@ -354,3 +354,34 @@ def test_label_noise_prices_the_prompt_answer_above_the_image_answer(monkeypatch
     assert result["judge_fails"] == 1.0
     assert result["fails_answered_with_the_prompt"] == 0.5 and result["fails_answered_with_the_image"] == 0.5
     assert result["reward_prompt_answer"] == 1.0 and result["reward_image_answer"] == 0.5
+
+
+def test_label_noise_reads_the_relation_the_image_shows(monkeypatch):
+    """Position images drawn with the opposite relation: the prompt's relation earns 1, the image's own relation
+    less (the objects are right, the relation is not), and label_noise counts the latter as reading the image."""
+    import random
+    from types import SimpleNamespace
+
+    import shapes
+
+    opposite = {"left of": "right of", "right of": "left of", "above": "below", "below": "above"}
+    records = [r for r in shapes.training_records(200, seed=3) if r["tag"] == "position"][:2]
+    rng = random.Random(0)
+    scenes, answers = [], []
+    for record in records:
+        flipped = {k: v for k, v in record.items() if k != "answer"}
+        flipped["include"] = [{**e, "position": [opposite[e["position"][0]], e["position"][1]]} if "position" in e
+                              else e for e in record["include"]]
+        for k in range(4):
+            scene = shapes.sample_scene(flipped, rng)
+            scenes.append(scene)
+            answers.append(shapes.scene_answer(record if k % 2 == 0 else flipped, scene))
+    pixels = shapes.render_tensor(torch.stack(scenes))
+    monkeypatch.setattr(shapes_table, "rollout", lambda policy, recs, g, **kw: SimpleNamespace(
+        records=[r for r in recs for _ in range(g)], image_ids=torch.stack(scenes), pixels=pixels))
+    monkeypatch.setattr(shapes_table, "answer_questions", lambda *a, **kw: (None, None, None, None, answers))
+    result = shapes_table.label_noise(SimpleNamespace(images_for_understanding=lambda ids, px: px), records, 4,
+                                      cfg_scale=3.0, seed=0)
+    assert result["judge_fails"] == 1.0 and result["reward_prompt_answer"] == 1.0
+    assert result["fails_answered_with_the_prompt"] == 0.5 and result["fails_answered_with_the_image"] == 0.5
+    assert result["reward_image_answer"] < 1.0
