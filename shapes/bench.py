@@ -93,7 +93,8 @@ ARMS = {
 ARM_SETTINGS = {arm: {"lr": 1e-4} for arm in ARMS if arm != "base"}
 # chosen by --sweep on dev seeds 100 and 101 at lr 3e-5, 1e-4 and 3e-4 (mean held-out judge; bench/results/
 # shapes-janus-sweep.jsonl): grpo-both .751 / .758 / .623, grpo-both-agree .772 / .753 / .643
-ARM_SETTINGS.update({"grpo-both": {"lr": 1e-4}, "grpo-both-agree": {"lr": 3e-5}})
+# sft-e2e at 1e-5 / 3e-5 / 1e-4: .694 / .634 / .557
+ARM_SETTINGS.update({"grpo-both": {"lr": 1e-4}, "grpo-both-agree": {"lr": 3e-5}, "sft-e2e": {"lr": 1e-5}})
 SWEEP_LRS = (3e-5, 1e-4, 3e-4)  # --sweep's default learning rates
 CLAIM_SE = 3.0  # a claim holds when its paired gain exceeds this many standard errors
 COLUMNS = ([(f"geneval/{t}", t) for t in shapes.TAGS]
