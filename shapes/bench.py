@@ -226,6 +226,32 @@ def format_rows(rows: list[dict], arms: list[str]) -> str:
     return "\n".join(lines)
 
 
+def format_summary(rows: list[dict], arms: list[str]) -> str:
+    """README's table: per arm its learning rate and seed count, four categories, the overall judge (mean ± std),
+    understanding of true scenes, and the gains over the base of the same seed (mean ± SE, and in SE)."""
+    def gain(arm, key):
+        found = paired(rows, arm, "base", key)
+        if arm == "base" or found is None:
+            return "–"
+        m, se, _ = found
+        return f"{m:+.3f} ± {se:.3f} ({m / se:+.1f} SE)" if se > 0 else f"{m:+.3f}"
+
+    lines = ["| arm | flags | lr | seeds | counting | colors | position | color attr | **overall** | understanding | "
+             "gain (judge) | gain (understanding) | CPU min |", "|---|---|---:|---:" + "|---:" * 9 + "|"]
+    for arm in arms:
+        mine = [r for r in rows if r["arm"] == arm]
+        if not mine:
+            continue
+        mean = lambda key: sum(r[key] for r in mine) / len(mine)  # noqa: E731
+        flags = " ".join(ARMS.get(arm) or []).replace("--mode ", "") or "–"
+        lr = f"{mine[0]['lr']:g}" if "lr" in mine[0] else "–"
+        cells = [f"{mean('geneval/' + t):.3f}" for t in ("counting", "colors", "position", "color_attr")]
+        lines.append(f"| {arm} | `{flags}` | {lr} | {len(mine)} | " + " | ".join(cells)
+                     + f" | **{mean('geneval'):.3f} ± {mean_std([r['geneval'] for r in mine])[1]:.3f}** | "
+                     f"{mean('und'):.3f} | {gain(arm, 'geneval')} | {gain(arm, 'und')} | {mean('cpu_min'):.1f} |")
+    return "\n".join(lines)
+
+
 def paired_gains(rows: list[dict], arms: list[str], key: str = "geneval") -> str:
     """Each arm minus the base of the same seed: mean, standard error and their ratio."""
     lines = []
@@ -476,7 +502,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.table:
         rows = read_rows(args.table)
         arms = list(dict.fromkeys([a for a in ARMS if any(r["arm"] == a for r in rows)] + [r["arm"] for r in rows]))
-        print(format_rows(rows, arms) + "\n\n" + paired_gains(rows, arms))
+        print(format_rows(rows, arms) + "\n\n" + paired_gains(rows, arms) + "\n\n" + format_summary(rows, arms)
+              + "\n\n" + format_claims(rows))
         print(f"plot: {plot_arms(rows, arms, Path(args.table).with_suffix('.png'))}")
         return
     if args.sweep:
@@ -486,7 +513,8 @@ def main(argv: list[str] | None = None) -> None:
         return
     grid = {arm: [ARM_SETTINGS.get(arm, {})] for arm in args.arms}
     rows = run_grid(args, extra, grid, args.out)
-    print(format_rows(rows, args.arms) + "\n\n" + paired_gains(rows, args.arms) + "\n\n" + format_claims(rows))
+    print(format_rows(rows, args.arms) + "\n\n" + paired_gains(rows, args.arms) + "\n\n"
+          + format_summary(rows, args.arms) + "\n\n" + format_claims(rows))
     print(f"rows: {args.out}; plot: {plot_arms(rows, args.arms, args.out.with_suffix('.png'))}")
 
 

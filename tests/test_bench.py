@@ -295,6 +295,8 @@ def test_shapes_bench_report_rows_are_labelled_and_train_on_the_split(tmp_path, 
     printed = capsys.readouterr().out
     assert "REPORT seeds (1000 1001 1002 1003 1004)" in printed
     assert "holds: generation improves" in printed and out.with_suffix(".png").stat().st_size > 0
+    assert "| grpo-both | `grpo --grpo-on both` | 0.0001 | 5 |" in printed  # README's table, its gains paired
+    assert "+0.100 ± 0.000" in printed or "(+" in printed.split("| grpo-both | `grpo")[1].split("\n")[0]
 
 
 def test_shapes_bench_claims_give_the_expected_verdicts():
