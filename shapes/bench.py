@@ -195,7 +195,8 @@ def paired(rows: list[dict], arm: str, other: str, key: str) -> tuple[float, flo
     if len(gains) < 2:
         return None
     m, s = mean_std(gains)
-    return m, s / math.sqrt(len(gains)), len(gains)
+    se = s / math.sqrt(len(gains))
+    return m, (se if se > 1e-9 else 0.0), len(gains)  # equal gains: an SE of rounding noise is no SE
 
 
 def describe_seeds(rows: list[dict]) -> str:
