@@ -50,7 +50,6 @@ class Rollout:
     votes: list[list[str]] | None = None  # --answer-reward agreement: more sampled answers per image
     rewards: torch.Tensor | None = None  # (N,) in [0, 1]
     commit_steps: torch.Tensor | None = None  # (N, T) masked decoding: the step that committed each token
-    token_mask: torch.Tensor | None = None  # (N, T) masked decoding: the re-mask estimator's scored tokens
     first_index: int = 0  # this rank's first image in the global batch (seeds depend on it)
 
 

@@ -400,8 +400,9 @@ def grpo_objective(cfg, policy, ro, advantages, ref=None, und_advantages=None) -
                      answers=(ro.answer_ids, ro.answer_mask), prepare=prepare, loss=loss)
 
 
-def build_batch(policy, ro, idx, cfg_scale, objective: Objective, couple: bool) -> dict:
-    """The forward inputs for the images `idx`.
+def build_batch(policy, ro, idx, cfg_scale, objective: Objective, couple: bool, scored=None) -> dict:
+    """The forward inputs for the images `idx`. scored: (N, T) bool, the image tokens a masked-decoding family's
+    loss scores (scored_image_tokens); unused by an autoregressive family, which scores every token.
 
     "gen" / "und" are the token streams that carry a loss term. "couple_gen" holds the generation inputs when
     only the coupling needs them (--couple with und): the straight-through tokens are made from those logits,
@@ -414,7 +415,7 @@ def build_batch(policy, ro, idx, cfg_scale, objective: Objective, couple: bool) 
         if policy.decoding == "masked":  # which tokens are hidden and scored (grpo.py, --estimator)
             if objective.estimator == "trajectory":  # each token under the sampler state that committed it
                 gen["commit_step"] = ro.commit_steps[idx]
-            gen["token_mask"] = ro.token_mask[idx]
+            gen["token_mask"] = scored[idx]
         batch["gen" if train_gen else "couple_gen"] = gen
     if train_und:
         batch["und"] = dict(images=ro.und_images[idx], prompt_ids=ro.question_ids[idx],
@@ -423,17 +424,21 @@ def build_batch(policy, ro, idx, cfg_scale, objective: Objective, couple: bool) 
     return batch
 
 
+def scored_image_tokens(cfg, policy, ro, step, objective: Objective) -> torch.Tensor:
+    """Masked decoding (Show-o): the image tokens the loss scores, (N, T) bool (grpo.py, --estimator)."""
+    if objective.estimator == "trajectory":  # the tokens committed at the chosen sampler steps
+        return trajectory_subset(ro.commit_steps, cfg.traj_steps, cfg.seed, step)
+    # one re-mask ratio per group, seeded on global indices: every rank and every pass masks alike
+    return remask_positions(cfg.seed, step, ro.first_index, ro.image_ids.shape[0], cfg.group_size,
+                            policy.num_image_tokens).to(ro.image_ids.device)
+
+
 def learn(cfg, policy, model, optimizer, ro, step, objective: Objective, cfg_scale) -> dict:
     """mu optimizer updates on this rollout, each accumulated over micro-batches (no_sync but the last)."""
     n = ro.image_ids.shape[0]
-    if policy.decoding == "masked":  # the image tokens a masked-decoding loss scores (grpo.py, --estimator)
-        if objective.estimator == "trajectory":
-            ro.token_mask = trajectory_subset(ro.commit_steps, cfg.traj_steps, cfg.seed, step)
-        else:  # one re-mask ratio per group, seeded on global indices: every rank and pass masks alike
-            ro.token_mask = remask_positions(cfg.seed, step, ro.first_index, n, cfg.group_size,
-                                             policy.num_image_tokens).to(ro.image_ids.device)
+    scored = scored_image_tokens(cfg, policy, ro, step, objective) if policy.decoding == "masked" else None
     chunks = [torch.arange(i, min(i + cfg.micro_batch, n)) for i in range(0, n, cfg.micro_batch)]
-    batches = [build_batch(policy, ro, idx, cfg_scale, objective, cfg.couple) for idx in chunks]
+    batches = [build_batch(policy, ro, idx, cfg_scale, objective, cfg.couple, scored) for idx in chunks]
     prepared = objective.prepare(batches)
     stats = {}
     for _ in range(cfg.inner_iters):
