@@ -222,6 +222,9 @@ def validate(cfg: Config, world: int) -> None:
     if cfg.answer_reward == "agreement" and (cfg.mode != "grpo" or cfg.grpo_on == "gen"):
         raise ValueError("--answer-reward agreement rewards GRPO's answer tokens, and this run trains none: "
                          "use --mode grpo with --grpo-on und or both, or drop it")
+    if cfg.answer_reward == "agreement" and cfg.couple:  # the coupling would carry agreement into the images
+        raise ValueError("--answer-reward agreement with --couple would train generation on how easily its images "
+                         "are agreed on, not on the prompt: drop one of the two flags")
     if cfg.answer_reward == "agreement" and cfg.answer_temperature == 0:
         raise ValueError("--answer-reward agreement compares sampled answers, and greedy answers (--answer-temperature "
                          "0) always agree: use a temperature > 0")

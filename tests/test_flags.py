@@ -124,7 +124,8 @@ def test_sft_with_empty_groups(sandbox):
                 "--group-size", sandbox)
 
 
-@pytest.mark.parametrize("argv", [["--mode", "sft"], ["--grpo-on", "gen"], ["--answer-temperature", "0"]])
+@pytest.mark.parametrize("argv", [["--mode", "sft"], ["--grpo-on", "gen"], ["--answer-temperature", "0"],
+                                  ["--couple"]])
 def test_agreement_needs_sampled_grpo_answers(sandbox, argv):
     fails_early(train.main, ["--model", "janus-tiny", "--answer-reward", "agreement", "--out", "run"] + argv,
                 "--answer-reward agreement", sandbox)

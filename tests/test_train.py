@@ -248,6 +248,27 @@ def test_grpo_raises_a_fixed_synthetic_reward(records, model):
     assert sum(means[-3:]) / 3 > sum(means[:3]) / 3 + 0.1, means
 
 
+def test_agreement_votes_and_advantages_through_train_step(fresh_janus, records, monkeypatch):
+    """--answer-reward agreement end to end in one step: every image gets --votes answers drawn from streams other
+    than its trained answer's, and the answer tokens' advantages are the agreement's, normalised per prompt group,
+    across micro-batches smaller than the rank's images."""
+    seen, fixed = {}, [1.0, 0.0, 2 / 3, 1 / 3, 0.0, 0.0, 1.0, 1 / 3]  # a random tiny model rarely agrees with itself
+    monkeypatch.setattr(train.reward, "agreement", lambda answers, votes: seen.update(votes=votes) or fixed)
+    real = train.grpo_objective
+    monkeypatch.setattr(train, "grpo_objective", lambda cfg, policy, ro, adv, ref=None, und=None:
+                        seen.update(ro=ro, adv=adv, und=und) or real(cfg, policy, ro, adv, ref, und))
+    cfg = train.Config(group_size=4, prompts_per_step=2, kl_beta=0.0, max_answer_tokens=4, answer_reward="agreement",
+                       votes=3, micro_batch=3, lr=0.0)
+    optimizer = torch.optim.SGD(fresh_janus.parameters(), lr=0.0)
+    stats, ro = train.train_step(0, cfg, fresh_janus, fresh_janus, None, optimizer, records, 0, 1)
+    assert len(ro.votes) == 8 and all(len(v) == 3 for v in ro.votes)
+    assert any(v != [a] * 3 for a, v in zip(ro.answers, ro.votes)), "votes should be fresh samples, not copies"
+    assert seen["votes"] is ro.votes
+    want = train.reward.group_advantages(torch.tensor(fixed).view(2, 4))
+    assert torch.equal(seen["und"], want.view(-1)) and not torch.equal(seen["und"], seen["adv"])
+    assert 0.0 <= stats["answer_agreement"] <= 1.0
+
+
 @pytest.mark.parametrize("credit, want", [("partial", [0.5, 1.0, 0.25, 0.0]), ("all", [0.0, 1.0, 0.0, 0.0])])
 def test_reward_credit_all_pays_only_fully_right_answers(fresh_janus, records, monkeypatch, credit, want):
     """--reward-credit all: the rewards GRPO sees are 1 for a fully right answer and 0 otherwise."""
