@@ -289,6 +289,11 @@ CLAIMS = (
      "base", "und", 1, CLAIM_SE),
     ("beyond the paper: understanding is no lower with agreement answers (within 1 SE)", "grpo-both-agree", "base",
      "und", 1, NOT_LOWER),
+    # head to head: the two arms' learning rates differ when their sweeps chose differently (ARM_SETTINGS)
+    ("beyond the paper: agreement answers beat UniRL's (judge, grpo-both-agree vs grpo-both)", "grpo-both-agree",
+     "grpo-both", "geneval", 1, CLAIM_SE),
+    ("beyond the paper: agreement answers beat UniRL's (understanding, grpo-both-agree vs grpo-both)",
+     "grpo-both-agree", "grpo-both", "und", 1, CLAIM_SE),
 )
 
 

@@ -316,7 +316,8 @@ def test_shapes_bench_claims_give_the_expected_verdicts():
                         "GRPO beats SFT e2e": "not measured",
                         "beyond the paper: generation improves with agreement answers": "not measured",
                         "beyond the paper: understanding improves with agreement answers": "not measured",
-                        "beyond the paper: understanding is no lower with agreement answers": "not measured"}
+                        "beyond the paper: understanding is no lower with agreement answers": "not measured",
+                        "beyond the paper: agreement answers beat UniRL's": "not measured"}
     numbers = shapes_table.claims(rows)[0][2]
     assert "+0.100" in numbers and "n=5 seeds" in numbers
 
