@@ -360,9 +360,9 @@ def is_correct(answer: str, record: dict) -> bool:
     return score_answer(answer, record) == 1.0
 
 
-def same_answer(answer: str) -> str:
-    # what two answers must share to agree: their words, lowercased, punctuation and spacing aside
-    return " ".join(re.findall(r"[a-z0-9]+", str(answer).lower()))
+def same_answer(answer: str) -> tuple:
+    # what two answers must share to agree: their words as the reward reads them (case, punctuation, spacing aside)
+    return tuple(read_words(answer)[0])
 
 
 def agreement(answers, votes) -> list:
