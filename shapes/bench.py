@@ -86,17 +86,24 @@ ARMS = {
     "grpo-both-agree": ["--mode", "grpo", "--grpo-on", "both", "--answer-reward", "agreement"],
     "grpo-both-strict": ["--mode", "grpo", "--grpo-on", "both", "--reward-credit", "all"],
 }
-# Per-arm train.py settings, to be chosen on DEV_SEEDS only (`--sweep` prints the table it would write here).
-# Every other setting is the world preset's (shapes.TRAIN_DEFAULTS), the same for every arm. Until the sweep has
-# run, every arm uses 1e-4: GRPO on both tasks' rate, chosen on seeds 0-2 before these seed sets existed (those
-# seeds are in neither set). No report seed chose it.
-ARM_SETTINGS = {arm: {"lr": 1e-4} for arm in ARMS if arm != "base"}
-# chosen by --sweep on dev seeds 100 and 101 at lr 3e-5, 1e-4 and 3e-4 (mean held-out judge; bench/results/
+# Per family and arm, the train.py settings chosen on DEV_SEEDS only (`--sweep` prints the rows it would write
+# here). Every other setting is the world preset's (shapes.TRAIN_DEFAULTS), the same for every arm. An arm a family's
+# sweep has not reached runs at 1e-4, GRPO on both tasks' rate chosen on seeds 0-2 before these seed sets existed
+# (those seeds are in neither set); the README's table says which rates were swept. No report seed chose any.
+ARM_SETTINGS = {model: {arm: {"lr": 1e-4} for arm in ARMS if arm != "base"} for model in FAMILIES}
+# shapes-janus, by --sweep on dev seeds 100 and 101 at lr 3e-5, 1e-4 and 3e-4 (mean held-out judge; bench/results/
 # shapes-janus-sweep.jsonl): grpo-both .751 / .758 / .623, grpo-both-agree .772 / .753 / .643
 # sft-e2e at 1e-5 / 3e-5 / 1e-4: .694 / .634 / .557
 # sft at 1e-5 / 3e-5 / 1e-4: .583 / .561 / .350. Both SFT arms chose the lowest rate tried: a lower one may do better.
-ARM_SETTINGS.update({"grpo-both": {"lr": 1e-4}, "grpo-both-agree": {"lr": 3e-5}, "sft-e2e": {"lr": 1e-5},
-                     "sft": {"lr": 1e-5}})
+ARM_SETTINGS["shapes-janus"].update({"grpo-both": {"lr": 1e-4}, "grpo-both-agree": {"lr": 3e-5},
+                                     "sft-e2e": {"lr": 1e-5}, "sft": {"lr": 1e-5}})
+
+
+def arm_settings(model: str, arm: str) -> dict:
+    """The settings `arm` runs with in `model`'s world (none for the base)."""
+    return {} if ARMS[arm] is None else ARM_SETTINGS[model][arm]
+
+
 SWEEP_LRS = (3e-5, 1e-4, 3e-4)  # --sweep's default learning rates
 CLAIM_SE = 3.0  # a claim holds when its paired gain exceeds this many standard errors
 COLUMNS = ([(f"geneval/{t}", t) for t in shapes.TAGS]
@@ -332,33 +339,39 @@ def format_claims(rows: list[dict]) -> str:
 
 # ------------------------------------------------------------------ the sweep (dev seeds only)
 def best_settings(rows: list[dict], key: str = "geneval") -> dict[str, dict]:
-    """Per arm, the settings with the best mean `key` over seeds: what ARM_SETTINGS should hold."""
+    """Per arm, the learning rate with the best mean `key` on dev seeds: what ARM_SETTINGS should hold. Rates
+    are compared on the seeds every rate of that arm ran on, so a rate cannot win by missing a hard seed."""
     best = {}
     for arm in ARMS:
-        tried = {}
+        tried = {}  # lr -> {seed: value}
         for r in rows:
             if r["arm"] == arm and arm != "base" and seed_set(r["seed"]) == "dev":  # report seeds never choose
-                tried.setdefault(r["lr"], []).append(r[key])
-        if tried:
-            lr = max(tried, key=lambda v: sum(tried[v]) / len(tried[v]))
-            best[arm] = {"lr": lr}
+                tried.setdefault(r["lr"], {})[r["seed"]] = r[key]
+        common = set.intersection(*(set(by_seed) for by_seed in tried.values())) if tried else set()
+        if common:
+            best[arm] = {"lr": max(tried, key=lambda lr: sum(tried[lr][s] for s in common) / len(common))}
     return best
 
 
 def format_sweep(rows: list[dict]) -> str:
-    """Mean held-out judge per arm and learning rate, and the ARM_SETTINGS the sweep chose."""
-    lines = [describe_seeds(rows), ""]
-    for arm in ARMS:
-        for lr in sorted({r["lr"] for r in rows if r["arm"] == arm and "lr" in r}):
-            m, s = mean_std([r["geneval"] for r in rows if r["arm"] == arm and r.get("lr") == lr])
-            lines.append(f"{arm:>14} lr {lr:g}: judge {m:.3f} ± {s:.3f}")
-    seeds = " ".join(str(s) for s in sorted({r["seed"] for r in rows}))
-    lines += ["", f"ARM_SETTINGS = {{  # chosen by --sweep on seeds {seeds}, by mean held-out judge"]
-    lines += [f'    "{arm}": {json.dumps(settings)},' for arm, settings in best_settings(rows).items()]
-    return "\n".join(lines + ["}"])
+    """Mean held-out judge per arm and learning rate, and the ARM_SETTINGS the sweep chose, per family."""
+    lines = [describe_seeds(rows)]
+    for model in sorted({r.get("model", "shapes-janus") for r in rows}):
+        mine = [r for r in rows if r.get("model", "shapes-janus") == model]
+        lines.append("")
+        for arm in ARMS:
+            for lr in sorted({r["lr"] for r in mine if r["arm"] == arm and "lr" in r}):
+                values = [r["geneval"] for r in mine if r["arm"] == arm and r.get("lr") == lr]
+                m, s = mean_std(values)
+                lines.append(f"{model} {arm:>14} lr {lr:g}: judge {m:.3f} ± {s:.3f} (n={len(values)})")
+        seeds = " ".join(str(s) for s in sorted({r["seed"] for r in mine}))
+        lines += ["", f'ARM_SETTINGS["{model}"].update({{  # chosen by --sweep on seeds {seeds}, by mean held-out '
+                      f'judge']
+        lines += [f'    "{arm}": {json.dumps(settings)},' for arm, settings in best_settings(mine).items()]
+        lines.append("})")
+    return "\n".join(lines)
 
 
-# ------------------------------------------------------------------ the plot
 def plot_arms(rows: list[dict], arms: list[str], path: Path, keys=PLOT_KEYS) -> Path:
     """A PNG beside the results: per key a panel of bars, one per arm (mean over seeds, whisker ± 1 SE)."""
     arms = [a for a in arms if any(r["arm"] == a for r in rows)]
@@ -525,7 +538,7 @@ def main(argv: list[str] | None = None) -> None:
         rows = run_grid(args, extra, grid, args.out)
         print(format_sweep(rows))
         return
-    grid = {arm: [ARM_SETTINGS.get(arm, {})] for arm in args.arms}
+    grid = {arm: [arm_settings(args.model, arm)] for arm in args.arms}
     rows = run_grid(args, extra, grid, args.out)
     print(format_rows(rows, args.arms) + "\n\n" + paired_gains(rows, args.arms) + "\n\n"
           + format_summary(rows, args.arms) + "\n\n" + format_claims(rows))
