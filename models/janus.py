@@ -32,6 +32,7 @@ import torch.nn.functional as F
 
 from models.common import restrict_to_answer_vocab
 from models.kv_cache import WindowedStaticCache, autocast_dtype
+from support.parallel import rank0_fills
 
 # DeepSeek's special-token strings: full-width bars and U+2581 in BOS / EOS / PAD.
 BOS = "<\uff5cbegin\u2581of\u2581sentence\uff5c>"
@@ -384,13 +385,14 @@ def load_janus(name: str, path: str | None = None, dtype=torch.float32) -> Janus
         return JanusPolicy(model.to(dtype), processor)
     source = path or HUB_IDS[name]
     folder = resolve_folder(source)
-    from models.convert_janus import convert_original_janus, is_original_janus
+    from models.convert_janus import is_original_janus
 
     if is_original_janus(folder):  # DeepSeek's own layout: convert once into the cache, then load
         converted = conversion_folder(folder)
-        if not (converted / "config.json").exists():
-            print(f"converting original-format Janus at {folder} -> {converted}")
-            convert_original_janus(folder, converted)
+        if not (converted / "config.json").exists():  # under torchrun rank 0 converts, the other ranks wait
+            rank0_fills(converted, lambda: convert_once(folder, converted),
+                        how_to_share="point UNIRL_CACHE at a folder every machine shares, or convert once on each "
+                                     "machine first (python -m models.convert_janus SRC DST, then --model-path DST)")
         folder = converted
     kind = json.loads(Path(folder, "config.json").read_text()).get("model_type")
     if kind != "janus":
@@ -399,6 +401,15 @@ def load_janus(name: str, path: str | None = None, dtype=torch.float32) -> Janus
     model = JanusForConditionalGeneration.from_pretrained(folder, dtype=dtype)
     processor = JanusProcessor.from_pretrained(folder)
     return JanusPolicy(model, processor)
+
+
+def convert_once(folder, converted: Path) -> None:
+    """Convert `folder` into the cache unless it is there already (rank 0 may find it filled meanwhile)."""
+    from models.convert_janus import convert_original_janus
+
+    if not (converted / "config.json").exists():
+        print(f"converting original-format Janus at {folder} -> {converted}")
+        convert_original_janus(folder, converted)
 
 
 def conversion_folder(folder) -> Path:

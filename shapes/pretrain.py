@@ -50,6 +50,7 @@ import shapes
 from shapes.models import BUILDERS, FAMILIES, LOADERS
 from support.checkpoint import fsync_dir, new_folder, settle_tree
 from support.cli import check_flags, opt, writable_folder_problem
+from support.parallel import rank0_fills
 
 VERSION = 1  # bump when a change here alters what a given config trains: old caches are then ignored
 
@@ -272,22 +273,13 @@ def base_to_fill(family: str) -> Path | None:
 
 
 def shared_cached_base(family: str) -> Path:
-    """The cached base, pretrained once under torchrun: rank 0 fills the cache while the other ranks wait at
-    a barrier, then they all read it. Only rank 0 can write it: under a process group, transformers'
-    save_pretrained writes weights and config on global rank 0 alone (5.x, should_save_on_this_rank)."""
-    import torch.distributed as dist
-
+    """The cached base, pretrained once under torchrun: rank 0 fills the cache while the other ranks wait, then
+    they all read it (support.parallel.rank0_fills)."""
     cfg = PretrainConfig(family=family)
-    if not dist.is_initialized():
-        return cached_base(cfg)
-    if dist.get_rank() == 0:
-        cached_base(cfg)
-    dist.barrier()  # collective: every rank loads its policy at the same point of train.py / evaluate.py
     folder = base_folder(cfg)
-    if not (folder / "config.json").exists():
-        raise ValueError(f"rank {dist.get_rank()} cannot see the shapes base that rank 0 cached at {folder}: point "
-                         f"UNIRL_CACHE at a folder every machine shares, or run `python py` once on each "
-                         f"machine first")
+    rank0_fills(folder, lambda: cached_base(cfg),
+                how_to_share="point UNIRL_CACHE at a folder every machine shares, or run `python -m shapes.pretrain "
+                             f"--family {family}` once on each machine first")
     return folder
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -87,6 +88,29 @@ def from_rank0(value):
     box = [value]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+def rank0_fills(folder: Path, fill, how_to_share: str) -> None:
+    """Fill a cache `folder` once under torchrun: rank 0 runs `fill()` while the other ranks wait, then every rank
+    checks that it sees the result (folder/config.json). Only rank 0 can write it anyway: under a process group,
+    transformers' save_pretrained writes weights and config on global rank 0 alone. If rank 0 fails, every rank
+    stops with its message instead of waiting at a barrier. Outside torchrun this is fill()."""
+    if not dist.is_initialized():
+        fill()
+        return
+    problem = None
+    if dist.get_rank() == 0:
+        try:
+            fill()
+        except Exception as err:  # re-raised below on rank 0, handed to the others as text
+            problem, error = f"{type(err).__name__}: {err}", err
+    problem = from_rank0(problem)  # also the barrier: no rank reads a half-filled cache
+    if problem and dist.get_rank() == 0:
+        raise error
+    if problem:
+        raise RuntimeError(f"rank 0 failed to fill {folder}: {problem}")
+    if not (Path(folder) / "config.json").exists():
+        raise ValueError(f"rank {dist.get_rank()} cannot see {folder}, which rank 0 filled: {how_to_share}")
 
 
 def mean_over_ranks(stats: dict) -> dict:

@@ -372,3 +372,46 @@ def test_cache_is_keyed_by_content_not_folder_name(source, tmp_path, monkeypatch
     os.utime(weights_file, ns=(old.st_atime_ns, old.st_mtime_ns))
     assert weights_file.stat().st_size == old.st_size
     assert torch.equal(head("a"), second["language_model.lm_head.weight"])
+
+
+def test_torchrun_converts_once_and_every_rank_loads_the_conversion(source, tmp_path):
+    """Under torchrun, rank 0 converts into the cache while rank 1 waits; both load the same weights. (Each rank
+    converting on its own raced: transformers writes the weights on rank 0 alone, so rank 1's conversion was a
+    folder without them.)"""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    (tmp_path / "cache").mkdir()
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           "tests/janus_convert_worker.py", str(source["janus13b"]), str(tmp_path)], cwd=root,
+                          capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "UNIRL_CACHE": str(tmp_path / "cache")})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ranks = [json.loads((tmp_path / f"rank{k}.json").read_text()) for k in range(2)]
+    assert [r["converted"] for r in ranks] == [1, 0]
+    assert ranks[0]["checksum"] == ranks[1]["checksum"]
+    folders = [p for p in (tmp_path / "cache" / "converted").iterdir() if p.is_dir()]
+    assert len(folders) == 1 and (folders[0] / "config.json").exists()  # one conversion, no temporary folder left
+
+
+def test_torchrun_stops_every_rank_when_rank_0_cannot_convert(source, tmp_path):
+    """Rank 0's failure reaches rank 1 as an error naming it, instead of leaving rank 1 waiting at a barrier."""
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    broken = tmp_path / "Janus-1.3B"
+    shutil.copytree(source["janus13b"], broken)
+    (broken / "model.safetensors").write_bytes(b"not a safetensors file")
+    (tmp_path / "cache").mkdir()
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           "tests/janus_convert_worker.py", str(broken), str(tmp_path)], cwd=root,
+                          capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "UNIRL_CACHE": str(tmp_path / "cache")})
+    assert proc.returncode != 0
+    assert "rank 0 failed to fill" in proc.stderr and "[rank1]" in proc.stderr
+    assert not list(tmp_path.glob("rank*.json"))
