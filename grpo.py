@@ -186,8 +186,9 @@ def trajectory_subset(commit_steps: torch.Tensor, k: int, seed: int, step: int) 
     total = int(commit_steps.max()) + 1
     if k <= 0 or k >= total:
         return torch.ones_like(commit_steps, dtype=torch.bool)
-    # seeded on (seed, step) alone: every rank and every pass (old, reference, current) scores the same steps
-    chosen = torch.randperm(total, generator=torch.Generator().manual_seed(seed_for(seed, step, 9)))[:k]
+    # seeded on (seed, step) alone: every rank and every pass (old, reference, current) scores the same steps.
+    # Index -1 is no image's: the sampler's streams are seed_for(seed, step, i) with i >= 0
+    chosen = torch.randperm(total, generator=torch.Generator().manual_seed(seed_for(seed, step, -1)))[:k]
     return torch.isin(commit_steps, chosen.to(commit_steps.device))
 
 

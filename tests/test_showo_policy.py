@@ -215,3 +215,19 @@ def test_without_a_hub_each_missing_part_names_itself_and_the_offline_layout(sho
     (tmp_path / "ckpt" / "tokenizer_config.json").unlink()  # no tokenizer beside config.json: phi-1_5 is fetched
     with pytest.raises(ValueError, match="could not load the text tokenizer 'microsoft/phi-1_5'"):
         load_policy("showo", str(tmp_path / "ckpt"))
+
+
+def test_trajectory_subset_scores_k_whole_sampler_steps_from_its_own_stream(monkeypatch):
+    """--traj-steps k scores every token of k sampler steps, the same on every call at one (seed, step), and
+    draws them from a stream no image's sampling uses (those are seed_for(seed, step, i), i >= 0)."""
+    import grpo
+
+    commit_steps = torch.arange(18).repeat(2, 3)  # 2 images, 54 tokens, committed over 18 steps
+    assert grpo.trajectory_subset(commit_steps, 0, 5, 3).all() and grpo.trajectory_subset(commit_steps, 18, 5, 3).all()
+    chosen = grpo.trajectory_subset(commit_steps, 2, 5, 3)
+    assert torch.equal(chosen, grpo.trajectory_subset(commit_steps, 2, 5, 3))
+    assert len(commit_steps[chosen].unique()) == 2 and chosen.sum() == 2 * 2 * 3  # whole steps, on both images
+    streams = []
+    monkeypatch.setattr(grpo, "seed_for", lambda *parts: streams.append(parts) or 0)
+    grpo.trajectory_subset(commit_steps, 2, 5, 3)
+    assert not [p for p in streams if len(p) == 3 and p[:2] == (5, 3) and p[2] >= 0]
