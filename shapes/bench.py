@@ -497,7 +497,7 @@ def parse_args(argv: list[str]):
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--work", default=None, help="folder for the runs; default runs/shapes-bench/<model>")
     ap.add_argument("--out", default=None,
-                    help="JSON lines, appended; default bench/results/shapes-<model>-<seed set>.jsonl")
+                    help="JSON lines, appended; default bench/results/<model>-<seed set>.jsonl, e.g. shapes-janus-report.jsonl")
     ap.add_argument("--sweep", action="store_true", help="dev seeds: every arm at every --lrs; prints ARM_SETTINGS")
     ap.add_argument("--lrs", type=float, nargs="+", default=list(SWEEP_LRS), help="--sweep's learning rates")
     ap.add_argument("--table", default=None, help="only print the table (and redraw the plot) of a results file")
@@ -512,7 +512,7 @@ def parse_args(argv: list[str]):
     sets = {seed_set(s) for s in args.seeds}
     label = "sweep" if args.sweep else sets.pop() if len(sets) == 1 else "mixed"
     args.work = args.work or f"runs/shapes-bench/{args.model}"
-    args.out = Path(args.out or ROOT / "bench" / "results" / f"shapes-{args.model}-{label}.jsonl")
+    args.out = Path(args.out or ROOT / "bench" / "results" / f"{args.model}-{label}.jsonl")
     return args
 
 

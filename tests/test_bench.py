@@ -414,3 +414,13 @@ def test_claims_need_three_seeds():
             for seed in (1000, 1001) for arm, value in (("base", 0.6), ("grpo-both", 0.7))]
     verdicts = {name: verdict for name, verdict, _ in shapes_table.claims(rows)}
     assert verdicts["generation improves (judge, GRPO both vs base)"] == "not measured"
+
+
+def test_shapes_bench_writes_where_the_readme_says():
+    """The default results file of each family and seed set is the one README and bench/results name."""
+    results = shapes_table.ROOT / "bench" / "results"
+    assert shapes_table.parse_args(["--seeds", "report"]).out == results / "shapes-janus-report.jsonl"
+    assert shapes_table.parse_args(["--model", "shapes-showo", "--seeds", "report"]).out == \
+        results / "shapes-showo-report.jsonl"
+    assert shapes_table.parse_args(["--sweep"]).out == results / "shapes-janus-sweep.jsonl"
+    assert "bench/results/shapes-janus-report.jsonl" in (shapes_table.ROOT / "README.md").read_text()
