@@ -37,6 +37,7 @@ appends one JSON line per (seed, arm) to --out and draws the arms' means into a 
 
     python -m shapes.bench --sweep --lrs 3e-5 1e-4 3e-4        # dev seeds: choose each arm's lr
     python -m shapes.bench --seeds report                       # the reported table, 7 arms x 5 seeds
+    python -m shapes.bench --seeds confirm --arms base grpo-both grpo-both-agree --lrs 3e-5   # the planned test
     python -m shapes.bench --claims bench/results/shapes-janus-report.jsonl   # which claims hold
     python -m shapes.bench --table bench/results/shapes-janus-report.jsonl    # table and plot again
     python -m shapes.bench --model shapes-showo --seeds report  # Show-o's family (its preset's w = 1)
@@ -75,6 +76,9 @@ from understand import answer_questions  # noqa: E402
 
 DEV_SEEDS = (100, 101, 102)  # choose settings (--sweep) on these
 REPORT_SEEDS = (1000, 1001, 1002, 1003, 1004)  # report on these; never used for a choice
+# fresh seeds for a test written down before its runs (bench/results/shapes-janus-confirm-plan.md), after the
+# report seeds had been looked at: each is used once, and never for a choice
+CONFIRM_SEEDS = (2000, 2001, 2002, 2003, 2004)
 ARMS = {
     "base": None,
     "sft-e2e": ["--mode", "sft", "--sft-on", "und", "--couple"],
@@ -118,18 +122,20 @@ PLOT_KEYS = ("geneval", "und", "self_qa", "imbalance")
 
 # ------------------------------------------------------------------ seeds
 def seed_set(seed: int) -> str:
-    """Which named set a seed belongs to: "dev", "report" or "other"."""
-    return "dev" if seed in DEV_SEEDS else "report" if seed in REPORT_SEEDS else "other"
+    """Which named set a seed belongs to: "dev", "report", "confirm" or "other"."""
+    named = {"dev": DEV_SEEDS, "report": REPORT_SEEDS, "confirm": CONFIRM_SEEDS}
+    return next((name for name, seeds in named.items() if seed in seeds), "other")
 
 
 def parse_seeds(values: list[str]) -> list[int]:
-    """--seeds dev | report | integers."""
-    if values in (["dev"], ["report"]):
-        return list(DEV_SEEDS if values == ["dev"] else REPORT_SEEDS)
+    """--seeds dev | report | confirm | integers."""
+    named = {"dev": DEV_SEEDS, "report": REPORT_SEEDS, "confirm": CONFIRM_SEEDS}
+    if len(values) == 1 and values[0] in named:
+        return list(named[values[0]])
     try:
         return [int(v) for v in values]
     except ValueError:
-        raise ValueError(f"--seeds {' '.join(values)}: give dev, report, or integers") from None
+        raise ValueError(f"--seeds {' '.join(values)}: give dev, report, confirm, or integers") from None
 
 
 # ------------------------------------------------------------------ one run
@@ -216,10 +222,12 @@ def describe_seeds(rows: list[dict]) -> str:
     """The title line: which seed sets the rows come from, and what that allows."""
     if not rows:
         return "no rows"
-    sets = sorted({r.get("seed_set", seed_set(r["seed"])) for r in rows})
+    sets = sorted({seed_set(r["seed"]) for r in rows})  # by the seed: rows run before a set was named say other
     seeds = " ".join(str(s) for s in sorted({r["seed"] for r in rows}))
     if sets == ["report"]:
         return f"REPORT seeds ({seeds}): never used to choose a setting"
+    if sets == ["confirm"]:
+        return f"CONFIRM seeds ({seeds}): fresh seeds of a test planned before its runs; never used for a choice"
     return (f"seed sets {', '.join(sets)} ({seeds}): NOT a report; dev seeds choose the settings, "
             f"report on --seeds report")
 
@@ -491,7 +499,7 @@ def parse_args(argv: list[str]):
     ap.add_argument("--model", default="shapes-janus", choices=list(FAMILIES),
                     help="the world's family: its base (shapes/pretrain.py, cached) and train.py's --model")
     ap.add_argument("--seeds", nargs="+", default=["dev"],
-                    help=f"dev {DEV_SEEDS} | report {REPORT_SEEDS} | integers (labelled other)")
+                    help=f"dev {DEV_SEEDS} | report {REPORT_SEEDS} | confirm {CONFIRM_SEEDS} | integers (labelled other)")
     ap.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
     ap.add_argument("--steps", type=int, default=shapes.TRAIN_DEFAULTS["shapes-janus"]["steps"],
                     help="train.py steps per arm")
@@ -502,15 +510,17 @@ def parse_args(argv: list[str]):
     ap.add_argument("--out", default=None,
                     help="JSON lines, appended; default bench/results/<model>-<seed set>.jsonl, e.g. shapes-janus-report.jsonl")
     ap.add_argument("--sweep", action="store_true", help="dev seeds: every arm at every --lrs; prints ARM_SETTINGS")
-    ap.add_argument("--lrs", type=float, nargs="+", default=list(SWEEP_LRS), help="--sweep's learning rates")
+    ap.add_argument("--lrs", type=float, nargs="+", default=None,
+                    help=f"learning rates to run every arm at: --sweep's choices (default {' '.join(map(str, SWEEP_LRS))}), "
+                         f"else instead of ARM_SETTINGS")
     ap.add_argument("--table", default=None, help="only print the table (and redraw the plot) of a results file")
     ap.add_argument("--claims", default=None, help="only print which of the paper's claims a results file supports")
     ap.add_argument("--label-noise", action="store_true",
                     help="only measure, on each seed's base, what the answer reward teaches on counting images")
     args = ap.parse_args(argv)
     args.seeds = parse_seeds(args.seeds)
-    if args.sweep and any(seed_set(s) == "report" for s in args.seeds):
-        raise ValueError(f"--sweep --seeds {' '.join(map(str, args.seeds))}: the report seeds {REPORT_SEEDS} must "
+    if args.sweep and any(seed_set(s) in ("report", "confirm") for s in args.seeds):
+        raise ValueError(f"--sweep --seeds {' '.join(map(str, args.seeds))}: the report and confirm seeds must "
                          f"never choose a setting; sweep on --seeds dev")
     sets = {seed_set(s) for s in args.seeds}
     label = "sweep" if args.sweep else sets.pop() if len(sets) == 1 else "mixed"
@@ -522,6 +532,9 @@ def parse_args(argv: list[str]):
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     extra = argv[argv.index("--") + 1:] if "--" in argv else []
+    if any(flag == "--lr" or flag.startswith("--lr=") for flag in extra):  # it would override every arm's rate, while the rows record the arm's own
+        raise ValueError("--lr after --: the rows would record each arm's ARM_SETTINGS rate, not the one it ran at. "
+                         "Give rates with --lrs instead")
     args = parse_args(argv[:argv.index("--")] if "--" in argv else argv)
     if args.claims:
         print(format_claims(read_rows(args.claims)))
@@ -537,11 +550,14 @@ def main(argv: list[str] | None = None) -> None:
         print(f"plot: {plot_arms(rows, arms, Path(args.table).with_suffix('.png'))}")
         return
     if args.sweep:
-        grid = {arm: ([{"lr": lr} for lr in args.lrs] if ARMS[arm] else [{}]) for arm in args.arms}
+        grid = {arm: ([{"lr": lr} for lr in args.lrs or SWEEP_LRS] if ARMS[arm] else [{}]) for arm in args.arms}
         rows = run_grid(args, extra, grid, args.out)
         print(format_sweep(rows))
         return
-    grid = {arm: [arm_settings(args.model, arm)] for arm in args.arms}
+    if args.lrs:  # every arm at these rates, e.g. a head-to-head at one rate; the rows say which
+        grid = {arm: ([{"lr": lr} for lr in args.lrs] if ARMS[arm] else [{}]) for arm in args.arms}
+    else:
+        grid = {arm: [arm_settings(args.model, arm)] for arm in args.arms}
     rows = run_grid(args, extra, grid, args.out)
     print(format_rows(rows, args.arms) + "\n\n" + paired_gains(rows, args.arms) + "\n\n"
           + format_summary(rows, args.arms) + "\n\n" + format_claims(rows))

@@ -250,10 +250,13 @@ def test_shapes_bench_seed_sets_are_disjoint_and_the_sweep_refuses_report_seeds(
     assert not set(shapes_table.DEV_SEEDS) & set(shapes_table.REPORT_SEEDS)
     assert shapes_table.parse_seeds(["report"]) == list(shapes_table.REPORT_SEEDS)
     assert shapes_table.parse_seeds(["dev"]) == list(shapes_table.DEV_SEEDS)
-    assert [shapes_table.seed_set(s) for s in (100, 1000, 7)] == ["dev", "report", "other"]
+    assert [shapes_table.seed_set(s) for s in (100, 1000, 2000, 7)] == ["dev", "report", "confirm", "other"]
+    assert not set(shapes_table.CONFIRM_SEEDS) & (set(shapes_table.DEV_SEEDS) | set(shapes_table.REPORT_SEEDS))
+    with pytest.raises(ValueError, match="never choose"):
+        shapes_table.parse_args(["--sweep", "--seeds", "confirm"])
     with pytest.raises(ValueError, match="never choose a setting"):
         shapes_table.parse_args(["--sweep", "--seeds", "report"])
-    with pytest.raises(ValueError, match="give dev, report, or integers"):
+    with pytest.raises(ValueError, match="give dev, report, confirm, or integers"):
         shapes_table.parse_args(["--seeds", "reprot"])
 
 
@@ -424,3 +427,17 @@ def test_shapes_bench_writes_where_the_readme_says():
         results / "shapes-showo-report.jsonl"
     assert shapes_table.parse_args(["--sweep"]).out == results / "shapes-janus-sweep.jsonl"
     assert "bench/results/shapes-janus-report.jsonl" in (shapes_table.ROOT / "README.md").read_text()
+
+
+def test_shapes_bench_runs_every_arm_at_given_rates_and_refuses_an_lr_it_would_mislabel(monkeypatch, tmp_path):
+    grids = []
+    monkeypatch.setattr(shapes_table, "run_grid", lambda args, extra, grid, out: grids.append(grid) or [])
+    monkeypatch.setattr(shapes_table, "plot_arms", lambda rows, arms, path: path)
+    common = ["--arms", "base", "grpo-both", "--out", str(tmp_path / "rows.jsonl")]
+    shapes_table.main(["--seeds", "confirm", "--lrs", "3e-5"] + common)
+    shapes_table.main(["--seeds", "confirm"] + common)
+    assert grids == [{"base": [{}], "grpo-both": [{"lr": 3e-5}]},
+                     {"base": [{}], "grpo-both": [shapes_table.arm_settings("shapes-janus", "grpo-both")]}]
+    for extra in (["--", "--lr", "3e-5"], ["--", "--lr=3e-5"]):  # train.py would run 3e-5, the row say 1e-4
+        with pytest.raises(ValueError, match="--lrs"):
+            shapes_table.main(["--seeds", "confirm"] + common + extra)
