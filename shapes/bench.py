@@ -5,7 +5,8 @@ Protocol. Settings are chosen on DEV_SEEDS and reported on REPORT_SEEDS, which n
 write (per arm, the learning rate with the best mean held-out judge); `--seeds report` then runs the table
 with ARM_SETTINGS as they stand. Every result row records the seed set its seed belongs to, and the printed
 table says which set it shows. (The sweep and the report see the same held-out prompts, on other seeds: other
-bases, other images.)
+bases, other images.) CONFIRM_SEEDS are fresh seeds for a test written down before its runs, after the report
+seeds had been looked at; `--sweep` refuses both sets.
 
 For every seed s: the base is pretrained with seed s (shapes/pretrain.py, cached) and evaluated with `evaluate_world`
 on shapes.eval_records; each arm then runs train.py from that base with seed s and is evaluated the same way.
