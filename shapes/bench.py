@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import math
 import subprocess
@@ -73,6 +74,7 @@ from evaluate import evaluate_world  # noqa: E402
 from generate import image_uniforms, rollout  # noqa: E402
 from shapes.models import FAMILIES  # noqa: E402
 from shapes.pretrain import load_shapes_policy  # noqa: E402
+from support.checkpoint import is_checkpoint, read_trainer_state  # noqa: E402
 from understand import answer_questions  # noqa: E402
 
 DEV_SEEDS = (100, 101, 102)  # choose settings (--sweep) on these
@@ -154,21 +156,38 @@ def run_arm(arm: str, seed: int, base: Path, work: Path, args, extra: list[str],
     cfg_scale = float(extra[extra.index("--cfg-scale") + 1]) if "--cfg-scale" in extra else \
         shapes.TRAIN_DEFAULTS[args.model]["cfg_scale"]
     cpu0, wall0 = time.process_time(), time.perf_counter()
-    folder, argv = base, []
+    folder, argv, reused = base, [], None
     if ARMS[arm] is not None:
         name = f"{arm}-s{seed}" + "".join(f"-{k}{v}" for k, v in settings.items())
         argv = train_argv(arm, seed, base, work / name, args, extra, settings)
-        with open(work / f"{name}.log", "w") as log, contextlib.redirect_stdout(log), \
-                contextlib.redirect_stderr(log):
-            train.main(argv)
         folder = work / name / f"ckpt-{args.steps:06d}"
+        if args.reuse and is_checkpoint(folder):
+            check_same_run(folder, argv)
+            reused = str(folder.resolve())
+        else:
+            with open(work / f"{name}.log", "w") as log, contextlib.redirect_stdout(log), \
+                    contextlib.redirect_stderr(log):
+                train.main(argv)
     cpu_train, wall_train = time.process_time() - cpu0, time.perf_counter() - wall0
     policy = load_shapes_policy(args.model, str(folder))
     result = evaluate_world(policy, shapes.eval_records(args.per_tag), n_samples=args.samples, cfg_scale=cfg_scale,
                             seed=seed)
     return {"model": args.model, "arm": arm, "seed": seed, "seed_set": seed_set(seed),
             "steps": 0 if ARMS[arm] is None else args.steps, **settings, **result,
-            "cpu_min": cpu_train / 60, "wall_min": wall_train / 60, "argv": argv, "commit": commit()}
+            "cpu_min": None if reused else cpu_train / 60, "wall_min": None if reused else wall_train / 60,
+            "argv": argv, "commit": commit(), **({"reused": reused} if reused else {})}
+
+
+def check_same_run(ckpt: Path, argv: list[str]) -> None:
+    """--reuse takes a finished run only if train.py ran it with the settings `argv` would give now (all but
+    --threads and --out): a run from other settings or other defaults is an error naming what differs."""
+    want = dataclasses.asdict(train.parse_config(argv))
+    have = read_trainer_state(ckpt)["config"]
+    differ = [f"{k}: ran {have.get(k)!r}, now {v!r}" for k, v in want.items()
+              if k not in ("threads", "out") and have.get(k) != v]
+    if differ:
+        raise ValueError(f"--reuse: {ckpt} was trained with other settings ({'; '.join(differ)}); move it away or "
+                         f"drop --reuse to train again")
 
 
 def commit() -> str:
@@ -196,8 +215,9 @@ def run_grid(args, extra: list[str], grid: dict[str, list[dict]], out: Path) -> 
                 rows.append(row)
                 with open(out, "a") as f:
                     f.write(json.dumps(row) + "\n")
+                cost = "reused" if row.get("reused") else f"{row['cpu_min']:.1f} CPU min"
                 print(f"seed {seed} {arm} {settings}: judge {row['geneval']:.3f} und {row['und']:.3f} "
-                      f"self-QA {row['self_qa']:.3f} ({row['cpu_min']:.1f} CPU min)", flush=True)
+                      f"self-QA {row['self_qa']:.3f} ({cost})", flush=True)
     return rows
 
 
@@ -243,8 +263,9 @@ def format_rows(rows: list[dict], arms: list[str]) -> str:
             continue
         cells = []
         for key, _ in COLUMNS:
-            m, s = mean_std([r[key] for r in mine])
-            cells.append(f"{m:.3f} ± {s:.3f}" if key != "cpu_min" else f"{m:.1f}")
+            values = [r[key] for r in mine if r[key] is not None]  # a reused run has no CPU minutes of its own
+            m, s = mean_std(values) if values else (math.nan, math.nan)
+            cells.append(f"{m:.3f} ± {s:.3f}" if key != "cpu_min" else f"{m:.1f}" if values else "–")
         lines.append(f"| {arm} (n={len(mine)}) | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -266,12 +287,14 @@ def format_summary(rows: list[dict], arms: list[str]) -> str:
         if not mine:
             continue
         mean = lambda key: sum(r[key] for r in mine) / len(mine)  # noqa: E731
+        cpu = [r["cpu_min"] for r in mine if r["cpu_min"] is not None]  # a reused run has none of its own
         flags = " ".join(ARMS.get(arm) or []).replace("--mode ", "") or "–"
         lr = f"{mine[0]['lr']:g}" if "lr" in mine[0] else "–"
         cells = [f"{mean('geneval/' + t):.3f}" for t in ("counting", "colors", "position", "color_attr")]
         lines.append(f"| {arm} | `{flags}` | {lr} | {len(mine)} | " + " | ".join(cells)
                      + f" | **{mean('geneval'):.3f} ± {mean_std([r['geneval'] for r in mine])[1]:.3f}** | "
-                     f"{mean('und'):.3f} | {gain(arm, 'geneval')} | {gain(arm, 'und')} | {mean('cpu_min'):.1f} |")
+                     f"{mean('und'):.3f} | {gain(arm, 'geneval')} | {gain(arm, 'und')} | "
+                     + (f"{sum(cpu) / len(cpu):.1f} |" if cpu else "– |"))
     return "\n".join(lines)
 
 
@@ -516,6 +539,9 @@ def parse_args(argv: list[str]):
                          f"else instead of ARM_SETTINGS")
     ap.add_argument("--table", default=None, help="only print the table (and redraw the plot) of a results file")
     ap.add_argument("--claims", default=None, help="only print which of the paper's claims a results file supports")
+    ap.add_argument("--reuse", action="store_true",
+                    help="evaluate a run already in --work instead of training it again, if train.py ran it with "
+                         "the same settings (e.g. to evaluate finished runs with a larger --per-tag or --samples)")
     ap.add_argument("--label-noise", action="store_true",
                     help="only measure, on each seed's base, what the answer reward teaches on counting images")
     args = ap.parse_args(argv)

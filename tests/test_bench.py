@@ -441,3 +441,39 @@ def test_shapes_bench_runs_every_arm_at_given_rates_and_refuses_an_lr_it_would_m
     for extra in (["--", "--lr", "3e-5"], ["--", "--lr=3e-5"]):  # train.py would run 3e-5, the row say 1e-4
         with pytest.raises(ValueError, match="--lrs"):
             shapes_table.main(["--seeds", "confirm"] + common + extra)
+
+
+def test_shapes_bench_reuse_evaluates_a_finished_run_only_if_its_settings_match(tmp_path, monkeypatch):
+    """--reuse: a run whose checkpoint holds the settings train.py would get now is evaluated, not trained; a run
+    trained with other settings is an error naming the difference, before anything is evaluated."""
+    import dataclasses
+
+    trained = []
+
+    def fake_train(argv, lr_drift=0.0):
+        cfg = train.parse_config(argv)
+        trained.append(cfg.seed)
+        ckpt = Path(cfg.out) / f"ckpt-{cfg.steps:06d}"
+        ckpt.mkdir(parents=True)
+        config = dict(dataclasses.asdict(cfg), lr=cfg.lr + lr_drift, threads=7)  # threads may differ
+        (ckpt / "trainer_state.json").write_text(json.dumps({"step": cfg.steps, "config": config}))
+
+    monkeypatch.setattr(shapes_table.pretrain, "cached_base", lambda cfg: tmp_path)
+    monkeypatch.setattr(shapes_table.train, "main", fake_train)
+    monkeypatch.setattr(shapes_table, "load_shapes_policy", lambda model, folder: folder)
+    monkeypatch.setattr(shapes_table, "evaluate_world", lambda folder, records, **kw: fake_metrics("x", 0))
+    monkeypatch.setattr(shapes_table, "plot_arms", lambda rows, arms, path: path)
+    out = tmp_path / "rows.jsonl"
+    argv = ["--seeds", "2000", "--arms", "grpo-both", "--steps", "2", "--work", str(tmp_path / "work"),
+            "--out", str(out)]
+    shapes_table.main(argv)
+    shapes_table.main(argv + ["--reuse"])
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert trained == [2000] and "reused" not in rows[0] and rows[0]["cpu_min"] is not None
+    assert rows[1]["reused"].endswith("ckpt-000002") and rows[1]["cpu_min"] is None
+    assert "| grpo-both (n=2) |" in shapes_table.format_rows(rows, ["grpo-both"])  # CPU minutes of one run
+    monkeypatch.setattr(shapes_table.train, "main", lambda argv: fake_train(argv, lr_drift=1e-5))
+    shapes_table.main(["--seeds", "2001"] + argv[2:])
+    with pytest.raises(ValueError, match=r"other settings \(lr: ran 0.00011"):
+        shapes_table.main(["--seeds", "2001"] + argv[2:] + ["--reuse"])
+    assert len(out.read_text().splitlines()) == 3
