@@ -181,7 +181,9 @@ def run_arm(arm: str, seed: int, base: Path, work: Path, args, extra: list[str],
 def check_same_run(ckpt: Path, argv: list[str]) -> None:
     """--reuse takes a finished run only if train.py ran it with the settings `argv` would give now (all but
     --threads and --out): a run from other settings or other defaults is an error naming what differs."""
-    want = dataclasses.asdict(train.parse_config(argv))
+    cfg = train.parse_config(argv)
+    train.validate(cfg, 1)  # as the run resolved it (e.g. --exclude-prompts auto)
+    want = dataclasses.asdict(cfg)
     have = read_trainer_state(ckpt)["config"]
     differ = [f"{k}: ran {have.get(k)!r}, now {v!r}" for k, v in want.items()
               if k not in ("threads", "out") and have.get(k) != v]
