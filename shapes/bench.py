@@ -105,8 +105,9 @@ ARM_SETTINGS = {model: {arm: {"lr": 1e-4} for arm in ARMS if arm != "base"} for 
 ARM_SETTINGS["shapes-janus"].update({"grpo-both": {"lr": 1e-4}, "grpo-both-agree": {"lr": 3e-5},
                                      "sft-e2e": {"lr": 1e-5}, "sft": {"lr": 1e-5}})
 # shapes-showo, by --sweep on dev seeds 100 and 101 at lr 3e-5 and 1e-4 (bench/results/shapes-showo-sweep.jsonl):
-# grpo-both .620 and .586 / .622 and .672. The other arms are not swept in this family yet.
-ARM_SETTINGS["shapes-showo"].update({"grpo-both": {"lr": 1e-4}})
+# grpo-both .620 and .586 / .622 and .672; grpo-both-agree .628 and .648 / .680 and .685. The other arms are not
+# swept in this family yet.
+ARM_SETTINGS["shapes-showo"].update({"grpo-both": {"lr": 1e-4}, "grpo-both-agree": {"lr": 1e-4}})
 
 
 def arm_settings(model: str, arm: str) -> dict:
