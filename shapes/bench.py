@@ -102,10 +102,10 @@ ARM_SETTINGS = {model: {arm: {"lr": 1e-4} for arm in ARMS if arm != "base"} for 
 # shapes-janus-sweep.jsonl): grpo-both .751 / .758 / .623, grpo-both-agree .772 / .753 / .643
 # sft-e2e at 1e-5 / 3e-5 / 1e-4: .694 / .634 / .557
 # sft at 1e-5 / 3e-5 / 1e-4: .583 / .561 / .350. Both SFT arms chose the lowest rate tried: a lower one may do better.
-# grpo-gen at 3e-5 / 1e-4: .759 / .762; grpo-und: .715 / .706
+# grpo-gen at 3e-5 / 1e-4: .759 / .762; grpo-und: .715 / .706; grpo-both-e2e: .762 / .745
 ARM_SETTINGS["shapes-janus"].update({"grpo-both": {"lr": 1e-4}, "grpo-both-agree": {"lr": 3e-5},
                                      "sft-e2e": {"lr": 1e-5}, "sft": {"lr": 1e-5}, "grpo-gen": {"lr": 1e-4},
-                                     "grpo-und": {"lr": 3e-5}})
+                                     "grpo-und": {"lr": 3e-5}, "grpo-both-e2e": {"lr": 3e-5}})
 # shapes-showo, by --sweep on dev seeds 100 and 101 at lr 3e-5 and 1e-4 (bench/results/shapes-showo-sweep.jsonl):
 # grpo-both .620 and .586 / .622 and .672; grpo-both-agree .628 and .648 / .680 and .685. The other arms are not
 # swept in this family yet.
