@@ -385,12 +385,12 @@ def test_torchrun_converts_once_and_every_rank_loads_the_conversion(source, tmp_
     root = Path(__file__).resolve().parents[1]
     (tmp_path / "cache").mkdir()
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                           "tests/janus_convert_worker.py", str(source["janus13b"]), str(tmp_path)], cwd=root,
+                           "tests/cache_fill_worker.py", "janus", str(tmp_path), str(source["janus13b"])], cwd=root,
                           capture_output=True, text=True, timeout=300,
                           env={**os.environ, "UNIRL_CACHE": str(tmp_path / "cache")})
     assert proc.returncode == 0, proc.stderr[-3000:]
     ranks = [json.loads((tmp_path / f"rank{k}.json").read_text()) for k in range(2)]
-    assert [r["converted"] for r in ranks] == [1, 0]
+    assert [r["filled"] for r in ranks] == [1, 0]
     assert ranks[0]["checksum"] == ranks[1]["checksum"]
     folders = [p for p in (tmp_path / "cache" / "converted").iterdir() if p.is_dir()]
     assert len(folders) == 1 and (folders[0] / "config.json").exists()  # one conversion, no temporary folder left
@@ -409,7 +409,7 @@ def test_torchrun_stops_every_rank_when_rank_0_cannot_convert(source, tmp_path):
     (broken / "model.safetensors").write_bytes(b"not a safetensors file")
     (tmp_path / "cache").mkdir()
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                           "tests/janus_convert_worker.py", str(broken), str(tmp_path)], cwd=root,
+                           "tests/cache_fill_worker.py", "janus", str(tmp_path), str(broken)], cwd=root,
                           capture_output=True, text=True, timeout=300,
                           env={**os.environ, "UNIRL_CACHE": str(tmp_path / "cache")})
     assert proc.returncode != 0

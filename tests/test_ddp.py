@@ -72,10 +72,10 @@ def test_torchrun_pretrains_the_shapes_base_once_and_every_rank_loads_it(tmp_pat
 
     (tmp_path / "cache").mkdir()
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                           "tests/shapes_cache_worker.py", str(tmp_path)], cwd=ROOT, capture_output=True, text=True,
+                           "tests/cache_fill_worker.py", "shapes", str(tmp_path)], cwd=ROOT, capture_output=True, text=True,
                           timeout=300, env={**os.environ, "UNIRL_CACHE": str(tmp_path / "cache")})
     assert proc.returncode == 0, proc.stderr[-3000:]
     ranks = [json.loads((tmp_path / f"rank{k}.json").read_text()) for k in range(2)]
-    assert [r["pretrained"] for r in ranks] == [1, 0]  # rank 0 pretrained; rank 1 read its cache
+    assert [r["filled"] for r in ranks] == [1, 0]  # rank 0 pretrained; rank 1 read its cache
     assert ranks[0]["checksum"] == ranks[1]["checksum"]
     assert len(list((tmp_path / "cache" / "shapes").iterdir())) == 1  # one base, no leftover temporary folder
