@@ -156,14 +156,18 @@ def train_argv(arm: str, seed: int, base: Path, out: Path, args, extra: list[str
 
 def run_arm(arm: str, seed: int, base: Path, work: Path, args, extra: list[str], settings: dict) -> dict:
     """Train one arm from the base (unless `base`), then evaluate it; returns the JSON row."""
-    cfg_scale = float(extra[extra.index("--cfg-scale") + 1]) if "--cfg-scale" in extra else \
-        shapes.TRAIN_DEFAULTS[args.model]["cfg_scale"]
+    # the guidance the arms train with (the preset's, unless `extra` sets it, in any spelling argparse takes)
+    cfg_scale = train.parse_config(["--model", args.model] + extra).cfg_scale
     cpu0, wall0 = time.process_time(), time.perf_counter()
     folder, argv, reused = base, [], None
     if ARMS[arm] is not None:
         name = f"{arm}-s{seed}" + "".join(f"-{k}{v}" for k, v in settings.items())
         argv = train_argv(arm, seed, base, work / name, args, extra, settings)
         folder = work / name / f"ckpt-{args.steps:06d}"
+        ran = train.parse_config(argv)  # what train.py will run with: the row must record the same settings
+        wrong = [f"{k} {getattr(ran, k)} (the row would say {v})" for k, v in settings.items() if getattr(ran, k) != v]
+        if wrong:
+            raise ValueError(f"flags after -- override {arm}'s own settings: {', '.join(wrong)}; give rates with --lrs")
         if args.reuse and is_checkpoint(folder):
             check_same_run(folder, argv)
             reused = str(folder.resolve())
@@ -175,7 +179,8 @@ def run_arm(arm: str, seed: int, base: Path, work: Path, args, extra: list[str],
     policy = load_shapes_policy(args.model, str(folder))
     result = evaluate_world(policy, shapes.eval_records(args.per_tag), n_samples=args.samples, cfg_scale=cfg_scale,
                             seed=seed)
-    return {"model": args.model, "arm": arm, "seed": seed, "seed_set": seed_set(seed),
+    return {"model": args.model, "arm": arm, "seed": seed, "seed_set": seed_set(seed), "per_tag": args.per_tag,
+            "samples": args.samples,
             "steps": 0 if ARMS[arm] is None else args.steps, **settings, **result,
             "cpu_min": None if reused else cpu_train / 60, "wall_min": None if reused else wall_train / 60,
             "argv": argv, "commit": commit(), **({"reused": reused} if reused else {})}
@@ -234,6 +239,12 @@ def mean_std(values: list[float]) -> tuple[float, float]:
 
 def paired(rows: list[dict], arm: str, other: str, key: str) -> tuple[float, float, int] | None:
     """arm minus other on `key`, paired by seed: (mean, standard error, seeds), or None under 2 pairs."""
+    for name in (arm, other):  # two rows of one arm and seed (two rates, two evaluation sizes) would pair twice
+        seeds = [r["seed"] for r in rows if r["arm"] == name]
+        if len(seeds) != len(set(seeds)):
+            raise ValueError(f"{name} has more than one row for seed(s) "
+                             f"{sorted({s for s in seeds if seeds.count(s) > 1})}: a results file must hold one run "
+                             f"per arm and seed (give each learning rate or evaluation size its own --out)")
     theirs = {r["seed"]: r[key] for r in rows if r["arm"] == other}
     gains = [r[key] - theirs[r["seed"]] for r in rows if r["arm"] == arm and r["seed"] in theirs]
     if len(gains) < 2:
@@ -557,6 +568,11 @@ def parse_args(argv: list[str]):
     sets = {seed_set(s) for s in args.seeds}
     label = "sweep" if args.sweep else sets.pop() if len(sets) == 1 else "mixed"
     args.work = args.work or f"runs/shapes-bench/{args.model}"
+    # the default file name says what differs from the protocol's table, so that such rows never land in it
+    if args.lrs and not args.sweep:
+        label += "-lr" + "-".join(f"{lr:g}" for lr in args.lrs)
+    if (args.per_tag, args.samples) != (shapes.EVAL_PER_TAG, 4):
+        label += f"-eval{args.per_tag}x{args.samples}"
     args.out = Path(args.out or ROOT / "bench" / "results" / f"{args.model}-{label}.jsonl")
     return args
 

@@ -452,6 +452,7 @@ def test_shapes_bench_reuse_evaluates_a_finished_run_only_if_its_settings_match(
 
     def fake_train(argv, lr_drift=0.0):
         cfg = train.parse_config(argv)
+        train.validate(cfg, 1)  # the checkpoint holds the config as the run resolved it
         trained.append(cfg.seed)
         ckpt = Path(cfg.out) / f"ckpt-{cfg.steps:06d}"
         ckpt.mkdir(parents=True)
@@ -477,3 +478,24 @@ def test_shapes_bench_reuse_evaluates_a_finished_run_only_if_its_settings_match(
     with pytest.raises(ValueError, match=r"other settings \(lr: ran 0.00011"):
         shapes_table.main(["--seeds", "2001"] + argv[2:] + ["--reuse"])
     assert len(out.read_text().splitlines()) == 3
+
+
+def test_shapes_bench_keeps_runs_off_the_protocol_out_of_its_files(monkeypatch, tmp_path):
+    """Rows at other rates or another evaluation size go to a file named for them, rows say their evaluation
+    size, a results file with two rows of one arm and seed is refused instead of pairing twice, and a rate set
+    after -- in any spelling train.py accepts is refused before training."""
+    results = shapes_table.ROOT / "bench" / "results"
+    assert shapes_table.parse_args(["--seeds", "confirm", "--lrs", "3e-5"]).out == \
+        results / "shapes-janus-confirm-lr3e-05.jsonl"
+    assert shapes_table.parse_args(["--seeds", "report", "--per-tag", "64", "--samples", "8"]).out == \
+        results / "shapes-janus-report-eval64x8.jsonl"
+    rows = [{"arm": arm, "seed": seed, "geneval": 0.5} for arm in ("base", "grpo-both") for seed in (1, 2, 3)]
+    assert shapes_table.paired(rows, "grpo-both", "base", "geneval")[2] == 3
+    with pytest.raises(ValueError, match=r"grpo-both has more than one row for seed\(s\) \[2\]"):
+        shapes_table.paired(rows + [{"arm": "grpo-both", "seed": 2, "geneval": 0.9}], "grpo-both", "base", "geneval")
+    monkeypatch.setattr(shapes_table.pretrain, "cached_base", lambda cfg: tmp_path)
+    monkeypatch.setattr(shapes_table.train, "main", lambda argv: pytest.fail("trained despite the override"))
+    for extra in (["--", "--l", "3e-5"], ["--", "--lr=3e-5"]):  # an abbreviation argparse expands to --lr
+        with pytest.raises(ValueError, match="--lrs"):
+            shapes_table.main(["--seeds", "2000", "--arms", "grpo-both", "--work", str(tmp_path),
+                               "--out", str(tmp_path / "rows.jsonl")] + extra)
