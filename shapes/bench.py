@@ -80,7 +80,8 @@ from understand import answer_questions  # noqa: E402
 DEV_SEEDS = (100, 101, 102)  # choose settings (--sweep) on these
 REPORT_SEEDS = (1000, 1001, 1002, 1003, 1004)  # report on these; never used for a choice
 # fresh seeds for a test written down before its runs (bench/results/shapes-janus-confirm-plan.md), after the
-# report seeds had been looked at: each is used once, and never for a choice
+# report seeds had been looked at; their runs were later evaluated again larger, by a second planned test
+# (-precise-plan.md). Never used for a choice
 CONFIRM_SEEDS = (2000, 2001, 2002, 2003, 2004)
 ARMS = {
     "base": None,
@@ -99,7 +100,7 @@ ARMS = {
 # (those seeds are in neither set); the README's table says which rates were swept. No report seed chose any.
 ARM_SETTINGS = {model: {arm: {"lr": 1e-4} for arm in ARMS if arm != "base"} for model in FAMILIES}
 # shapes-janus, by --sweep on dev seeds 100 and 101 at lr 3e-5, 1e-4 and 3e-4 (mean held-out judge; bench/results/
-# shapes-janus-sweep.jsonl): grpo-both .751 / .758 / .623, grpo-both-agree .772 / .753 / .643
+# shapes-janus-sweep.jsonl): grpo-both .751 / .758 / .622, grpo-both-agree .772 / .753 / .643
 # sft-e2e at 1e-5 / 3e-5 / 1e-4: .694 / .634 / .557
 # sft at 1e-5 / 3e-5 / 1e-4: .583 / .561 / .350. Both SFT arms chose the lowest rate tried: a lower one may do better.
 # grpo-gen at 3e-5 / 1e-4: .759 / .762; grpo-und: .715 / .706; grpo-both-e2e: .762 / .745
@@ -265,6 +266,8 @@ def describe_seeds(rows: list[dict]) -> str:
         return f"REPORT seeds ({seeds}): never used to choose a setting"
     if sets == ["confirm"]:
         return f"CONFIRM seeds ({seeds}): fresh seeds of a test planned before its runs; never used for a choice"
+    if sets == ["confirm", "report"]:
+        return f"REPORT and CONFIRM seeds ({seeds}): none was used to choose a setting"
     return (f"seed sets {', '.join(sets)} ({seeds}): NOT a report; dev seeds choose the settings, "
             f"report on --seeds report")
 
