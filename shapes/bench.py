@@ -421,8 +421,12 @@ def format_sweep(rows: list[dict]) -> str:
         seeds = " ".join(str(s) for s in sorted({r["seed"] for r in mine}))
         lines += ["", f'ARM_SETTINGS["{model}"].update({{  # chosen by --sweep on seeds {seeds}, by mean held-out '
                       f'judge']
-        lines += [f'    "{arm}": {json.dumps(settings)},' for arm, settings in best_settings(mine).items()]
+        chosen = best_settings(mine)
+        lines += [f'    "{arm}": {json.dumps(settings)},' for arm, settings in chosen.items()]
         lines.append("})")
+        unmatched = sorted({r["arm"] for r in mine if r["arm"] != "base" and seed_set(r["seed"]) == "dev"} - set(chosen))
+        if unmatched:  # their rates ran on different seeds: nothing fair to compare
+            lines.append(f"not chosen ({model}): {', '.join(unmatched)}: no dev seed has every rate of the arm")
     return "\n".join(lines)
 
 

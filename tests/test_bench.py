@@ -339,6 +339,11 @@ def test_shapes_bench_sweep_picks_each_arms_best_learning_rate():
     assert shapes_table.best_settings(rows)["sft"] == {"lr": 1e-4}
     printed = shapes_table.format_sweep(rows)
     assert 'ARM_SETTINGS["shapes-janus"].update({' in printed and '"grpo-both": {"lr": 0.0003},' in printed
+    # an arm whose rates ran on different seeds is not chosen, and the sweep says so
+    rows += [{"arm": "grpo-gen", "lr": 1e-4, "seed": 100, "geneval": 0.7},
+             {"arm": "grpo-gen", "lr": 3e-5, "seed": 101, "geneval": 0.8}]
+    assert "grpo-gen" not in shapes_table.best_settings(rows)
+    assert "not chosen (shapes-janus): grpo-gen" in shapes_table.format_sweep(rows)
 
 
 def test_label_noise_prices_the_prompt_answer_above_the_image_answer(monkeypatch):
