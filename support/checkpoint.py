@@ -114,6 +114,10 @@ def save_checkpoint(run_dir: str | os.PathLike, step: int, policy, optimizer_sta
     tensors, groups = optimizer_state
     run_dir = Path(run_dir)
     final = run_dir / f"ckpt-{step:06d}"
+    log = run_dir / "metrics.jsonl"  # the log up to this step: as durable as the checkpoint that ends it
+    if log.exists():
+        with open(log, "rb") as f:
+            os.fsync(f.fileno())
     tmp = new_folder(run_dir, TEMP_PREFIX)
     try:
         policy.save(tmp, state_dict=state_dict)

@@ -43,6 +43,7 @@ def test_checkpoint_is_fsynced_before_the_rename_and_follows_the_umask(tmp_path,
     monkeypatch.setattr(os, "fsync", lambda fd: events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
                         or real_fsync(fd))
     monkeypatch.setattr(os, "replace", lambda a, b: events.append(("replace", str(a), str(b))) or real_replace(a, b))
+    (tmp_path / "metrics.jsonl").write_text('{"step": 1}\n')  # the run's log so far
     old = os.umask(0o022)
     try:
         final = save(tmp_path, 3)
@@ -53,6 +54,7 @@ def test_checkpoint_is_fsynced_before_the_rename_and_follows_the_umask(tmp_path,
     synced_before = {e[1] for e in events[:rename] if e[0] == "fsync"}
     written = {str(Path(tmp) / p.name) for p in final.iterdir()}
     assert written | {tmp} <= synced_before  # every file and the folder itself, before the rename
+    assert str(tmp_path / "metrics.jsonl") in synced_before  # the metrics up to this step, with it
     assert ("fsync", str(tmp_path)) in events[rename:]  # the rename itself, after
     assert oct(final.stat().st_mode & 0o777) == "0o755"  # not mkdtemp's 0700
     assert {oct(p.stat().st_mode & 0o777) for p in final.iterdir()} == {"0o644"}  # not safetensors' 0600
