@@ -165,10 +165,6 @@ def run_arm(arm: str, seed: int, base: Path, work: Path, args, extra: list[str],
         name = f"{arm}-s{seed}" + "".join(f"-{k}{v}" for k, v in settings.items())
         argv = train_argv(arm, seed, base, work / name, args, extra, settings)
         folder = work / name / f"ckpt-{args.steps:06d}"
-        ran = train.parse_config(argv)  # what train.py will run with: the row must record the same settings
-        wrong = [f"{k} {getattr(ran, k)} (the row would say {v})" for k, v in settings.items() if getattr(ran, k) != v]
-        if wrong:
-            raise ValueError(f"flags after -- override {arm}'s own settings: {', '.join(wrong)}; give rates with --lrs")
         if args.reuse and is_checkpoint(folder):
             check_same_run(folder, argv)
             reused = str(folder.resolve())
@@ -206,6 +202,19 @@ def commit() -> str:
     def git(*words):
         return subprocess.run(["git", *words], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     return (git("rev-parse", "--short", "HEAD") or "unknown") + ("+" if git("status", "--porcelain", "-uno") else "")
+
+
+def check_grid(args, extra: list[str], grid: dict[str, list[dict]]) -> None:
+    """Before any base is pretrained: train.py must run each arm with the settings its row will record, so flags
+    after -- may not override them (in any spelling argparse accepts, e.g. --lr, --lr=, --l)."""
+    for arm, choices in grid.items():
+        for settings in (choices if ARMS[arm] is not None else []):
+            ran = train.parse_config(train_argv(arm, 0, Path("base"), Path("out"), args, extra, settings))
+            wrong = [f"{k} {getattr(ran, k)} (the row would say {v})" for k, v in settings.items()
+                     if getattr(ran, k) != v]
+            if wrong:
+                raise ValueError(f"flags after -- override {arm}'s own settings: {', '.join(wrong)}; give rates "
+                                 f"with --lrs")
 
 
 def run_grid(args, extra: list[str], grid: dict[str, list[dict]], out: Path) -> list[dict]:
@@ -587,9 +596,6 @@ def parse_args(argv: list[str]):
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     extra = argv[argv.index("--") + 1:] if "--" in argv else []
-    if any(flag == "--lr" or flag.startswith("--lr=") for flag in extra):  # it would override every arm's rate, while the rows record the arm's own
-        raise ValueError("--lr after --: the rows would record each arm's ARM_SETTINGS rate, not the one it ran at. "
-                         "Give rates with --lrs instead")
     args = parse_args(argv[:argv.index("--")] if "--" in argv else argv)
     if args.claims:
         print(format_claims(read_rows(args.claims)))
@@ -606,6 +612,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.sweep:
         grid = {arm: ([{"lr": lr} for lr in args.lrs or SWEEP_LRS] if ARMS[arm] else [{}]) for arm in args.arms}
+        check_grid(args, extra, grid)
         rows = run_grid(args, extra, grid, args.out)
         print(format_sweep(rows))
         return
@@ -613,6 +620,7 @@ def main(argv: list[str] | None = None) -> None:
         grid = {arm: ([{"lr": lr} for lr in args.lrs] if ARMS[arm] else [{}]) for arm in args.arms}
     else:
         grid = {arm: [arm_settings(args.model, arm)] for arm in args.arms}
+    check_grid(args, extra, grid)
     rows = run_grid(args, extra, grid, args.out)
     print(format_rows(rows, args.arms) + "\n\n" + paired_gains(rows, args.arms) + "\n\n"
           + format_summary(rows, args.arms) + "\n\n" + format_claims(rows))
