@@ -2,11 +2,12 @@
 
 Protocol. Settings are chosen on DEV_SEEDS and reported on REPORT_SEEDS, which never choose anything:
 `--sweep` runs the arms at several learning rates on the dev seeds and prints the ARM_SETTINGS it would
-write (per arm, the learning rate with the best mean held-out judge); `--seeds report` then runs the table
-with ARM_SETTINGS as they stand. Every result row records the seed set its seed belongs to, and the printed
-table says which set it shows. (The sweep and the report see the same held-out prompts, on other seeds: other
-bases, other images.) CONFIRM_SEEDS are fresh seeds for a test written down before its runs, after the report
-seeds had been looked at; `--sweep` refuses both sets.
+write (per arm, the best mean held-out judge among the learning rates that keep understanding of true scenes no
+lower than the base's, within one SE); `--seeds report` then runs the table with ARM_SETTINGS as they stand.
+Every result row records the seed set its seed belongs to, and the printed table says which set it shows. (The
+sweep and the report see the same held-out prompts, on other seeds: other bases, other images.) CONFIRM_SEEDS and
+FRESH_SEEDS are fresh seeds for tests written down before their runs; `--sweep` refuses them and the report seeds.
+Every run is evaluated at PROTOCOL_EVAL: 128 held-out records per category x 8 images, 768 true scenes.
 
 For every seed s: the base is pretrained with seed s (shapes/pretrain.py, cached) and evaluated with `evaluate_world`
 on shapes.eval_records; each arm then runs train.py from that base with seed s and is evaluated the same way.
@@ -83,6 +84,14 @@ REPORT_SEEDS = (1000, 1001, 1002, 1003, 1004)  # report on these; never used for
 # report seeds had been looked at; their runs were later evaluated again larger, by a second planned test
 # (-precise-plan.md). Never used for a choice
 CONFIRM_SEEDS = (2000, 2001, 2002, 2003, 2004)
+# fresh seeds for the test of the second protocol (understanding in the choice, the larger evaluation), written
+# down before its runs (bench/results/shapes-janus-fresh-plan.md). Never used for a choice
+FRESH_SEEDS = (3000, 3001, 3002, 3003, 3004)
+SEED_SETS = {"dev": DEV_SEEDS, "report": REPORT_SEEDS, "confirm": CONFIRM_SEEDS, "fresh": FRESH_SEEDS}
+# The protocol's evaluation: held-out records per category and images per record. At the first protocol's 16 x 4
+# (train.py's own, shapes.EVAL_PER_TAG) one base read .865 on understanding from 96 true scenes and .776 from 768, so
+# the bench evaluates 128 x 8 (768 true scenes; about 21 s per shapes-janus checkpoint, 80 s per shapes-showo one).
+PROTOCOL_EVAL = (128, 8)
 ARMS = {
     "base": None,
     "sft-e2e": ["--mode", "sft", "--sft-on", "und", "--couple"],
@@ -129,20 +138,18 @@ PLOT_KEYS = ("geneval", "und", "self_qa", "imbalance")
 
 # ------------------------------------------------------------------ seeds
 def seed_set(seed: int) -> str:
-    """Which named set a seed belongs to: "dev", "report", "confirm" or "other"."""
-    named = {"dev": DEV_SEEDS, "report": REPORT_SEEDS, "confirm": CONFIRM_SEEDS}
-    return next((name for name, seeds in named.items() if seed in seeds), "other")
+    """Which named set a seed belongs to: "dev", "report", "confirm", "fresh" or "other"."""
+    return next((name for name, seeds in SEED_SETS.items() if seed in seeds), "other")
 
 
 def parse_seeds(values: list[str]) -> list[int]:
-    """--seeds dev | report | confirm | integers."""
-    named = {"dev": DEV_SEEDS, "report": REPORT_SEEDS, "confirm": CONFIRM_SEEDS}
-    if len(values) == 1 and values[0] in named:
-        return list(named[values[0]])
+    """--seeds dev | report | confirm | fresh | integers."""
+    if len(values) == 1 and values[0] in SEED_SETS:
+        return list(SEED_SETS[values[0]])
     try:
         return [int(v) for v in values]
     except ValueError:
-        raise ValueError(f"--seeds {' '.join(values)}: give dev, report, confirm, or integers") from None
+        raise ValueError(f"--seeds {' '.join(values)}: give {', '.join(SEED_SETS)}, or integers") from None
 
 
 # ------------------------------------------------------------------ one run
@@ -256,13 +263,15 @@ def paired(rows: list[dict], arm: str, other: str, key: str) -> tuple[float, flo
                              f"{sorted({s for s in seeds if seeds.count(s) > 1})}: a results file must hold one run "
                              f"per arm and seed (give each learning rate or evaluation size its own --out)")
     theirs = {r["seed"]: r[key] for r in rows if r["arm"] == other}
-    gains = [r[key] - theirs[r["seed"]] for r in rows if r["arm"] == arm and r["seed"] in theirs]
-    if len(gains) < 2:
+    pairs = [(r, theirs[r["seed"]]) for r in rows if r["arm"] == arm and r["seed"] in theirs]
+    if len(pairs) < 2:
         return None
-    m, s = mean_std(gains)
-    # Scores are shares of 64 to 384 judgements, so equal gains on every seed happen, and their SE of 0 would let
-    # any gain "hold": the SE is floored at one step of a category's resolution (1/64) over sqrt(seeds).
-    return m, max(s, 1 / 64) / math.sqrt(len(gains)), len(gains)
+    m, s = mean_std([r[key] - value for r, value in pairs])
+    # Scores are shares of judgements, so equal gains on every seed happen, and their SE of 0 would let any gain
+    # "hold": the SE is floored at one judgement of a category (1 / (records x images), 1/64 for rows that predate
+    # the sizes' record) over sqrt(seeds). A coarser floor would make "no lower" easier to pass.
+    step = max(1 / ((r.get("per_tag") or 16) * (r.get("samples") or 4)) for r, _ in pairs)
+    return m, max(s, step) / math.sqrt(len(pairs)), len(pairs)
 
 
 def describe_seeds(rows: list[dict]) -> str:
@@ -273,10 +282,11 @@ def describe_seeds(rows: list[dict]) -> str:
     seeds = " ".join(str(s) for s in sorted({r["seed"] for r in rows}))
     if sets == ["report"]:
         return f"REPORT seeds ({seeds}): never used to choose a setting"
-    if sets == ["confirm"]:
-        return f"CONFIRM seeds ({seeds}): fresh seeds of a test planned before its runs; never used for a choice"
-    if sets == ["confirm", "report"]:
-        return f"REPORT and CONFIRM seeds ({seeds}): none was used to choose a setting"
+    if sets in (["confirm"], ["fresh"]):
+        return (f"{sets[0].upper()} seeds ({seeds}): fresh seeds of a test planned before its runs; never used for "
+                f"a choice")
+    if set(sets) <= {"report", "confirm", "fresh"}:
+        return f"{' and '.join(s.upper() for s in sets)} seeds ({seeds}): none was used to choose a setting"
     return (f"seed sets {', '.join(sets)} ({seeds}): NOT a report; dev seeds choose the settings, "
             f"report on --seeds report")
 
@@ -401,41 +411,69 @@ def format_claims(rows: list[dict]) -> str:
 
 
 # ------------------------------------------------------------------ the sweep (dev seeds only)
-def best_settings(rows: list[dict], key: str = "geneval") -> dict[str, dict]:
-    """Per arm, the learning rate with the best mean `key` on dev seeds: what ARM_SETTINGS should hold. Rates
-    are compared on the seeds every rate of that arm ran on, so a rate cannot win by missing a hard seed."""
+def sweep_stats(rows: list[dict], arm: str, key: str = "geneval", guard: str = "und") -> dict[float, dict]:
+    """Per learning rate of `arm` on dev seeds: its mean `key`, its `guard` gain over the base paired by seed
+    (mean, SE) and whether that gain is no lower than 0 within one SE. Every rate is measured on the seeds that all
+    of the arm's rates and the base ran on, so a rate cannot win by missing a hard seed. {} when fewer than 2."""
+    dev = [r for r in rows if seed_set(r["seed"]) == "dev"]  # report, confirm and fresh seeds never choose
+    base = {r["seed"]: r for r in dev if r["arm"] == "base"}
+    tried = {}  # lr -> {seed: row}
+    for r in dev:
+        if r["arm"] == arm and arm != "base":
+            tried.setdefault(r["lr"], {})[r["seed"]] = r
+    common = set(base).intersection(*tried.values()) if tried else set()
+    if len(common) < 2:
+        return {}
+    out = {}
+    for lr, by_seed in tried.items():
+        m, se, _ = paired([by_seed[s] for s in common] + [base[s] for s in common], arm, "base", guard)
+        out[lr] = {"key": sum(by_seed[s][key] for s in common) / len(common), "guard_gain": m, "guard_se": se,
+                   "keeps": m >= -se, "seeds": sorted(common)}
+    return out
+
+
+def best_settings(rows: list[dict], key: str = "geneval", guard: str = "und") -> dict[str, dict]:
+    """Per arm, the learning rate the dev seeds choose: what ARM_SETTINGS should hold.
+
+    Among the rates whose understanding of true scenes (`guard`) is no lower than the base's within one SE, the one
+    with the best mean held-out judge (`key`); when no rate keeps understanding, the one that loses the least. (The
+    first protocol chose by the judge alone, and its choice for grpo-both lost understanding on fresh seeds:
+    bench/results/shapes-janus-fresh-plan.md.)"""
     best = {}
     for arm in ARMS:
-        tried = {}  # lr -> {seed: value}
-        for r in rows:
-            if r["arm"] == arm and arm != "base" and seed_set(r["seed"]) == "dev":  # report seeds never choose
-                tried.setdefault(r["lr"], {})[r["seed"]] = r[key]
-        common = set.intersection(*(set(by_seed) for by_seed in tried.values())) if tried else set()
-        if common:
-            best[arm] = {"lr": max(tried, key=lambda lr: sum(tried[lr][s] for s in common) / len(common))}
+        stats = sweep_stats(rows, arm, key, guard)
+        if stats:
+            kept = [lr for lr in stats if stats[lr]["keeps"]]
+            lr = (max(kept, key=lambda lr: stats[lr]["key"]) if kept
+                  else max(stats, key=lambda lr: stats[lr]["guard_gain"]))
+            best[arm] = {"lr": lr}
     return best
 
 
 def format_sweep(rows: list[dict]) -> str:
-    """Mean held-out judge per arm and learning rate, and the ARM_SETTINGS the sweep chose, per family."""
+    """Per family, arm and learning rate on dev seeds: the mean held-out judge and the understanding gain over the
+    base; then the ARM_SETTINGS the sweep chose."""
     lines = [describe_seeds(rows)]
     for model in sorted({r.get("model", "shapes-janus") for r in rows}):
         mine = [r for r in rows if r.get("model", "shapes-janus") == model]
         lines.append("")
-        for arm in ARMS:
-            for lr in sorted({r["lr"] for r in mine if r["arm"] == arm and "lr" in r}):
-                values = [r["geneval"] for r in mine if r["arm"] == arm and r.get("lr") == lr]
-                m, s = mean_std(values)
-                lines.append(f"{model} {arm:>14} lr {lr:g}: judge {m:.3f} ± {s:.3f} (n={len(values)})")
-        seeds = " ".join(str(s) for s in sorted({r["seed"] for r in mine}))
-        lines += ["", f'ARM_SETTINGS["{model}"].update({{  # chosen by --sweep on seeds {seeds}, by mean held-out '
-                      f'judge']
         chosen = best_settings(mine)
-        lines += [f'    "{arm}": {json.dumps(settings)},' for arm, settings in chosen.items()]
+        for arm in ARMS:
+            for lr, st in sorted(sweep_stats(mine, arm).items()):
+                mark = "  <- chosen" if chosen.get(arm) == {"lr": lr} else ""
+                lines.append(f"{model} {arm:>16} lr {lr:g}: judge {st['key']:.3f}, understanding "
+                             f"{st['guard_gain']:+.3f} ± {st['guard_se']:.3f} vs base "
+                             f"({'kept' if st['keeps'] else 'LOST'}) on seeds {st['seeds']}{mark}")
+        lines += ["", f'ARM_SETTINGS["{model}"].update({{  # chosen by --sweep: the best held-out judge among the rates '
+                      f'that keep understanding']
+        for arm, settings in chosen.items():
+            kept = any(st["keeps"] for st in sweep_stats(mine, arm).values())
+            lines.append(f'    "{arm}": {json.dumps(settings)},' + ("" if kept else "  # no rate kept understanding"))
         lines.append("})")
         unmatched = sorted({r["arm"] for r in mine if r["arm"] != "base" and seed_set(r["seed"]) == "dev"} - set(chosen))
-        if unmatched:  # their rates ran on different seeds: nothing fair to compare
-            lines.append(f"not chosen ({model}): {', '.join(unmatched)}: no dev seed has every rate of the arm")
+        if unmatched:  # fewer than 2 dev seeds have every rate of the arm and the base: nothing fair to compare
+            lines.append(f"not chosen ({model}): {', '.join(unmatched)}: fewer than 2 dev seeds have the base and "
+                         f"every rate of the arm")
     return "\n".join(lines)
 
 
@@ -555,12 +593,13 @@ def parse_args(argv: list[str]):
     ap.add_argument("--model", default="shapes-janus", choices=list(FAMILIES),
                     help="the world's family: its base (shapes/pretrain.py, cached) and train.py's --model")
     ap.add_argument("--seeds", nargs="+", default=["dev"],
-                    help=f"dev {DEV_SEEDS} | report {REPORT_SEEDS} | confirm {CONFIRM_SEEDS} | integers (labelled other)")
+                    help=" | ".join(f"{name} {seeds}" for name, seeds in SEED_SETS.items()) + " | integers (labelled other)")
     ap.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
     ap.add_argument("--steps", type=int, default=shapes.TRAIN_DEFAULTS["shapes-janus"]["steps"],
                     help="train.py steps per arm")
-    ap.add_argument("--per-tag", type=int, default=shapes.EVAL_PER_TAG, help="evaluation records per tag, as train.py")
-    ap.add_argument("--samples", type=int, default=4, help="images per evaluation record")
+    ap.add_argument("--per-tag", type=int, default=PROTOCOL_EVAL[0],
+                    help=f"held-out records per category (train.py's own evaluation: {shapes.EVAL_PER_TAG})")
+    ap.add_argument("--samples", type=int, default=PROTOCOL_EVAL[1], help="images per held-out record")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--work", default=None, help="folder for the runs; default runs/shapes-bench/<model>")
     ap.add_argument("--out", default=None,
@@ -578,16 +617,16 @@ def parse_args(argv: list[str]):
                     help="only measure, on each seed's base, what the answer reward teaches on counting images")
     args = ap.parse_args(argv)
     args.seeds = parse_seeds(args.seeds)
-    if args.sweep and any(seed_set(s) in ("report", "confirm") for s in args.seeds):
-        raise ValueError(f"--sweep --seeds {' '.join(map(str, args.seeds))}: the report and confirm seeds must "
-                         f"never choose a setting; sweep on --seeds dev")
+    if args.sweep and any(seed_set(s) in ("report", "confirm", "fresh") for s in args.seeds):
+        raise ValueError(f"--sweep --seeds {' '.join(map(str, args.seeds))}: the report, confirm and fresh seeds "
+                         f"must never choose a setting; sweep on --seeds dev")
     sets = {seed_set(s) for s in args.seeds}
     label = "sweep" if args.sweep else sets.pop() if len(sets) == 1 else "mixed"
     args.work = args.work or f"runs/shapes-bench/{args.model}"
     # the default file name says what differs from the protocol's table, so that such rows never land in it
     if args.lrs and not args.sweep:
         label += "-lr" + "-".join(f"{lr:g}" for lr in args.lrs)
-    if (args.per_tag, args.samples) != (shapes.EVAL_PER_TAG, 4):
+    if (args.per_tag, args.samples) != PROTOCOL_EVAL:
         label += f"-eval{args.per_tag}x{args.samples}"
     args.out = Path(args.out or ROOT / "bench" / "results" / f"{args.model}-{label}.jsonl")
     return args

@@ -250,13 +250,17 @@ def test_shapes_bench_seed_sets_are_disjoint_and_the_sweep_refuses_report_seeds(
     assert not set(shapes_table.DEV_SEEDS) & set(shapes_table.REPORT_SEEDS)
     assert shapes_table.parse_seeds(["report"]) == list(shapes_table.REPORT_SEEDS)
     assert shapes_table.parse_seeds(["dev"]) == list(shapes_table.DEV_SEEDS)
-    assert [shapes_table.seed_set(s) for s in (100, 1000, 2000, 7)] == ["dev", "report", "confirm", "other"]
-    assert not set(shapes_table.CONFIRM_SEEDS) & (set(shapes_table.DEV_SEEDS) | set(shapes_table.REPORT_SEEDS))
+    assert [shapes_table.seed_set(s) for s in (100, 1000, 2000, 3000, 7)] == ["dev", "report", "confirm", "fresh",
+                                                                            "other"]
+    named = [set(seeds) for seeds in shapes_table.SEED_SETS.values()]
+    assert sum(map(len, named)) == len(set.union(*named))  # no seed is in two sets
+    with pytest.raises(ValueError, match="never choose"):
+        shapes_table.parse_args(["--sweep", "--seeds", "fresh"])
     with pytest.raises(ValueError, match="never choose"):
         shapes_table.parse_args(["--sweep", "--seeds", "confirm"])
     with pytest.raises(ValueError, match="never choose a setting"):
         shapes_table.parse_args(["--sweep", "--seeds", "report"])
-    with pytest.raises(ValueError, match="give dev, report, confirm, or integers"):
+    with pytest.raises(ValueError, match="give dev, report, confirm, fresh, or integers"):
         shapes_table.parse_args(["--seeds", "reprot"])
 
 
@@ -299,7 +303,8 @@ def test_shapes_bench_report_rows_are_labelled_and_train_on_the_split(tmp_path, 
     assert "REPORT seeds (1000 1001 1002 1003 1004)" in printed
     assert "holds: generation improves" in printed and out.with_suffix(".png").stat().st_size > 0
     line = printed.split("| grpo-both | `grpo --grpo-on both` | 0.0001 | 5 |")[1].split("\n")[0]  # README's table
-    assert "| +0.100 ± 0.007 (+14.3 SE) |" in line  # paired by seed: +0.1 on each, SE floored at 1/64 over sqrt(5)
+    # paired by seed: +0.1 on each, SE floored at one judgement of the evaluation, 1/(128 x 8), over sqrt(5)
+    assert "| +0.100 ± 0.000 (+229.0 SE) |" in line
 
 
 def test_shapes_bench_claims_give_the_expected_verdicts():
@@ -325,23 +330,31 @@ def test_shapes_bench_claims_give_the_expected_verdicts():
     assert "+0.100" in numbers and "n=5 seeds" in numbers
 
 
-def test_shapes_bench_sweep_picks_each_arms_best_learning_rate():
-    judge = {("grpo-both", 1e-4): 0.70, ("grpo-both", 3e-4): 0.75, ("sft", 1e-4): 0.50, ("sft", 3e-4): 0.40}
-    rows = [{"arm": arm, "lr": lr, "seed": seed, "geneval": value + 0.01 * seed}
-            for (arm, lr), value in judge.items() for seed in shapes_table.DEV_SEEDS]
-    rows += [{"arm": "base", "seed": seed, "geneval": 0.9} for seed in shapes_table.DEV_SEEDS]
-    assert shapes_table.best_settings(rows) == {"sft": {"lr": 1e-4}, "grpo-both": {"lr": 3e-4}}
-    rows += [{"arm": "sft", "lr": 3e-5, "seed": 1000, "geneval": 0.99}]  # a report seed never chooses
-    assert shapes_table.best_settings(rows)["sft"] == {"lr": 1e-4}
-    # a rate run on one seed only is compared on that seed: 1.515 beats sft 1e-4's mean over three seeds (1.51),
-    # not its 1.52 on the same seed
-    rows += [{"arm": "sft", "lr": 3e-5, "seed": 102, "geneval": 1.515}]
-    assert shapes_table.best_settings(rows)["sft"] == {"lr": 1e-4}
+def test_shapes_bench_sweep_picks_the_best_judge_among_rates_that_keep_understanding():
+    # (judge, understanding) per arm and rate; the base understands 0.80 on every dev seed
+    dev = {("grpo-both", 3e-5): (0.70, 0.80), ("grpo-both", 1e-4): (0.75, 0.79), ("grpo-both", 3e-4): (0.80, 0.70),
+           ("sft", 1e-4): (0.50, 0.75), ("sft", 3e-4): (0.60, 0.60)}
+    rows = [{"arm": arm, "lr": lr, "seed": seed, "geneval": judge + 0.01 * seed, "und": und + 0.001 * (seed % 2)}
+            for (arm, lr), (judge, und) in dev.items() for seed in shapes_table.DEV_SEEDS]
+    rows += [{"arm": "base", "seed": seed, "geneval": 0.9, "und": 0.80} for seed in shapes_table.DEV_SEEDS]
+    # grpo-both 3e-4 has the best judge but loses understanding; 1e-4 loses 0.01, more than one SE (the floor, 1/64 over sqrt(3));
+    # sft keeps understanding at no rate, so it takes the rate that loses the least
+    assert shapes_table.best_settings(rows) == {"grpo-both": {"lr": 3e-5}, "sft": {"lr": 1e-4}}
+    rows += [{"arm": "grpo-both", "lr": 1e-5, "seed": 1000, "geneval": 0.99, "und": 0.9}]  # a report seed never chooses
+    assert shapes_table.best_settings(rows)["grpo-both"] == {"lr": 3e-5}
+    # a rate run on one dev seed only: the rates are compared on that seed, and 1e-5 wins there
+    rows += [{"arm": "grpo-both", "lr": 1e-5, "seed": 102, "geneval": 1.8, "und": 0.80}]
+    assert shapes_table.best_settings(rows) == {"sft": {"lr": 1e-4}}  # one common seed: no SE, no choice
+    rows += [{"arm": "grpo-both", "lr": 1e-5, "seed": 101, "geneval": 1.8, "und": 0.80}]
+    assert shapes_table.best_settings(rows)["grpo-both"] == {"lr": 1e-5}
     printed = shapes_table.format_sweep(rows)
-    assert 'ARM_SETTINGS["shapes-janus"].update({' in printed and '"grpo-both": {"lr": 0.0003},' in printed
+    assert 'ARM_SETTINGS["shapes-janus"].update({' in printed and '"grpo-both": {"lr": 1e-05},' in printed
+    assert '"sft": {"lr": 0.0001},  # no rate kept understanding' in printed
+    assert "grpo-both lr 0.0003: judge 1.815, understanding -0.100 ± 0.011 vs base (LOST) on seeds [101, 102]" \
+        in printed
     # an arm whose rates ran on different seeds is not chosen, and the sweep says so
-    rows += [{"arm": "grpo-gen", "lr": 1e-4, "seed": 100, "geneval": 0.7},
-             {"arm": "grpo-gen", "lr": 3e-5, "seed": 101, "geneval": 0.8}]
+    rows += [{"arm": "grpo-gen", "lr": 1e-4, "seed": 100, "geneval": 0.7, "und": 0.8},
+             {"arm": "grpo-gen", "lr": 3e-5, "seed": 101, "geneval": 0.8, "und": 0.8}]
     assert "grpo-gen" not in shapes_table.best_settings(rows)
     assert "not chosen (shapes-janus): grpo-gen" in shapes_table.format_sweep(rows)
 
