@@ -230,6 +230,10 @@ def run_grid(args, extra: list[str], grid: dict[str, list[dict]], out: Path) -> 
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     out.parent.mkdir(parents=True, exist_ok=True)
+    sizes = {eval_size(r) for r in read_rows(str(out))} if out.exists() else set()
+    if sizes - {(args.per_tag, args.samples)}:
+        raise ValueError(f"{out} holds rows evaluated at {sorted(sizes)} (records per category, images), not at "
+                         f"--per-tag {args.per_tag} --samples {args.samples}: give another --out")
     rows = []
     for seed in args.seeds:
         cpu0 = time.process_time()
@@ -262,16 +266,26 @@ def paired(rows: list[dict], arm: str, other: str, key: str) -> tuple[float, flo
             raise ValueError(f"{name} has more than one row for seed(s) "
                              f"{sorted({s for s in seeds if seeds.count(s) > 1})}: a results file must hold one run "
                              f"per arm and seed (give each learning rate or evaluation size its own --out)")
+    sizes = {eval_size(r) for r in rows if r["arm"] in (arm, other)}
+    if len(sizes) > 1:  # one arm's noise is another's: a gain across evaluation sizes measures nothing
+        raise ValueError(f"{arm} and {other} were evaluated at different sizes {sorted(sizes)} (records per category, "
+                         f"images): pair rows of one size (give each size its own --out)")
     theirs = {r["seed"]: r[key] for r in rows if r["arm"] == other}
-    pairs = [(r, theirs[r["seed"]]) for r in rows if r["arm"] == arm and r["seed"] in theirs]
-    if len(pairs) < 2:
+    gains = [r[key] - theirs[r["seed"]] for r in rows if r["arm"] == arm and r["seed"] in theirs]
+    if len(gains) < 2:
         return None
-    m, s = mean_std([r[key] - value for r, value in pairs])
+    m, s = mean_std(gains)
     # Scores are shares of judgements, so equal gains on every seed happen, and their SE of 0 would let any gain
-    # "hold": the SE is floored at one judgement of a category (1 / (records x images), 1/64 for rows that predate
-    # the sizes' record) over sqrt(seeds). A coarser floor would make "no lower" easier to pass.
-    step = max(1 / ((r.get("per_tag") or 16) * (r.get("samples") or 4)) for r, _ in pairs)
-    return m, max(s, step) / math.sqrt(len(pairs)), len(pairs)
+    # "hold": the SE is floored at one judgement of a category (1 / (records x images)) over sqrt(seeds). A coarser
+    # floor would make "no lower" easier to pass.
+    per_tag, samples = sizes.pop()
+    return m, max(s, 1 / (per_tag * samples)) / math.sqrt(len(gains)), len(gains)
+
+
+def eval_size(row: dict) -> tuple[int, int]:
+    """(held-out records per category, images per record) a row was evaluated at; rows written before they
+    recorded it were evaluated at the first protocol's 16 x 4."""
+    return row.get("per_tag") or 16, row.get("samples") or 4
 
 
 def describe_seeds(rows: list[dict]) -> str:

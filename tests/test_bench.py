@@ -517,3 +517,13 @@ def test_shapes_bench_keeps_runs_off_the_protocol_out_of_its_files(monkeypatch, 
         with pytest.raises(ValueError, match="--lrs"):
             shapes_table.main(["--seeds", "2000", "--arms", "grpo-both", "--work", str(tmp_path),
                                "--out", str(tmp_path / "rows.jsonl")] + extra)
+    # rows of two evaluation sizes never pair, and a run refuses, before any base, a file of another size
+    small = [{"arm": "base", "seed": seed, "geneval": 0.5, "per_tag": 16, "samples": 4} for seed in (1, 2, 3)]
+    large = [{"arm": "grpo-both", "seed": seed, "geneval": 0.6, "per_tag": 128, "samples": 8} for seed in (1, 2, 3)]
+    with pytest.raises(ValueError, match=r"different sizes \[\(16, 4\), \(128, 8\)\]"):
+        shapes_table.paired(small + large, "grpo-both", "base", "geneval")
+    (tmp_path / "small.jsonl").write_text("".join(json.dumps(r) + "\n" for r in small))
+    monkeypatch.setattr(shapes_table.pretrain, "cached_base", lambda cfg: pytest.fail("pretrained despite the file"))
+    with pytest.raises(ValueError, match="--per-tag 128 --samples 8: give another --out"):
+        shapes_table.main(["--seeds", "2000", "--arms", "base", "--work", str(tmp_path),
+                           "--out", str(tmp_path / "small.jsonl")])
