@@ -87,7 +87,11 @@ CONFIRM_SEEDS = (2000, 2001, 2002, 2003, 2004)
 # fresh seeds for the test of the second protocol (understanding in the choice, the larger evaluation), written
 # down before its runs (bench/results/shapes-janus-fresh-plan.md). Never used for a choice
 FRESH_SEEDS = (3000, 3001, 3002, 3003, 3004)
-SEED_SETS = {"dev": DEV_SEEDS, "report": REPORT_SEEDS, "confirm": CONFIRM_SEEDS, "fresh": FRESH_SEEDS}
+# fresh seeds for the third round's test (the KL weight in the choice; bench/results/shapes-janus-fresh2-plan.md)
+FRESH2_SEEDS = (4000, 4001, 4002, 4003, 4004)
+SEED_SETS = {"dev": DEV_SEEDS, "report": REPORT_SEEDS, "confirm": CONFIRM_SEEDS, "fresh": FRESH_SEEDS,
+             "fresh2": FRESH2_SEEDS}
+TEST_SETS = ("report", "confirm", "fresh", "fresh2")  # the sets that never choose
 # The protocol's evaluation: held-out records per category and images per record. At the first protocol's 16 x 4
 # (train.py's own, shapes.EVAL_PER_TAG) one base read .865 on understanding from 96 true scenes and .776 from 768, so
 # the bench evaluates 128 x 8 (768 true scenes; about 21 s per shapes-janus checkpoint, 80 s per shapes-showo one).
@@ -184,7 +188,7 @@ def run_arm(arm: str, seed: int, base: Path, work: Path, args, extra: list[str],
     result = evaluate_world(policy, shapes.eval_records(args.per_tag), n_samples=args.samples, cfg_scale=cfg_scale,
                             seed=seed)
     return {"model": args.model, "arm": arm, "seed": seed, "seed_set": seed_set(seed), "per_tag": args.per_tag,
-            "samples": args.samples,
+            "samples": args.samples, "settings": settings,
             "steps": 0 if ARMS[arm] is None else args.steps, **settings, **result,
             "cpu_min": None if reused else cpu_train / 60, "wall_min": None if reused else wall_train / 60,
             "argv": argv, "commit": commit(), **({"reused": reused} if reused else {})}
@@ -296,10 +300,10 @@ def describe_seeds(rows: list[dict]) -> str:
     seeds = " ".join(str(s) for s in sorted({r["seed"] for r in rows}))
     if sets == ["report"]:
         return f"REPORT seeds ({seeds}): never used to choose a setting"
-    if sets in (["confirm"], ["fresh"]):
+    if len(sets) == 1 and sets[0] in TEST_SETS:
         return (f"{sets[0].upper()} seeds ({seeds}): fresh seeds of a test planned before its runs; never used for "
                 f"a choice")
-    if set(sets) <= {"report", "confirm", "fresh"}:
+    if set(sets) <= set(TEST_SETS):
         return f"{' and '.join(s.upper() for s in sets)} seeds ({seeds}): none was used to choose a setting"
     return (f"seed sets {', '.join(sets)} ({seeds}): NOT a report; dev seeds choose the settings, "
             f"report on --seeds report")
@@ -425,42 +429,53 @@ def format_claims(rows: list[dict]) -> str:
 
 
 # ------------------------------------------------------------------ the sweep (dev seeds only)
-def sweep_stats(rows: list[dict], arm: str, key: str = "geneval", guard: str = "und") -> dict[float, dict]:
-    """Per learning rate of `arm` on dev seeds: its mean `key`, its `guard` gain over the base paired by seed
-    (mean, SE) and whether that gain is no lower than 0 within one SE. Every rate is measured on the seeds that all
-    of the arm's rates and the base ran on, so a rate cannot win by missing a hard seed. {} when fewer than 2."""
-    dev = [r for r in rows if seed_set(r["seed"]) == "dev"]  # report, confirm and fresh seeds never choose
+def row_settings(row: dict) -> tuple:
+    """The settings a row's arm ran with, as a sorted tuple of (name, value); rows written before they recorded
+    them varied only the learning rate."""
+    return tuple(sorted((row.get("settings") or ({"lr": row["lr"]} if "lr" in row else {})).items()))
+
+
+def settings_text(settings) -> str:
+    return " ".join(f"{name} {value:g}" for name, value in dict(settings).items())
+
+
+def sweep_stats(rows: list[dict], arm: str, key: str = "geneval", guard: str = "und") -> dict[tuple, dict]:
+    """Per setting of `arm` (row_settings) on dev seeds: its mean `key`, its `guard` gain over the base paired by
+    seed (mean, SE) and whether that gain is no lower than 0 within one SE. Every setting is measured on the seeds
+    that all of the arm's settings and the base ran on, so one cannot win by missing a hard seed. {} under 2."""
+    dev = [r for r in rows if seed_set(r["seed"]) == "dev"]  # the test sets never choose
     base = {r["seed"]: r for r in dev if r["arm"] == "base"}
-    tried = {}  # lr -> {seed: row}
+    tried = {}  # settings -> {seed: row}
     for r in dev:
         if r["arm"] == arm and arm != "base":
-            tried.setdefault(r["lr"], {})[r["seed"]] = r
+            tried.setdefault(row_settings(r), {})[r["seed"]] = r
     common = set(base).intersection(*tried.values()) if tried else set()
     if len(common) < 2:
         return {}
     out = {}
-    for lr, by_seed in tried.items():
+    for settings, by_seed in tried.items():
         m, se, _ = paired([by_seed[s] for s in common] + [base[s] for s in common], arm, "base", guard)
-        out[lr] = {"key": sum(by_seed[s][key] for s in common) / len(common), "guard_gain": m, "guard_se": se,
+        out[settings] = {"key": sum(by_seed[s][key] for s in common) / len(common), "guard_gain": m, "guard_se": se,
                    "keeps": m >= -se, "seeds": sorted(common)}
     return out
 
 
 def best_settings(rows: list[dict], key: str = "geneval", guard: str = "und") -> dict[str, dict]:
-    """Per arm, the learning rate the dev seeds choose: what ARM_SETTINGS should hold.
+    """Per arm, the settings the dev seeds choose (learning rate, and the KL weight where it was swept): what
+    ARM_SETTINGS should hold.
 
-    Among the rates whose understanding of true scenes (`guard`) is no lower than the base's within one SE, the one
-    with the best mean held-out judge (`key`); when no rate keeps understanding, the one that loses the least. (The
+    Among the settings whose understanding of true scenes (`guard`) is no lower than the base's within one SE, the
+    one with the best mean held-out judge (`key`); when none keeps understanding, the one that loses the least. (The
     first protocol chose by the judge alone, and its choice for grpo-both lost understanding on fresh seeds:
     bench/results/shapes-janus-fresh-plan.md.)"""
     best = {}
     for arm in ARMS:
         stats = sweep_stats(rows, arm, key, guard)
         if stats:
-            kept = [lr for lr in stats if stats[lr]["keeps"]]
-            lr = (max(kept, key=lambda lr: stats[lr]["key"]) if kept
-                  else max(stats, key=lambda lr: stats[lr]["guard_gain"]))
-            best[arm] = {"lr": lr}
+            kept = [k for k in stats if stats[k]["keeps"]]
+            chosen = (max(kept, key=lambda k: stats[k]["key"]) if kept
+                      else max(stats, key=lambda k: stats[k]["guard_gain"]))
+            best[arm] = dict(chosen)
     return best
 
 
@@ -473,21 +488,21 @@ def format_sweep(rows: list[dict]) -> str:
         lines.append("")
         chosen = best_settings(mine)
         for arm in ARMS:
-            for lr, st in sorted(sweep_stats(mine, arm).items()):
-                mark = "  <- chosen" if chosen.get(arm) == {"lr": lr} else ""
-                lines.append(f"{model} {arm:>16} lr {lr:g}: judge {st['key']:.3f}, understanding "
+            for settings, st in sorted(sweep_stats(mine, arm).items()):
+                mark = "  <- chosen" if chosen.get(arm) == dict(settings) else ""
+                lines.append(f"{model} {arm:>16} {settings_text(settings)}: judge {st['key']:.3f}, understanding "
                              f"{st['guard_gain']:+.3f} ± {st['guard_se']:.3f} vs base "
                              f"({'kept' if st['keeps'] else 'LOST'}) on seeds {st['seeds']}{mark}")
-        lines += ["", f'ARM_SETTINGS["{model}"].update({{  # chosen by --sweep: the best held-out judge among the rates '
-                      f'that keep understanding']
+        lines += ["", f'ARM_SETTINGS["{model}"].update({{  # chosen by --sweep: the best held-out judge among the '
+                      f'settings that keep understanding']
         for arm, settings in chosen.items():
             kept = any(st["keeps"] for st in sweep_stats(mine, arm).values())
-            lines.append(f'    "{arm}": {json.dumps(settings)},' + ("" if kept else "  # no rate kept understanding"))
+            lines.append(f'    "{arm}": {json.dumps(settings)},' + ("" if kept else "  # none kept understanding"))
         lines.append("})")
         unmatched = sorted({r["arm"] for r in mine if r["arm"] != "base" and seed_set(r["seed"]) == "dev"} - set(chosen))
         if unmatched:  # fewer than 2 dev seeds have every rate of the arm and the base: nothing fair to compare
             lines.append(f"not chosen ({model}): {', '.join(unmatched)}: fewer than 2 dev seeds have the base and "
-                         f"every rate of the arm")
+                         f"every setting of the arm")
     return "\n".join(lines)
 
 
@@ -618,10 +633,14 @@ def parse_args(argv: list[str]):
     ap.add_argument("--work", default=None, help="folder for the runs; default runs/shapes-bench/<model>")
     ap.add_argument("--out", default=None,
                     help="JSON lines, appended; default bench/results/<model>-<seed set>.jsonl, e.g. shapes-janus-report.jsonl")
-    ap.add_argument("--sweep", action="store_true", help="dev seeds: every arm at every --lrs; prints ARM_SETTINGS")
+    ap.add_argument("--sweep", action="store_true",
+                    help="dev seeds: every arm at every --lrs (and --kl-betas); prints ARM_SETTINGS")
     ap.add_argument("--lrs", type=float, nargs="+", default=None,
                     help=f"learning rates to run every arm at: --sweep's choices (default {' '.join(map(str, SWEEP_LRS))}), "
                          f"else instead of ARM_SETTINGS")
+    ap.add_argument("--kl-betas", type=float, nargs="+", default=None,
+                    help="KL weights to run every arm at, crossed with the learning rates (default: the preset's, "
+                         "recorded in no row)")
     ap.add_argument("--table", default=None, help="only print the table (and redraw the plot) of a results file")
     ap.add_argument("--claims", default=None, help="only print which of the paper's claims a results file supports")
     ap.add_argument("--reuse", action="store_true",
@@ -631,8 +650,8 @@ def parse_args(argv: list[str]):
                     help="only measure, on each seed's base, what the answer reward teaches on counting images")
     args = ap.parse_args(argv)
     args.seeds = parse_seeds(args.seeds)
-    if args.sweep and any(seed_set(s) in ("report", "confirm", "fresh") for s in args.seeds):
-        raise ValueError(f"--sweep --seeds {' '.join(map(str, args.seeds))}: the report, confirm and fresh seeds "
+    if args.sweep and any(seed_set(s) in TEST_SETS for s in args.seeds):
+        raise ValueError(f"--sweep --seeds {' '.join(map(str, args.seeds))}: the {', '.join(TEST_SETS)} seeds "
                          f"must never choose a setting; sweep on --seeds dev")
     sets = {seed_set(s) for s in args.seeds}
     label = "sweep" if args.sweep else sets.pop() if len(sets) == 1 else "mixed"
@@ -640,10 +659,22 @@ def parse_args(argv: list[str]):
     # the default file name says what differs from the protocol's table, so that such rows never land in it
     if args.lrs and not args.sweep:
         label += "-lr" + "-".join(f"{lr:g}" for lr in args.lrs)
+    if args.kl_betas and not args.sweep:
+        label += "-kl" + "-".join(f"{kl:g}" for kl in args.kl_betas)
     if (args.per_tag, args.samples) != PROTOCOL_EVAL:
         label += f"-eval{args.per_tag}x{args.samples}"
     args.out = Path(args.out or ROOT / "bench" / "results" / f"{args.model}-{label}.jsonl")
     return args
+
+
+def settings_grid(args, arm: str, lrs) -> list[dict]:
+    """`arm`'s settings with every learning rate of `lrs` crossed with every --kl-betas; a name not given keeps the
+    arm's own setting (ARM_SETTINGS)."""
+    grid = [arm_settings(args.model, arm)]
+    for name, values in (("lr", lrs), ("kl_beta", args.kl_betas)):
+        if values:
+            grid = [{**settings, name: value} for settings in grid for value in values]
+    return grid
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -664,13 +695,13 @@ def main(argv: list[str] | None = None) -> None:
         print(f"plot: {plot_arms(rows, arms, Path(args.table).with_suffix('.png'))}")
         return
     if args.sweep:
-        grid = {arm: ([{"lr": lr} for lr in args.lrs or SWEEP_LRS] if ARMS[arm] else [{}]) for arm in args.arms}
+        grid = {arm: settings_grid(args, arm, args.lrs or SWEEP_LRS) if ARMS[arm] else [{}] for arm in args.arms}
         check_grid(args, extra, grid)
         rows = run_grid(args, extra, grid, args.out)
         print(format_sweep(rows))
         return
-    if args.lrs:  # every arm at these rates, e.g. a head-to-head at one rate; the rows say which
-        grid = {arm: ([{"lr": lr} for lr in args.lrs] if ARMS[arm] else [{}]) for arm in args.arms}
+    if args.lrs or args.kl_betas:  # every arm at these settings, e.g. a head-to-head at one rate; the rows say which
+        grid = {arm: settings_grid(args, arm, args.lrs) if ARMS[arm] else [{}] for arm in args.arms}
     else:
         grid = {arm: [arm_settings(args.model, arm)] for arm in args.arms}
     check_grid(args, extra, grid)

@@ -260,7 +260,7 @@ def test_shapes_bench_seed_sets_are_disjoint_and_the_sweep_refuses_report_seeds(
         shapes_table.parse_args(["--sweep", "--seeds", "confirm"])
     with pytest.raises(ValueError, match="never choose a setting"):
         shapes_table.parse_args(["--sweep", "--seeds", "report"])
-    with pytest.raises(ValueError, match="give dev, report, confirm, fresh, or integers"):
+    with pytest.raises(ValueError, match="give dev, report, confirm, fresh, fresh2, or integers"):
         shapes_table.parse_args(["--seeds", "reprot"])
 
 
@@ -349,7 +349,7 @@ def test_shapes_bench_sweep_picks_the_best_judge_among_rates_that_keep_understan
     assert shapes_table.best_settings(rows)["grpo-both"] == {"lr": 1e-5}
     printed = shapes_table.format_sweep(rows)
     assert 'ARM_SETTINGS["shapes-janus"].update({' in printed and '"grpo-both": {"lr": 1e-05},' in printed
-    assert '"sft": {"lr": 0.0001},  # no rate kept understanding' in printed
+    assert '"sft": {"lr": 0.0001},  # none kept understanding' in printed
     assert "grpo-both lr 0.0003: judge 1.815, understanding -0.100 ± 0.011 vs base (LOST) on seeds [101, 102]" \
         in printed
     # an arm whose rates ran on different seeds is not chosen, and the sweep says so
@@ -357,6 +357,26 @@ def test_shapes_bench_sweep_picks_the_best_judge_among_rates_that_keep_understan
              {"arm": "grpo-gen", "lr": 3e-5, "seed": 101, "geneval": 0.8, "und": 0.8}]
     assert "grpo-gen" not in shapes_table.best_settings(rows)
     assert "not chosen (shapes-janus): grpo-gen" in shapes_table.format_sweep(rows)
+    # a KL weight swept with the rate is one more setting: rows that record {"lr", "kl_beta"} compete with the
+    # rows of the rate alone, and the choice carries both names
+    rows += [{"arm": "grpo-both", "lr": 3e-4, "kl_beta": 0.2, "settings": {"lr": 3e-4, "kl_beta": 0.2}, "seed": seed,
+              "geneval": 1.9, "und": 0.80} for seed in (101, 102)]
+    assert shapes_table.best_settings(rows)["grpo-both"] == {"kl_beta": 0.2, "lr": 3e-4}
+    assert "grpo-both kl_beta 0.2 lr 0.0003: judge 1.900" in shapes_table.format_sweep(rows)
+
+
+def test_shapes_bench_crosses_rates_with_kl_weights_and_keeps_an_arms_own_rate():
+    args = shapes_table.parse_args(["--sweep", "--lrs", "3e-5", "1e-4", "--kl-betas", "0", "0.2"])
+    assert shapes_table.settings_grid(args, "grpo-both", args.lrs) == [
+        {"lr": 3e-5, "kl_beta": 0.0}, {"lr": 3e-5, "kl_beta": 0.2}, {"lr": 1e-4, "kl_beta": 0.0},
+        {"lr": 1e-4, "kl_beta": 0.2}]
+    args = shapes_table.parse_args(["--seeds", "fresh2", "--kl-betas", "0.2"])  # the arm's own rate stays
+    own = shapes_table.arm_settings("shapes-janus", "grpo-und")["lr"]
+    assert shapes_table.settings_grid(args, "grpo-und", None) == [{"lr": own, "kl_beta": 0.2}]
+    assert args.out.name == "shapes-janus-fresh2-kl0.2.jsonl"
+    # train.py runs the KL weight the row will record
+    argv = shapes_table.train_argv("grpo-both", 4000, Path("base"), Path("out"), args, [], {"lr": 1e-5, "kl_beta": 0.2})
+    assert shapes_table.train.parse_config(argv).kl_beta == 0.2
 
 
 def test_label_noise_prices_the_prompt_answer_above_the_image_answer(monkeypatch):
