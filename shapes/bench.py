@@ -287,9 +287,15 @@ def paired(rows: list[dict], arm: str, other: str, key: str) -> tuple[float, flo
 
 
 def eval_size(row: dict) -> tuple[int, int]:
-    """(held-out records per category, images per record) a row was evaluated at; rows written before they
-    recorded it were evaluated at the first protocol's 16 x 4."""
-    return row.get("per_tag") or 16, row.get("samples") or 4
+    """(held-out records per category, images per record) a row was evaluated at. Rows written before they
+    recorded it were evaluated at the first protocol's 16 x 4, which their image count (16 x 4 x 6) confirms."""
+    if "per_tag" in row:
+        return row["per_tag"], row["samples"]
+    if row.get("images") != 16 * 4 * len(shapes.TAGS):
+        raise ValueError(f"a {row['arm']} row of seed {row['seed']} does not record its evaluation size and counts "
+                         f"{row.get('images')} images, not the first protocol's {16 * 4 * len(shapes.TAGS)}: add its "
+                         f"per_tag and samples")
+    return 16, 4
 
 
 def describe_seeds(rows: list[dict]) -> str:

@@ -19,6 +19,7 @@ from conftest import ROOT
 JANUS_1B = {"total": 2_076_636_811, "frozen": 71_883_403, "trainable": 2_004_753_408}  # frozen = VQ-16
 JANUS_7B = {"total": 7_407_773_323, "frozen": 71_883_403, "trainable": 7_335_889_920}
 SHOWO = {"total": 1_543_563_774, "frozen": 95_387_004, "trainable": 1_448_176_770}  # frozen = MAGVIT-v2
+SMALL = {"per_tag": 16, "samples": 4}  # a result row's evaluation size, as the first protocol's rows have
 
 
 # ------------------------------------------------------------------------------ forward calls
@@ -311,11 +312,11 @@ def test_shapes_bench_claims_give_the_expected_verdicts():
     rows = []
     for seed in shapes_table.REPORT_SEEDS:
         wobble = 0.01 * (seed % 3)
-        rows += [{"model": "shapes-janus", "arm": "base", "seed": seed, "geneval": 0.60 + wobble, "und": 0.80,
+        rows += [{**SMALL, "model": "shapes-janus", "arm": "base", "seed": seed, "geneval": 0.60 + wobble, "und": 0.80,
                   "imbalance": 0.10},
-                 {"model": "shapes-janus", "arm": "grpo-both", "seed": seed, "geneval": 0.70 + wobble,  # +0.1 always
+                 {**SMALL, "model": "shapes-janus", "arm": "grpo-both", "seed": seed, "geneval": 0.70 + wobble,  # +0.1 always
                   "und": 0.80 + (0.05 if seed % 2 else -0.04), "imbalance": 0.12},  # und: noise, imbalance rises
-                 {"model": "shapes-janus", "arm": "sft", "seed": seed, "geneval": 0.50 + 2 * wobble}]
+                 {**SMALL, "model": "shapes-janus", "arm": "sft", "seed": seed, "geneval": 0.50 + 2 * wobble}]
     verdicts = {name.split(" (")[0] + (" e2e" if "end to end" in name else ""): verdict
                 for name, verdict, _ in shapes_table.claims(rows)}
     assert verdicts == {"generation improves": "holds", "understanding improves": "does not hold",
@@ -334,18 +335,18 @@ def test_shapes_bench_sweep_picks_the_best_judge_among_rates_that_keep_understan
     # (judge, understanding) per arm and rate; the base understands 0.80 on every dev seed
     dev = {("grpo-both", 3e-5): (0.70, 0.80), ("grpo-both", 1e-4): (0.75, 0.79), ("grpo-both", 3e-4): (0.80, 0.70),
            ("sft", 1e-4): (0.50, 0.75), ("sft", 3e-4): (0.60, 0.60)}
-    rows = [{"arm": arm, "lr": lr, "seed": seed, "geneval": judge + 0.01 * seed, "und": und + 0.001 * (seed % 2)}
+    rows = [{**SMALL, "arm": arm, "lr": lr, "seed": seed, "geneval": judge + 0.01 * seed, "und": und + 0.001 * (seed % 2)}
             for (arm, lr), (judge, und) in dev.items() for seed in shapes_table.DEV_SEEDS]
-    rows += [{"arm": "base", "seed": seed, "geneval": 0.9, "und": 0.80} for seed in shapes_table.DEV_SEEDS]
+    rows += [{**SMALL, "arm": "base", "seed": seed, "geneval": 0.9, "und": 0.80} for seed in shapes_table.DEV_SEEDS]
     # grpo-both 3e-4 has the best judge but loses understanding; 1e-4 loses 0.01, more than one SE (the floor, 1/64 over sqrt(3));
     # sft keeps understanding at no rate, so it takes the rate that loses the least
     assert shapes_table.best_settings(rows) == {"grpo-both": {"lr": 3e-5}, "sft": {"lr": 1e-4}}
-    rows += [{"arm": "grpo-both", "lr": 1e-5, "seed": 1000, "geneval": 0.99, "und": 0.9}]  # a report seed never chooses
+    rows += [{**SMALL, "arm": "grpo-both", "lr": 1e-5, "seed": 1000, "geneval": 0.99, "und": 0.9}]  # a report seed never chooses
     assert shapes_table.best_settings(rows)["grpo-both"] == {"lr": 3e-5}
     # a rate run on one dev seed only: the rates are compared on that seed, and 1e-5 wins there
-    rows += [{"arm": "grpo-both", "lr": 1e-5, "seed": 102, "geneval": 1.8, "und": 0.80}]
+    rows += [{**SMALL, "arm": "grpo-both", "lr": 1e-5, "seed": 102, "geneval": 1.8, "und": 0.80}]
     assert shapes_table.best_settings(rows) == {"sft": {"lr": 1e-4}}  # one common seed: no SE, no choice
-    rows += [{"arm": "grpo-both", "lr": 1e-5, "seed": 101, "geneval": 1.8, "und": 0.80}]
+    rows += [{**SMALL, "arm": "grpo-both", "lr": 1e-5, "seed": 101, "geneval": 1.8, "und": 0.80}]
     assert shapes_table.best_settings(rows)["grpo-both"] == {"lr": 1e-5}
     printed = shapes_table.format_sweep(rows)
     assert 'ARM_SETTINGS["shapes-janus"].update({' in printed and '"grpo-both": {"lr": 1e-05},' in printed
@@ -353,13 +354,13 @@ def test_shapes_bench_sweep_picks_the_best_judge_among_rates_that_keep_understan
     assert "grpo-both lr 0.0003: judge 1.815, understanding -0.100 ± 0.011 vs base (LOST) on seeds [101, 102]" \
         in printed
     # an arm whose rates ran on different seeds is not chosen, and the sweep says so
-    rows += [{"arm": "grpo-gen", "lr": 1e-4, "seed": 100, "geneval": 0.7, "und": 0.8},
-             {"arm": "grpo-gen", "lr": 3e-5, "seed": 101, "geneval": 0.8, "und": 0.8}]
+    rows += [{**SMALL, "arm": "grpo-gen", "lr": 1e-4, "seed": 100, "geneval": 0.7, "und": 0.8},
+             {**SMALL, "arm": "grpo-gen", "lr": 3e-5, "seed": 101, "geneval": 0.8, "und": 0.8}]
     assert "grpo-gen" not in shapes_table.best_settings(rows)
     assert "not chosen (shapes-janus): grpo-gen" in shapes_table.format_sweep(rows)
     # a KL weight swept with the rate is one more setting: rows that record {"lr", "kl_beta"} compete with the
     # rows of the rate alone, and the choice carries both names
-    rows += [{"arm": "grpo-both", "lr": 3e-4, "kl_beta": 0.2, "settings": {"lr": 3e-4, "kl_beta": 0.2}, "seed": seed,
+    rows += [{**SMALL, "arm": "grpo-both", "lr": 3e-4, "kl_beta": 0.2, "settings": {"lr": 3e-4, "kl_beta": 0.2}, "seed": seed,
               "geneval": 1.9, "und": 0.80} for seed in (101, 102)]
     assert shapes_table.best_settings(rows)["grpo-both"] == {"kl_beta": 0.2, "lr": 3e-4}
     assert "grpo-both kl_beta 0.2 lr 0.0003: judge 1.900" in shapes_table.format_sweep(rows)
@@ -443,15 +444,15 @@ def test_label_noise_reads_the_relation_the_image_shows(monkeypatch):
 def test_not_lower_fails_when_understanding_drops_beyond_one_standard_error():
     rows = []
     for seed in shapes_table.REPORT_SEEDS:
-        rows += [{"model": "shapes-janus", "arm": "base", "seed": seed, "geneval": 0.6, "und": 0.80, "imbalance": 0.1},
-                 {"model": "shapes-janus", "arm": "grpo-both", "seed": seed, "geneval": 0.7,
+        rows += [{**SMALL, "model": "shapes-janus", "arm": "base", "seed": seed, "geneval": 0.6, "und": 0.80, "imbalance": 0.1},
+                 {**SMALL, "model": "shapes-janus", "arm": "grpo-both", "seed": seed, "geneval": 0.7,
                   "und": 0.70 + 0.01 * (seed % 2), "imbalance": 0.1}]
     verdicts = {name: verdict for name, verdict, _ in shapes_table.claims(rows)}
     assert verdicts["understanding is no lower (true scenes, GRPO both vs base, within 1 SE)"] == "does not hold"
 
 
 def test_claims_need_three_seeds():
-    rows = [{"model": "shapes-janus", "arm": arm, "seed": seed, "geneval": value, "und": 0.8, "imbalance": 0.1}
+    rows = [{**SMALL, "model": "shapes-janus", "arm": arm, "seed": seed, "geneval": value, "und": 0.8, "imbalance": 0.1}
             for seed in (1000, 1001) for arm, value in (("base", 0.6), ("grpo-both", 0.7))]
     verdicts = {name: verdict for name, verdict, _ in shapes_table.claims(rows)}
     assert verdicts["generation improves (judge, GRPO both vs base)"] == "not measured"
@@ -527,10 +528,10 @@ def test_shapes_bench_keeps_runs_off_the_protocol_out_of_its_files(monkeypatch, 
         results / "shapes-janus-confirm-lr3e-05.jsonl"
     assert shapes_table.parse_args(["--seeds", "report", "--per-tag", "64", "--samples", "8"]).out == \
         results / "shapes-janus-report-eval64x8.jsonl"
-    rows = [{"arm": arm, "seed": seed, "geneval": 0.5} for arm in ("base", "grpo-both") for seed in (1, 2, 3)]
+    rows = [{**SMALL, "arm": arm, "seed": seed, "geneval": 0.5} for arm in ("base", "grpo-both") for seed in (1, 2, 3)]
     assert shapes_table.paired(rows, "grpo-both", "base", "geneval")[2] == 3
     with pytest.raises(ValueError, match=r"grpo-both has more than one row for seed\(s\) \[2\]"):
-        shapes_table.paired(rows + [{"arm": "grpo-both", "seed": 2, "geneval": 0.9}], "grpo-both", "base", "geneval")
+        shapes_table.paired(rows + [{**SMALL, "arm": "grpo-both", "seed": 2, "geneval": 0.9}], "grpo-both", "base", "geneval")
     monkeypatch.setattr(shapes_table.pretrain, "cached_base", lambda cfg: tmp_path)
     monkeypatch.setattr(shapes_table.train, "main", lambda argv: pytest.fail("trained despite the override"))
     for extra in (["--", "--l", "3e-5"], ["--", "--lr=3e-5"]):  # an abbreviation argparse expands to --lr
@@ -538,8 +539,8 @@ def test_shapes_bench_keeps_runs_off_the_protocol_out_of_its_files(monkeypatch, 
             shapes_table.main(["--seeds", "2000", "--arms", "grpo-both", "--work", str(tmp_path),
                                "--out", str(tmp_path / "rows.jsonl")] + extra)
     # rows of two evaluation sizes never pair, and a run refuses, before any base, a file of another size
-    small = [{"arm": "base", "seed": seed, "geneval": 0.5, "per_tag": 16, "samples": 4} for seed in (1, 2, 3)]
-    large = [{"arm": "grpo-both", "seed": seed, "geneval": 0.6, "per_tag": 128, "samples": 8} for seed in (1, 2, 3)]
+    small = [{**SMALL, "arm": "base", "seed": seed, "geneval": 0.5, "per_tag": 16, "samples": 4} for seed in (1, 2, 3)]
+    large = [{**SMALL, "arm": "grpo-both", "seed": seed, "geneval": 0.6, "per_tag": 128, "samples": 8} for seed in (1, 2, 3)]
     with pytest.raises(ValueError, match=r"different sizes \[\(16, 4\), \(128, 8\)\]"):
         shapes_table.paired(small + large, "grpo-both", "base", "geneval")
     (tmp_path / "small.jsonl").write_text("".join(json.dumps(r) + "\n" for r in small))
@@ -547,3 +548,13 @@ def test_shapes_bench_keeps_runs_off_the_protocol_out_of_its_files(monkeypatch, 
     with pytest.raises(ValueError, match="--per-tag 128 --samples 8: give another --out"):
         shapes_table.main(["--seeds", "2000", "--arms", "base", "--work", str(tmp_path),
                            "--out", str(tmp_path / "small.jsonl")])
+
+
+def test_a_row_without_its_evaluation_size_is_read_only_when_its_image_count_confirms_it():
+    assert shapes_table.eval_size({"arm": "base", "seed": 1, "images": 384}) == (16, 4)
+    assert shapes_table.eval_size({"arm": "base", "seed": 1, "images": 6144, "per_tag": 128, "samples": 8}) == (128, 8)
+    with pytest.raises(ValueError, match="counts 6144 images, not the first protocol's 384"):
+        shapes_table.eval_size({"arm": "base", "seed": 1, "images": 6144})
+    for name in ("shapes-janus-precise.jsonl", "shapes-showo-precise.jsonl", "shapes-janus-fresh.jsonl"):
+        rows = shapes_table.read_rows(str(shapes_table.ROOT / "bench" / "results" / name))
+        assert {shapes_table.eval_size(r) for r in rows} != {(16, 4)}, name
