@@ -303,7 +303,8 @@ def test_shapes_bench_report_rows_are_labelled_and_train_on_the_split(tmp_path, 
     printed = capsys.readouterr().out
     assert "REPORT seeds (1000 1001 1002 1003 1004)" in printed
     assert "holds: generation improves" in printed and out.with_suffix(".png").stat().st_size > 0
-    line = printed.split("| grpo-both | `grpo --grpo-on both` | 0.0001 | 5 |")[1].split("\n")[0]  # README's table
+    lr = shapes_table.arm_settings("shapes-janus", "grpo-both")["lr"]
+    line = printed.split(f"| grpo-both | `grpo --grpo-on both` | {lr:g} | 5 |")[1].split("\n")[0]  # README's table
     # paired by seed: +0.1 on each, SE floored at one judgement of the evaluation, 1/(128 x 8), over sqrt(5)
     assert "| +0.100 ± 0.000 (+229.0 SE) |" in line
 
@@ -514,7 +515,8 @@ def test_shapes_bench_reuse_evaluates_a_finished_run_only_if_its_settings_match(
     assert "| grpo-both (n=2) |" in shapes_table.format_rows(rows, ["grpo-both"])  # CPU minutes of one run
     monkeypatch.setattr(shapes_table.train, "main", lambda argv: fake_train(argv, lr_drift=1e-5))
     shapes_table.main(["--seeds", "2001"] + argv[2:])
-    with pytest.raises(ValueError, match=r"other settings \(lr: ran 0.00011"):
+    lr = shapes_table.arm_settings("shapes-janus", "grpo-both")["lr"]
+    with pytest.raises(ValueError, match=rf"other settings \(lr: ran {lr + 1e-5!r}, now {lr!r}\)"):
         shapes_table.main(["--seeds", "2001"] + argv[2:] + ["--reuse"])
     assert len(out.read_text().splitlines()) == 3
 
