@@ -5,8 +5,9 @@ Protocol. Settings are chosen on DEV_SEEDS and reported on REPORT_SEEDS, which n
 write (per arm, the best mean held-out judge among the learning rates that keep understanding of true scenes no
 lower than the base's, within one SE); `--seeds report` then runs the table with ARM_SETTINGS as they stand.
 Every result row records the seed set its seed belongs to, and the printed table says which set it shows. (The
-sweep and the report see the same held-out prompts, on other seeds: other bases, other images.) CONFIRM_SEEDS and
-FRESH_SEEDS are fresh seeds for tests written down before their runs; `--sweep` refuses them and the report seeds.
+sweep and the report see the same held-out prompts, on other seeds: other bases, other images.) CONFIRM_SEEDS,
+FRESH_SEEDS and FRESH2_SEEDS are fresh seeds for tests written down before their runs; `--sweep` refuses them and the
+report seeds. `--kl-betas` sweeps the KL weight with the rate (GRPO arms).
 Every run is evaluated at PROTOCOL_EVAL: 128 held-out records per category x 8 images, 768 true scenes.
 
 For every seed s: the base is pretrained with seed s (shapes/pretrain.py, cached) and evaluated with `evaluate_world`
@@ -142,12 +143,12 @@ PLOT_KEYS = ("geneval", "und", "self_qa", "imbalance")
 
 # ------------------------------------------------------------------ seeds
 def seed_set(seed: int) -> str:
-    """Which named set a seed belongs to: "dev", "report", "confirm", "fresh" or "other"."""
+    """Which named set a seed belongs to: a name of SEED_SETS, or "other"."""
     return next((name for name, seeds in SEED_SETS.items() if seed in seeds), "other")
 
 
 def parse_seeds(values: list[str]) -> list[int]:
-    """--seeds dev | report | confirm | fresh | integers."""
+    """--seeds NAME (a set of SEED_SETS) | integers."""
     if len(values) == 1 and values[0] in SEED_SETS:
         return list(SEED_SETS[values[0]])
     try:
@@ -191,7 +192,7 @@ def run_arm(arm: str, seed: int, base: Path, work: Path, args, extra: list[str],
             "samples": args.samples, "settings": settings,
             "steps": 0 if ARMS[arm] is None else args.steps, **settings, **result,
             "cpu_min": None if reused else cpu_train / 60, "wall_min": None if reused else wall_train / 60,
-            "argv": argv, "commit": commit(), **({"reused": reused} if reused else {})}
+            "argv": argv, "commit": args.commit, **({"reused": reused} if reused else {})}
 
 
 def check_same_run(ckpt: Path, argv: list[str]) -> None:
@@ -209,10 +210,11 @@ def check_same_run(ckpt: Path, argv: list[str]) -> None:
 
 
 def commit() -> str:
-    """The code a row came from: the checkout's short hash, with "+" when it has uncommitted changes."""
+    """The code a run's rows come from, read once when the bench starts (a checkout that moves under a running
+    bench does not change the code it runs): the short hash, with "+" when tracked or untracked files differ."""
     def git(*words):
         return subprocess.run(["git", *words], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    return (git("rev-parse", "--short", "HEAD") or "unknown") + ("+" if git("status", "--porcelain", "-uno") else "")
+    return (git("rev-parse", "--short", "HEAD") or "unknown") + ("+" if git("status", "--porcelain") else "")
 
 
 def check_grid(args, extra: list[str], grid: dict[str, list[dict]]) -> None:
@@ -280,15 +282,17 @@ def paired(rows: list[dict], arm: str, other: str, key: str) -> tuple[float, flo
         return None
     m, s = mean_std(gains)
     # Scores are shares of judgements, so equal gains on every seed happen, and their SE of 0 would let any gain
-    # "hold": the SE is floored at one judgement of a category (1 / (records x images)) over sqrt(seeds). A coarser
-    # floor would make "no lower" easier to pass.
+    # "hold": the SE is floored at one judgement of the score over sqrt(seeds), its smallest possible change. A
+    # coarser floor would make "no lower" easier to pass, a finer one "improves".
     per_tag, samples = sizes.pop()
-    return m, max(s, 1 / (per_tag * samples)) / math.sqrt(len(gains)), len(gains)
+    judgements = per_tag * (1 if key.startswith("und") else samples)  # one true scene per record
+    judgements *= 1 if "/" in key else len(shapes.TAGS)  # a category's score, or the overall one
+    return m, max(s, 1 / judgements) / math.sqrt(len(gains)), len(gains)
 
 
 def eval_size(row: dict) -> tuple[int, int]:
     """(held-out records per category, images per record) a row was evaluated at. Rows written before they
-    recorded it were evaluated at the first protocol's 16 x 4, which their image count (16 x 4 x 6) confirms."""
+    recorded it were evaluated at the first protocol's 16 x 4, and their image count must agree (16 x 4 x 6)."""
     if "per_tag" in row:
         return row["per_tag"], row["samples"]
     if row.get("images") != 16 * 4 * len(shapes.TAGS):
@@ -450,11 +454,15 @@ def sweep_stats(rows: list[dict], arm: str, key: str = "geneval", guard: str = "
     seed (mean, SE) and whether that gain is no lower than 0 within one SE. Every setting is measured on the seeds
     that all of the arm's settings and the base ran on, so one cannot win by missing a hard seed. {} under 2."""
     dev = [r for r in rows if seed_set(r["seed"]) == "dev"]  # the test sets never choose
-    base = {r["seed"]: r for r in dev if r["arm"] == "base"}
-    tried = {}  # settings -> {seed: row}
+    base, tried = {}, {}  # seed -> the base's row; settings -> {seed: row}
     for r in dev:
-        if r["arm"] == arm and arm != "base":
-            tried.setdefault(row_settings(r), {})[r["seed"]] = r
+        if r["arm"] in ("base", arm) and arm != "base":
+            by_seed = base if r["arm"] == "base" else tried.setdefault(row_settings(r), {})
+            if r["seed"] in by_seed:  # which of the two would choose? neither, silently
+                at = settings_text(row_settings(r)) or "no settings"
+                raise ValueError(f"two {r['arm']} rows of seed {r['seed']} at {at}: a sweep file holds one run per "
+                                 f"arm, setting and seed")
+            by_seed[r["seed"]] = r
     common = set(base).intersection(*tried.values()) if tried else set()
     if len(common) < 2:
         return {}
@@ -502,8 +510,12 @@ def format_sweep(rows: list[dict]) -> str:
         lines += ["", f'ARM_SETTINGS["{model}"].update({{  # chosen by --sweep: the best held-out judge among the '
                       f'settings that keep understanding']
         for arm, settings in chosen.items():
-            kept = any(st["keeps"] for st in sweep_stats(mine, arm).values())
-            lines.append(f'    "{arm}": {json.dumps(settings)},' + ("" if kept else "  # none kept understanding"))
+            stats = sweep_stats(mine, arm)
+            rates = sorted({dict(k).get("lr") for k in stats} - {None})
+            notes = ([] if any(st["keeps"] for st in stats.values()) else ["none kept understanding"]) + (
+                ["the lowest rate tried"] if len(rates) > 1 and settings.get("lr") == rates[0] else
+                ["the highest rate tried"] if len(rates) > 1 and settings.get("lr") == rates[-1] else [])
+            lines.append(f'    "{arm}": {json.dumps(settings)},' + (f"  # {'; '.join(notes)}" if notes else ""))
         lines.append("})")
         unmatched = sorted({r["arm"] for r in mine if r["arm"] != "base" and seed_set(r["seed"]) == "dev"} - set(chosen))
         if unmatched:  # fewer than 2 dev seeds have every rate of the arm and the base: nothing fair to compare
@@ -647,6 +659,8 @@ def parse_args(argv: list[str]):
     ap.add_argument("--kl-betas", type=float, nargs="+", default=None,
                     help="KL weights to run every arm at, crossed with the learning rates (default: the preset's, "
                          "recorded in no row)")
+    ap.add_argument("--sweep-table", default=None,
+                    help="only print a sweep file's settings, their dev-seed scores and the choice (ARM_SETTINGS)")
     ap.add_argument("--table", default=None, help="only print the table (and redraw the plot) of a results file")
     ap.add_argument("--claims", default=None, help="only print which of the paper's claims a results file supports")
     ap.add_argument("--reuse", action="store_true",
@@ -656,6 +670,7 @@ def parse_args(argv: list[str]):
                     help="only measure, on each seed's base, what the answer reward teaches on counting images")
     args = ap.parse_args(argv)
     args.seeds = parse_seeds(args.seeds)
+    args.commit = commit()
     if args.sweep and any(seed_set(s) in TEST_SETS for s in args.seeds):
         raise ValueError(f"--sweep --seeds {' '.join(map(str, args.seeds))}: the {', '.join(TEST_SETS)} seeds "
                          f"must never choose a setting; sweep on --seeds dev")
@@ -674,10 +689,12 @@ def parse_args(argv: list[str]):
 
 
 def settings_grid(args, arm: str, lrs) -> list[dict]:
-    """`arm`'s settings with every learning rate of `lrs` crossed with every --kl-betas; a name not given keeps the
+    """`arm`'s settings with every learning rate of `lrs` crossed with every --kl-betas (GRPO arms only: train.py's
+    SFT has no KL term, so a KL weight there would be a setting that changes nothing); a name not given keeps the
     arm's own setting (ARM_SETTINGS)."""
     grid = [arm_settings(args.model, arm)]
-    for name, values in (("lr", lrs), ("kl_beta", args.kl_betas)):
+    kl_betas = args.kl_betas if "grpo" in ARMS[arm] else None
+    for name, values in (("lr", lrs), ("kl_beta", kl_betas)):
         if values:
             grid = [{**settings, name: value} for settings in grid for value in values]
     return grid
@@ -700,11 +717,17 @@ def main(argv: list[str] | None = None) -> None:
               + "\n\n" + format_claims(rows))
         print(f"plot: {plot_arms(rows, arms, Path(args.table).with_suffix('.png'))}")
         return
+    if args.sweep_table:
+        print(format_sweep(read_rows(args.sweep_table)))
+        return
     if args.sweep:
+        if extra:  # a setting the rows do not record would make two settings look like one
+            raise ValueError(f"--sweep takes no train.py flags after -- ({' '.join(extra)}): the sweep chooses among "
+                             f"the settings its rows record; vary the KL weight with --kl-betas")
         grid = {arm: settings_grid(args, arm, args.lrs or SWEEP_LRS) if ARMS[arm] else [{}] for arm in args.arms}
         check_grid(args, extra, grid)
-        rows = run_grid(args, extra, grid, args.out)
-        print(format_sweep(rows))
+        run_grid(args, extra, grid, args.out)
+        print(format_sweep(read_rows(str(args.out))))  # the choice over every row of the file, not this run's alone
         return
     if args.lrs or args.kl_betas:  # every arm at these settings, e.g. a head-to-head at one rate; the rows say which
         grid = {arm: settings_grid(args, arm, args.lrs) if ARMS[arm] else [{}] for arm in args.arms}

@@ -305,8 +305,8 @@ def test_shapes_bench_report_rows_are_labelled_and_train_on_the_split(tmp_path, 
     assert "holds: generation improves" in printed and out.with_suffix(".png").stat().st_size > 0
     lr = shapes_table.arm_settings("shapes-janus", "grpo-both")["lr"]
     line = printed.split(f"| grpo-both | `grpo --grpo-on both` | {lr:g} | 5 |")[1].split("\n")[0]  # README's table
-    # paired by seed: +0.1 on each, SE floored at one judgement of the evaluation, 1/(128 x 8), over sqrt(5)
-    assert "| +0.100 ± 0.000 (+229.0 SE) |" in line
+    # paired by seed: +0.1 on each, SE floored at one judgement of the overall score, 1/(128 x 8 x 6), over sqrt(5)
+    assert "| +0.100 ± 0.000 (+1373.8 SE) |" in line
 
 
 def test_shapes_bench_claims_give_the_expected_verdicts():
@@ -339,11 +339,15 @@ def test_shapes_bench_sweep_picks_the_best_judge_among_rates_that_keep_understan
     rows = [{**SMALL, "arm": arm, "lr": lr, "seed": seed, "geneval": judge + 0.01 * seed, "und": und + 0.001 * (seed % 2)}
             for (arm, lr), (judge, und) in dev.items() for seed in shapes_table.DEV_SEEDS]
     rows += [{**SMALL, "arm": "base", "seed": seed, "geneval": 0.9, "und": 0.80} for seed in shapes_table.DEV_SEEDS]
-    # grpo-both 3e-4 has the best judge but loses understanding; 1e-4 loses 0.01, more than one SE (the floor, 1/64 over sqrt(3));
+    # grpo-both 3e-4 has the best judge but loses understanding; 1e-4 loses 0.01, more than one SE (the floor, 1/96 over sqrt(3));
     # sft keeps understanding at no rate, so it takes the rate that loses the least
     assert shapes_table.best_settings(rows) == {"grpo-both": {"lr": 3e-5}, "sft": {"lr": 1e-4}}
-    rows += [{**SMALL, "arm": "grpo-both", "lr": 1e-5, "seed": 1000, "geneval": 0.99, "und": 0.9}]  # a report seed never chooses
+    for test_set in shapes_table.TEST_SETS:  # no seed of a test set chooses
+        seeds = shapes_table.SEED_SETS[test_set]
+        rows += [{**SMALL, "arm": arm, "lr": 1e-5, "seed": seed, "geneval": 0.99 if arm != "base" else 0.1,
+                  "und": 0.9} for seed in seeds[:3] for arm in ("base", "grpo-both")]
     assert shapes_table.best_settings(rows)["grpo-both"] == {"lr": 3e-5}
+    rows = [r for r in rows if shapes_table.seed_set(r["seed"]) == "dev"]
     # a rate run on one dev seed only: the rates are compared on that seed, and 1e-5 wins there
     rows += [{**SMALL, "arm": "grpo-both", "lr": 1e-5, "seed": 102, "geneval": 1.8, "und": 0.80}]
     assert shapes_table.best_settings(rows) == {"sft": {"lr": 1e-4}}  # one common seed: no SE, no choice
@@ -351,8 +355,8 @@ def test_shapes_bench_sweep_picks_the_best_judge_among_rates_that_keep_understan
     assert shapes_table.best_settings(rows)["grpo-both"] == {"lr": 1e-5}
     printed = shapes_table.format_sweep(rows)
     assert 'ARM_SETTINGS["shapes-janus"].update({' in printed and '"grpo-both": {"lr": 1e-05},' in printed
-    assert '"sft": {"lr": 0.0001},  # none kept understanding' in printed
-    assert "grpo-both lr 0.0003: judge 1.815, understanding -0.100 ± 0.011 vs base (LOST) on seeds [101, 102]" \
+    assert '"sft": {"lr": 0.0001},  # none kept understanding; the lowest rate tried' in printed
+    assert "grpo-both lr 0.0003: judge 1.815, understanding -0.100 ± 0.007 vs base (LOST) on seeds [101, 102]" \
         in printed
     # an arm whose rates ran on different seeds is not chosen, and the sweep says so
     rows += [{**SMALL, "arm": "grpo-gen", "lr": 1e-4, "seed": 100, "geneval": 0.7, "und": 0.8},
@@ -365,6 +369,10 @@ def test_shapes_bench_sweep_picks_the_best_judge_among_rates_that_keep_understan
               "geneval": 1.9, "und": 0.80} for seed in (101, 102)]
     assert shapes_table.best_settings(rows)["grpo-both"] == {"kl_beta": 0.2, "lr": 3e-4}
     assert "grpo-both kl_beta 0.2 lr 0.0003: judge 1.900" in shapes_table.format_sweep(rows)
+    # two rows of one arm, setting and seed, or two bases of one seed: an error, not a silent pick of the last
+    for twin in ({**rows[-1], "geneval": 0.1}, {**SMALL, "arm": "base", "seed": 100, "geneval": 0.5, "und": 0.9}):
+        with pytest.raises(ValueError, match="a sweep file holds one run per arm, setting and seed"):
+            shapes_table.best_settings(rows + [twin])
 
 
 def test_shapes_bench_crosses_rates_with_kl_weights_and_keeps_an_arms_own_rate():
@@ -372,6 +380,7 @@ def test_shapes_bench_crosses_rates_with_kl_weights_and_keeps_an_arms_own_rate()
     assert shapes_table.settings_grid(args, "grpo-both", args.lrs) == [
         {"lr": 3e-5, "kl_beta": 0.0}, {"lr": 3e-5, "kl_beta": 0.2}, {"lr": 1e-4, "kl_beta": 0.0},
         {"lr": 1e-4, "kl_beta": 0.2}]
+    assert shapes_table.settings_grid(args, "sft-e2e", args.lrs) == [{"lr": 3e-5}, {"lr": 1e-4}]  # SFT has no KL
     args = shapes_table.parse_args(["--seeds", "fresh2", "--kl-betas", "0.2"])  # the arm's own rate stays
     own = shapes_table.arm_settings("shapes-janus", "grpo-und")["lr"]
     assert shapes_table.settings_grid(args, "grpo-und", None) == [{"lr": own, "kl_beta": 0.2}]
@@ -557,6 +566,33 @@ def test_a_row_without_its_evaluation_size_is_read_only_when_its_image_count_con
     assert shapes_table.eval_size({"arm": "base", "seed": 1, "images": 6144, "per_tag": 128, "samples": 8}) == (128, 8)
     with pytest.raises(ValueError, match="counts 6144 images, not the first protocol's 384"):
         shapes_table.eval_size({"arm": "base", "seed": 1, "images": 6144})
-    for name in ("shapes-janus-precise.jsonl", "shapes-showo-precise.jsonl", "shapes-janus-fresh.jsonl"):
+    for name, size in (("shapes-janus-precise.jsonl", (128, 8)), ("shapes-showo-precise.jsonl", (64, 8)),
+                       ("shapes-janus-fresh.jsonl", (128, 8)), ("shapes-janus-sweep.jsonl", (128, 8))):  # their plans'
         rows = shapes_table.read_rows(str(shapes_table.ROOT / "bench" / "results" / name))
-        assert {shapes_table.eval_size(r) for r in rows} != {(16, 4)}, name
+        assert {shapes_table.eval_size(r) for r in rows} == {size}, name
+        assert all(r["images"] == size[0] * size[1] * len(shapes_table.shapes.TAGS) for r in rows), name
+
+
+def test_a_sweep_chooses_over_its_whole_file_and_records_every_setting_it_varies(monkeypatch, tmp_path, capsys):
+    """--sweep prints the choice over every row of its file (a run that adds one setting does not choose alone),
+    --sweep-table prints it again, and flags after -- are refused, since the rows would not record them."""
+    def fake_eval(policy, records, **kw):
+        return fake_metrics(str(policy), 0)
+    monkeypatch.setattr(shapes_table.pretrain, "cached_base", lambda cfg: tmp_path)
+    monkeypatch.setattr(shapes_table.train, "main", lambda argv: None)
+    monkeypatch.setattr(shapes_table, "load_shapes_policy", lambda model, folder: folder)
+    monkeypatch.setattr(shapes_table, "evaluate_world", fake_eval)
+    out = tmp_path / "sweep.jsonl"
+    earlier = [{**SMALL, "model": "shapes-janus", "arm": arm, "seed": seed, "lr": 1e-5, "settings": {"lr": 1e-5},
+                "per_tag": 128, "samples": 8, "images": 6144, "geneval": 0.9 if arm != "base" else 0.5, "und": 0.8}
+               for seed in (100, 101) for arm in ("base", "grpo-both")]
+    out.write_text("".join(json.dumps(r) + "\n" for r in earlier))
+    shapes_table.main(["--sweep", "--seeds", "100", "101", "--arms", "grpo-both", "--lrs", "1e-4", "--work",
+                       str(tmp_path), "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert "grpo-both lr 1e-05: judge 0.900" in printed and '"grpo-both": {"lr": 1e-05},' in printed
+    shapes_table.main(["--sweep-table", str(out)])
+    assert '"grpo-both": {"lr": 1e-05},' in capsys.readouterr().out
+    with pytest.raises(ValueError, match="--sweep takes no train.py flags after --"):
+        shapes_table.main(["--sweep", "--arms", "grpo-both", "--work", str(tmp_path), "--out", str(out), "--",
+                           "--kl-beta", "0.2"])
