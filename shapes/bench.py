@@ -121,10 +121,10 @@ ARM_SETTINGS["shapes-janus"].update({"sft-e2e": {"lr": 3e-6}, "sft": {"lr": 3e-6
 # Not swept under that rule: the first protocol's choice (dev seeds 100 and 101, 16 x 4, the judge alone;
 # bench/results/shapes-janus-sweep-eval16x4.jsonl).
 ARM_SETTINGS["shapes-janus"].update({"grpo-both-agree": {"lr": 3e-5}})
-# shapes-showo, by the first protocol (dev seeds 100 and 101 at lr 3e-5 and 1e-4, 16 x 4, the judge alone;
-# bench/results/shapes-showo-sweep-eval16x4.jsonl): grpo-both .620 and .586 / .622 and .672; grpo-both-agree .628 and
-# .648 / .680 and .685. The other arms are not swept in this family yet.
-ARM_SETTINGS["shapes-showo"].update({"grpo-both": {"lr": 1e-4}, "grpo-both-agree": {"lr": 1e-4}})
+# shapes-showo, grpo-both by the same rule on dev seeds 100 and 101 at 128 x 8 (bench/results/shapes-showo-sweep.jsonl):
+# 3e-5 and 1e-4 both lost understanding (-0.066 +- 0.049, -0.074 +- 0.064), so the one that loses least. Agreement by
+# the first protocol (16 x 4, the judge alone; -sweep-eval16x4.jsonl). The other arms are not swept in this family yet.
+ARM_SETTINGS["shapes-showo"].update({"grpo-both": {"lr": 3e-5}, "grpo-both-agree": {"lr": 1e-4}})
 
 
 def arm_settings(model: str, arm: str) -> dict:
