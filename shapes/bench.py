@@ -122,9 +122,10 @@ ARM_SETTINGS["shapes-janus"].update({"sft-e2e": {"lr": 3e-6}, "sft": {"lr": 3e-6
 # bench/results/shapes-janus-sweep-eval16x4.jsonl).
 ARM_SETTINGS["shapes-janus"].update({"grpo-both-agree": {"lr": 3e-5}})
 # shapes-showo, grpo-both by the same rule on dev seeds 100 and 101 at 128 x 8 (bench/results/shapes-showo-sweep.jsonl):
-# 3e-5 and 1e-4 both lost understanding (-0.066 +- 0.049, -0.074 +- 0.064), so the one that loses least. Agreement by
-# the first protocol (16 x 4, the judge alone; -sweep-eval16x4.jsonl). The other arms are not swept in this family yet.
-ARM_SETTINGS["shapes-showo"].update({"grpo-both": {"lr": 3e-5}, "grpo-both-agree": {"lr": 1e-4}})
+# 3e-5 and 1e-4 both lost understanding (-0.066 +- 0.049, -0.074 +- 0.064), so the one that loses least. grpo-gen by the
+# same rule: 3e-5 kept it (+0.000 +- 0.001), 1e-4 did not (-0.001 +- 0.001). Agreement by the first protocol (16 x 4,
+# the judge alone; -sweep-eval16x4.jsonl). The other arms are not swept in this family yet.
+ARM_SETTINGS["shapes-showo"].update({"grpo-both": {"lr": 3e-5}, "grpo-gen": {"lr": 3e-5}, "grpo-both-agree": {"lr": 1e-4}})
 
 
 def arm_settings(model: str, arm: str) -> dict:
