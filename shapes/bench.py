@@ -483,15 +483,14 @@ def best_settings(rows: list[dict], key: str = "geneval", guard: str = "und") ->
     one with the best mean held-out judge (`key`); when none keeps understanding, the one that loses the least. (The
     first protocol chose by the judge alone, and its choice for grpo-both lost understanding on fresh seeds:
     bench/results/shapes-janus-fresh-plan.md.)"""
-    best = {}
-    for arm in ARMS:
-        stats = sweep_stats(rows, arm, key, guard)
-        if stats:
-            kept = [k for k in stats if stats[k]["keeps"]]
-            chosen = (max(kept, key=lambda k: stats[k]["key"]) if kept
-                      else max(stats, key=lambda k: stats[k]["guard_gain"]))
-            best[arm] = dict(chosen)
-    return best
+    by_arm = {arm: sweep_stats(rows, arm, key, guard) for arm in ARMS}
+    return {arm: choose(stats) for arm, stats in by_arm.items() if stats}
+
+
+def choose(stats: dict[tuple, dict]) -> dict:
+    """best_settings' rule on one arm's sweep_stats."""
+    kept = [k for k in stats if stats[k]["keeps"]]
+    return dict(max(kept, key=lambda k: stats[k]["key"]) if kept else max(stats, key=lambda k: stats[k]["guard_gain"]))
 
 
 def format_sweep(rows: list[dict]) -> str:
@@ -501,9 +500,10 @@ def format_sweep(rows: list[dict]) -> str:
     for model in sorted({r.get("model", "shapes-janus") for r in rows}):
         mine = [r for r in rows if r.get("model", "shapes-janus") == model]
         lines.append("")
-        chosen = best_settings(mine)
-        for arm in ARMS:
-            for settings, st in sorted(sweep_stats(mine, arm).items()):
+        by_arm = {arm: sweep_stats(mine, arm) for arm in ARMS}
+        chosen = {arm: choose(stats) for arm, stats in by_arm.items() if stats}
+        for arm, stats in by_arm.items():
+            for settings, st in sorted(stats.items()):
                 mark = "  <- chosen" if chosen.get(arm) == dict(settings) else ""
                 lines.append(f"{model} {arm:>16} {settings_text(settings)}: judge {st['key']:.3f}, understanding "
                              f"{st['guard_gain']:+.3f} ± {st['guard_se']:.3f} vs base "
@@ -511,7 +511,7 @@ def format_sweep(rows: list[dict]) -> str:
         lines += ["", f'ARM_SETTINGS["{model}"].update({{  # chosen by --sweep: the best held-out judge among the '
                       f'settings that keep understanding']
         for arm, settings in chosen.items():
-            stats = sweep_stats(mine, arm)
+            stats = by_arm[arm]
             rates = sorted({dict(k).get("lr") for k in stats} - {None})
             notes = ([] if any(st["keeps"] for st in stats.values()) else ["none kept understanding"]) + (
                 ["the lowest rate tried"] if len(rates) > 1 and settings.get("lr") == rates[0] else
