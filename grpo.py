@@ -153,7 +153,7 @@ def grpo_step_loss(out: dict, batch: dict, old: dict, ref: dict | None, advantag
         old_logp = old["und"] if old is not None else logp.detach()
         und_adv = advantages if und_advantages is None else und_advantages
         term, s = policy_term(logp, old_logp, ref["und"] if ref else None, und_adv, mask, cfg.clip_eps, cfg.kl_beta)
-        total = total + term
+        total = total + cfg.und_weight * term  # 1: UniRL's sum (train.py --und-weight)
         stats.update({f"und_{k}": v for k, v in s.items()})
     return total, stats
 

@@ -125,6 +125,10 @@ class Config:
                                        "truth) | agreement (beyond the paper: agreement with --votes more sampled "
                                        "answers about the same image)")
     votes: int = opt(3, "--answer-reward agreement: extra sampled answers per image")
+    # UniRL sums the two GRPO terms. Below 1 (beyond the paper) the answer tokens, whose reward comes from the prompt
+    # and not from the image, pull less on the weights both tasks share; measured in the shapes world (README).
+    und_weight: float = opt(1.0, "GRPO on both: weight of the answer-token term against the image-token term "
+                                 "(1: UniRL's sum)")
     ratio_dist: str = opt("guided", "guided | cond: the distribution in the ratio under CFG")
     estimator: str = opt("remask", "masked decoding: remask | trajectory, what an image token's log-prob means (grpo.py)")
     traj_steps: int = opt(0, "trajectory estimator: score the tokens of this many random sampler steps (0 = all)")
@@ -161,7 +165,7 @@ LIMITS = dict(
     sft_min_reward=dict(min=0, max=1),  # rewards lie in [0, 1]: above 1 no image would ever be imitated
     gumbel_tau=dict(above=0),
     clip_eps=dict(above=0, below=1),  # the lower clip 1 - eps must stay a positive ratio
-    kl_beta=dict(min=0), inner_iters=dict(min=1), traj_steps=dict(min=0), votes=dict(min=1),
+    kl_beta=dict(min=0), inner_iters=dict(min=1), traj_steps=dict(min=0), votes=dict(min=1), und_weight=dict(above=0),
     lr=dict(above=0), weight_decay=dict(min=0), warmup_steps=dict(min=0), grad_clip=dict(min=0),
     micro_batch=dict(min=1),
     sample_every=dict(min=1), eval_every=dict(min=0), eval_prompts=dict(min=1), eval_samples=dict(min=1),
@@ -228,6 +232,9 @@ def validate(cfg: Config, world: int) -> None:
     if cfg.answer_reward == "agreement" and cfg.answer_temperature == 0:
         raise ValueError("--answer-reward agreement compares sampled answers, and greedy answers (--answer-temperature "
                          "0) always agree: use a temperature > 0")
+    if cfg.und_weight != 1 and (cfg.mode, cfg.grpo_on) != ("grpo", "both"):  # a setting that would change nothing
+        raise ValueError(f"--und-weight {cfg.und_weight} weighs GRPO's answer term against its image term, and this "
+                         f"run trains only one of them: use --mode grpo --grpo-on both, or drop it")
     trains_images = (cfg.grpo_on if cfg.mode == "grpo" else "") in ("gen", "both")
     if trains_images and cfg.temperature == 0 and "showo" not in cfg.model:  # Show-o: T is the re-masking noise
         raise ValueError("--temperature 0 picks image tokens by argmax, and GRPO's ratio needs their log-probs "

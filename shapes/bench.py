@@ -6,8 +6,9 @@ write (per arm, the best mean held-out judge among the learning rates that keep 
 lower than the base's, within one SE); `--seeds report` then runs the table with ARM_SETTINGS as they stand.
 Every result row records the seed set its seed belongs to, and the printed table says which set it shows. (The
 sweep and the report see the same held-out prompts, on other seeds: other bases, other images.) CONFIRM_SEEDS,
-FRESH_SEEDS and FRESH2_SEEDS are fresh seeds for tests written down before their runs; `--sweep` refuses them and the
-report seeds. `--kl-betas` sweeps the KL weight with the rate (GRPO arms).
+FRESH_SEEDS, FRESH2_SEEDS and FRESH3_SEEDS are fresh seeds for tests written down before their runs; `--sweep` refuses
+them and the report seeds. `--kl-betas` sweeps the KL weight with the rate (GRPO arms), `--und-weights` the weight of
+GRPO's answer term (the arms that train both tasks).
 Every run is evaluated at PROTOCOL_EVAL: 128 held-out records per category x 8 images, 768 true scenes.
 
 For every seed s: the base is pretrained with seed s (shapes/pretrain.py, cached) and evaluated with `evaluate_world`
@@ -90,9 +91,11 @@ CONFIRM_SEEDS = (2000, 2001, 2002, 2003, 2004)
 FRESH_SEEDS = (3000, 3001, 3002, 3003, 3004)
 # fresh seeds for the third round's test (the KL weight in the choice; bench/results/shapes-janus-fresh2-plan.md)
 FRESH2_SEEDS = (4000, 4001, 4002, 4003, 4004)
+# fresh seeds for the fourth round's test (the answer term's weight in the choice; -fresh3-plan.md)
+FRESH3_SEEDS = (5000, 5001, 5002, 5003, 5004)
 SEED_SETS = {"dev": DEV_SEEDS, "report": REPORT_SEEDS, "confirm": CONFIRM_SEEDS, "fresh": FRESH_SEEDS,
-             "fresh2": FRESH2_SEEDS}
-TEST_SETS = ("report", "confirm", "fresh", "fresh2")  # the sets that never choose
+             "fresh2": FRESH2_SEEDS, "fresh3": FRESH3_SEEDS}
+TEST_SETS = ("report", "confirm", "fresh", "fresh2", "fresh3")  # the sets that never choose
 # The protocol's evaluation: held-out records per category and images per record. At the first protocol's 16 x 4
 # (train.py's own, shapes.EVAL_PER_TAG) one base read .865 on understanding from 96 true scenes and .776 from 768, so
 # the bench evaluates 128 x 8 (768 true scenes; about 21 s per shapes-janus checkpoint, 80 s per shapes-showo one).
@@ -653,13 +656,16 @@ def parse_args(argv: list[str]):
     ap.add_argument("--out", default=None,
                     help="JSON lines, appended; default bench/results/<model>-<seed set>.jsonl, e.g. shapes-janus-report.jsonl")
     ap.add_argument("--sweep", action="store_true",
-                    help="dev seeds: every arm at every --lrs (and --kl-betas); prints ARM_SETTINGS")
+                    help="dev seeds: every arm at every --lrs (and --kl-betas, --und-weights); prints ARM_SETTINGS")
     ap.add_argument("--lrs", type=float, nargs="+", default=None,
                     help=f"learning rates to run every arm at: --sweep's choices (default {' '.join(map(str, SWEEP_LRS))}), "
                          f"else instead of ARM_SETTINGS")
     ap.add_argument("--kl-betas", type=float, nargs="+", default=None,
                     help="KL weights to run every arm at, crossed with the learning rates (default: the preset's, "
                          "recorded in no row)")
+    ap.add_argument("--und-weights", type=float, nargs="+", default=None,
+                    help="weights of GRPO's answer term (train.py --und-weight) to run the arms that train both "
+                         "tasks at, crossed with the rates (default: 1, UniRL's sum, recorded in no row)")
     ap.add_argument("--sweep-table", default=None,
                     help="only print a sweep file's settings, their dev-seed scores and the choice (ARM_SETTINGS)")
     ap.add_argument("--table", default=None, help="only print the table (and redraw the plot) of a results file")
@@ -683,6 +689,8 @@ def parse_args(argv: list[str]):
         label += "-lr" + "-".join(f"{lr:g}" for lr in args.lrs)
     if args.kl_betas and not args.sweep:
         label += "-kl" + "-".join(f"{kl:g}" for kl in args.kl_betas)
+    if args.und_weights and not args.sweep:
+        label += "-uw" + "-".join(f"{w:g}" for w in args.und_weights)
     if (args.per_tag, args.samples) != PROTOCOL_EVAL:
         label += f"-eval{args.per_tag}x{args.samples}"
     args.out = Path(args.out or ROOT / "bench" / "results" / f"{args.model}-{label}.jsonl")
@@ -691,11 +699,12 @@ def parse_args(argv: list[str]):
 
 def settings_grid(args, arm: str, lrs) -> list[dict]:
     """`arm`'s settings with every learning rate of `lrs` crossed with every --kl-betas (GRPO arms only: train.py's
-    SFT has no KL term, so a KL weight there would be a setting that changes nothing); a name not given keeps the
-    arm's own setting (ARM_SETTINGS)."""
+    SFT has no KL term, so a KL weight there would be a setting that changes nothing) and every --und-weights (GRPO
+    on both tasks only, for the same reason); a name not given keeps the arm's own setting (ARM_SETTINGS)."""
     grid = [arm_settings(args.model, arm)]
     kl_betas = args.kl_betas if "grpo" in ARMS[arm] else None
-    for name, values in (("lr", lrs), ("kl_beta", kl_betas)):
+    und_weights = args.und_weights if "both" in ARMS[arm] and "grpo" in ARMS[arm] else None
+    for name, values in (("lr", lrs), ("kl_beta", kl_betas), ("und_weight", und_weights)):
         if values:
             grid = [{**settings, name: value} for settings in grid for value in values]
     return grid
@@ -730,7 +739,7 @@ def main(argv: list[str] | None = None) -> None:
         run_grid(args, extra, grid, args.out)
         print(format_sweep(read_rows(str(args.out))))  # the choice over every row of the file, not this run's alone
         return
-    if args.lrs or args.kl_betas:  # every arm at these settings, e.g. a head-to-head at one rate; the rows say which
+    if args.lrs or args.kl_betas or args.und_weights:  # every arm at these settings, e.g. a head-to-head at one rate; the rows say which
         grid = {arm: settings_grid(args, arm, args.lrs) if ARMS[arm] else [{}] for arm in args.arms}
     else:
         grid = {arm: [arm_settings(args.model, arm)] for arm in args.arms}

@@ -261,7 +261,7 @@ def test_shapes_bench_seed_sets_are_disjoint_and_the_sweep_refuses_report_seeds(
         shapes_table.parse_args(["--sweep", "--seeds", "confirm"])
     with pytest.raises(ValueError, match="never choose a setting"):
         shapes_table.parse_args(["--sweep", "--seeds", "report"])
-    with pytest.raises(ValueError, match="give dev, report, confirm, fresh, fresh2, or integers"):
+    with pytest.raises(ValueError, match="give dev, report, confirm, fresh, fresh2, fresh3, or integers"):
         shapes_table.parse_args(["--seeds", "reprot"])
 
 
@@ -388,6 +388,21 @@ def test_shapes_bench_crosses_rates_with_kl_weights_and_keeps_an_arms_own_rate()
     # train.py runs the KL weight the row will record
     argv = shapes_table.train_argv("grpo-both", 4000, Path("base"), Path("out"), args, [], {"lr": 1e-5, "kl_beta": 0.2})
     assert shapes_table.train.parse_config(argv).kl_beta == 0.2
+
+
+def test_shapes_bench_crosses_answer_weights_only_where_both_tasks_train():
+    args = shapes_table.parse_args(["--sweep", "--lrs", "1e-5", "--und-weights", "0.25", "0.5"])
+    assert shapes_table.settings_grid(args, "grpo-both", args.lrs) == [{"lr": 1e-5, "und_weight": 0.25},
+                                                                        {"lr": 1e-5, "und_weight": 0.5}]
+    for arm in ("sft", "sft-e2e", "grpo-gen", "grpo-und"):  # one loss term: a weight there would change nothing
+        assert shapes_table.settings_grid(args, arm, args.lrs) == [{"lr": 1e-5}]
+    args = shapes_table.parse_args(["--seeds", "fresh3", "--und-weights", "0.5"])
+    assert args.out.name == "shapes-janus-fresh3-uw0.5.jsonl"
+    with pytest.raises(ValueError, match="must never choose"):  # a test set
+        shapes_table.parse_args(["--sweep", "--seeds", "fresh3"])
+    argv = shapes_table.train_argv("grpo-both", 5000, Path("base"), Path("out"), args, [],
+                                   {"lr": 1e-5, "und_weight": 0.5})
+    assert shapes_table.train.parse_config(argv).und_weight == 0.5
 
 
 def test_label_noise_prices_the_prompt_answer_above_the_image_answer(monkeypatch):

@@ -32,7 +32,7 @@ TRAIN_BAD = {
     "--kl-beta": ["-0.1", "nan"], "--inner-iters": ["0"], "--traj-steps": ["-1"], "--lr": ["0", "-0.1", "nan"],
     "--weight-decay": ["-1", "nan"], "--warmup-steps": ["-1"], "--grad-clip": ["-1", "nan"], "--micro-batch": ["0"],
     "--sample-every": ["0"], "--eval-every": ["-1"], "--eval-prompts": ["0"], "--eval-samples": ["0"],
-    "--save-every": ["0"], "--keep-checkpoints": ["-1"], "--votes": ["0"],
+    "--save-every": ["0"], "--keep-checkpoints": ["-1"], "--votes": ["0"], "--und-weight": ["0", "-1", "nan"],
 }
 EVAL_BAD = {
     "--n-samples": ["0", "10000"], "--batch-size": ["0"], "--cfg-scale": ["-1", "nan"], "--temperature": ["-1", "nan"],

@@ -108,7 +108,7 @@ def test_step_zero_ratio_is_one_and_kl_zero_for_both_estimators(showo_tiny, reco
     out = p(gen=batch["gen"], und=batch["und"])
 
     class Cfg:
-        clip_eps, kl_beta = 0.2, 0.2
+        clip_eps, kl_beta, und_weight = 0.2, 0.2, 1.0
 
     _, stats = grpo_step_loss(out, batch, old, ref, torch.tensor([1.0, -1.0, 0.5, -0.5]), Cfg)
     assert abs(stats["gen_ratio"] - 1) < 1e-6 and stats["gen_kl"] < 1e-9 and stats["und_kl"] < 1e-9

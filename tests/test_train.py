@@ -229,6 +229,31 @@ def test_agreement_trains_answers_on_their_own_advantages(fresh_janus, records):
     assert any(not torch.equal(a, b) for a, b in zip(with_votes, without))
 
 
+def test_und_weight_scales_the_answer_term_alone(fresh_janus, records):
+    """--und-weight w: GRPO on both is the image term plus w times the answer term (UniRL's sum at w = 1);
+    it is refused where only one of the terms trains."""
+    p = fresh_janus
+    ro = rollout(p.eval(), records[:2], 2, seed=0, step=0, first_index=0, cfg_scale=5.0)
+    ro.und_images = p.encode_images(ro.pixels)
+    ro.question_ids, ro.question_mask = p.tokenize_und_prompts([r["question"] for r in ro.records])
+    ro.answer_ids, ro.answer_mask = p.tokenize_answers(["two cats", "one cat", "two cats", "three cats"])
+    adv = torch.tensor([1.0, -1.0, 0.5, -0.5])
+    losses = {}
+    for on, weight in (("gen", 1.0), ("und", 1.0), ("both", 1.0), ("both", 0.25)):
+        cfg = train.Config(group_size=2, kl_beta=0.0, grpo_on=on, und_weight=weight)
+        batch = build_batch(cfg, p, ro)
+        with torch.no_grad():
+            losses[on, weight] = grpo_step_loss(p(gen=batch.get("gen"), und=batch.get("und")), batch, None, None,
+                                                adv, cfg)[0]
+    gen, und = losses["gen", 1.0], losses["und", 1.0]
+    assert und.abs().sum() > 0 and gen.abs().sum() > 0
+    assert torch.allclose(losses["both", 1.0], gen + und, atol=1e-6)
+    assert torch.allclose(losses["both", 0.25], gen + 0.25 * und, atol=1e-6)
+    for flags in (["--grpo-on", "gen"], ["--grpo-on", "und"], ["--mode", "sft"]):
+        with pytest.raises(ValueError, match="--und-weight 0.5 weighs"):
+            train.validate(train.parse_config(SMALL + flags + ["--und-weight", "0.5"]), world=1)
+
+
 @pytest.mark.parametrize("model", FAMILIES)
 def test_grpo_raises_a_fixed_synthetic_reward(records, model):
     """Twenty GRPO steps on image tokens raise the share of tokens from the codebook's first eighth."""
