@@ -527,7 +527,7 @@ def run(cfg: Config, rank: int, world: int, device: torch.device):
     if problem:  # every rank stops together
         raise ValueError(problem)
     # rank 0 logs; a missing tensorboard or wandb package stops the run here, before any model loads
-    reporter = Reporter(cfg.report_to if is_main() else "none", Path(cfg.out), dataclasses.asdict(cfg))
+    reporter = Reporter(cfg.report_to if is_main() else "none", Path(cfg.out), dataclasses.asdict(cfg), start)
     per_rank = cfg.prompts_per_step // world
     print0(json.dumps(dataclasses.asdict(cfg), indent=1))
     print0(f"world {world} | prompts per rank {per_rank} | images per step {cfg.prompts_per_step * cfg.group_size} | "

@@ -88,9 +88,11 @@ def trim_metrics(path: Path, step: int, warn=print) -> None:
 
 class Reporter:
     """Live logging (--report-to): every metrics.jsonl line, the same keys at the same step, to TensorBoard
-    (<run>/tensorboard) or Weights & Biases. Both packages are optional and imported only when asked for."""
+    (<run>/tensorboard) or Weights & Biases. Both packages are optional and imported only when asked for.
+    start: the step a resumed run continues from; TensorBoard drops the events a stopped run logged past it, as
+    trim_metrics drops their lines (a resumed W&B run is a new W&B run, which starts clean)."""
 
-    def __init__(self, kind: str, out: Path, config: dict):
+    def __init__(self, kind: str, out: Path, config: dict, start: int = 0):
         self.kind, self.sink = kind, None
         if kind == "tensorboard":
             try:
@@ -98,7 +100,8 @@ class Reporter:
             except ImportError as err:
                 raise ValueError("--report-to tensorboard: the tensorboard package is not installed; "
                                  "pip install tensorboard, or use --report-to none") from err
-            self.sink = SummaryWriter(log_dir=str(Path(out) / "tensorboard"))
+            # purge_step p: events at steps >= p are hidden; a resumed run logs from start + 1, a restart from 0
+            self.sink = SummaryWriter(log_dir=str(Path(out) / "tensorboard"), purge_step=start + 1 if start else 0)
         elif kind == "wandb":
             try:
                 import wandb  # optional

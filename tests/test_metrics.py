@@ -127,6 +127,13 @@ def test_a_run_logs_cleanly_and_reports_exactly_its_metrics_lines(tmp_path, monk
     assert "Writing model shards" not in errors and "Loading weights" not in errors
     assert len(list(out.glob("ckpt-*"))) == 2  # checkpoints were written (keep 2), silently
     assert (out / "curves.png").exists()
+    assert written.opened[1]["purge_step"] == 0  # a new run: nothing earlier in its folder is kept
+    # resumed from step 2, the run logs step 3 again: TensorBoard hides the first run's step 3 (purge_step), as
+    # metrics.jsonl drops its line, so the dashboard shows one run
+    train.main(["--resume", str(out / "ckpt-000002"), "--steps", "3", "--out", str(out)])
+    assert Recorder.last is not written and Recorder.last.opened[1]["purge_step"] == 3
+    assert {step for step, _, _ in Recorder.last.scalars} == {3}
+    assert [json.loads(x)["step"] for x in (out / "metrics.jsonl").read_text().splitlines()] == [0, 1, 2, 3]
 
 
 def test_a_one_step_run_still_gets_its_curves(tmp_path):
