@@ -1,7 +1,7 @@
 """Flags from a dataclass: every field is a `--flag` with its help text; unknown flags are errors.
 
-train.py, evaluate.py and shapes/pretrain.py each keep their settings in one dataclass whose fields carry a
-help string (`opt`). `given_flags` returns only what the command line set, so a caller can lay it over
+train.py (in config.py), evaluate.py and shapes/pretrain.py each keep their settings in one dataclass whose
+fields carry a help string (`opt`). `given_flags` returns only what the command line set, so a caller can lay it over
 other defaults (a preset's, or a resumed run's saved config).
 
 Next to each dataclass, a table says what every number and path flag accepts (`{"lr": dict(above=0),
