@@ -86,9 +86,11 @@ class Config:
                                        "answers about the same image)")
     votes: int = opt(3, "--answer-reward agreement: extra sampled answers per image")
     # UniRL sums the two GRPO terms. Below 1 (beyond the paper) the answer tokens, whose reward comes from the prompt
-    # and not from the image, pull less on the weights both tasks share; measured in the shapes world (README).
-    und_weight: float = opt(1.0, "GRPO on both: weight of the answer-token term against the image-token term "
-                                 "(1: UniRL's sum)")
+    # and not from the image, pull less on the weights both tasks share. The whole answer term is scaled: its KL too,
+    # and under --couple the straight-through gradient it sends into generation. AdamW rescales each weight's steps,
+    # so w mostly changes the mix on the weights both terms reach. Tried in the shapes world (README).
+    und_weight: float = opt(1.0, "GRPO on both: weight of the answer-token term (its KL included) against the "
+                                 "image-token term (1: UniRL's sum)")
     ratio_dist: str = opt("guided", "guided | cond: the distribution in the ratio under CFG")
     estimator: str = opt("remask", "masked decoding: remask | trajectory, what an image token's log-prob means (grpo.py)")
     traj_steps: int = opt(0, "trajectory estimator: score the tokens of this many random sampler steps (0 = all)")
@@ -194,7 +196,9 @@ def validate(cfg: Config, world: int) -> None:
                          "0) always agree: use a temperature > 0")
     if cfg.und_weight != 1 and (cfg.mode, cfg.grpo_on) != ("grpo", "both"):  # a setting that would change nothing
         raise ValueError(f"--und-weight {cfg.und_weight} weighs GRPO's answer term against its image term, and this "
-                         f"run trains only one of them: use --mode grpo --grpo-on both, or drop it")
+                         f"run has no such sum (--mode {cfg.mode}, --{cfg.mode}-on "
+                         f"{cfg.grpo_on if cfg.mode == 'grpo' else cfg.sft_on}): use --mode grpo --grpo-on both, or "
+                         f"pass --und-weight 1")
     trains_images = (cfg.grpo_on if cfg.mode == "grpo" else "") in ("gen", "both")
     if trains_images and cfg.temperature == 0 and "showo" not in cfg.model:  # Show-o: T is the re-masking noise
         raise ValueError("--temperature 0 picks image tokens by argmax, and GRPO's ratio needs their log-probs "

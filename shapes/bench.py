@@ -46,7 +46,8 @@ appends one JSON line per (seed, arm) to --out and draws the arms' means into a 
     python -m shapes.bench --table bench/results/shapes-janus-report.jsonl    # table and plot again
     python -m shapes.bench --model shapes-showo --seeds report  # Show-o's family (its preset's w = 1)
 
-Extra train.py flags go after `--`, e.g. `-- --kl-beta 0.05`; they apply to every arm.
+Extra train.py flags go after `--`, e.g. `-- --cfg-scale 1`; they apply to every arm. The rate, the KL weight and
+the answer weight are refused there: `--lrs`, `--kl-betas` and `--und-weights` set them, so that rows record them.
 """
 
 from __future__ import annotations
@@ -137,6 +138,7 @@ def arm_settings(model: str, arm: str) -> dict:
 
 
 SWEEP_LRS = (3e-5, 1e-4, 3e-4)  # --sweep's default learning rates
+SWEPT = ("lr", "kl_beta", "und_weight")  # the settings the bench's own flags vary, which every row then records
 CLAIM_SE = 3.0  # a claim holds when its paired gain exceeds this many standard errors
 COLUMNS = ([(f"geneval/{t}", t) for t in shapes.TAGS]
            + [("geneval", "**overall**"), ("und", "und (true scenes)"), ("self_qa", "self-QA"),
@@ -205,7 +207,9 @@ def check_same_run(ckpt: Path, argv: list[str]) -> None:
     cfg = train.parse_config(argv)
     train.validate(cfg, 1)  # as the run resolved it (e.g. --exclude-prompts auto)
     want = dataclasses.asdict(cfg)
-    have = read_trainer_state(ckpt)["config"]
+    # a flag newer than the run is missing from its config; flags are added with the behaviour they replace as
+    # their default (as a resumed run reads them), so the run ran at that default
+    have = {**{f.name: f.default for f in dataclasses.fields(train.Config)}, **read_trainer_state(ckpt)["config"]}
     differ = [f"{k}: ran {have.get(k)!r}, now {v!r}" for k, v in want.items()
               if k not in ("threads", "out") and have.get(k) != v]
     if differ:
@@ -223,15 +227,22 @@ def commit() -> str:
 
 def check_grid(args, extra: list[str], grid: dict[str, list[dict]]) -> None:
     """Before any base is pretrained: train.py must run each arm with the settings its row will record, so flags
-    after -- may not override them (in any spelling argparse accepts, e.g. --lr, --lr=, --l)."""
+    after -- may neither override them (in any spelling argparse accepts, e.g. --lr, --lr=, --l) nor set a swept
+    setting the row would not record (the rate, the KL weight, the answer weight: their own bench flags do)."""
+    if args.und_weights and not any(ARMS[arm] and "grpo" in ARMS[arm] and "both" in ARMS[arm] for arm in grid):
+        raise ValueError(f"--und-weights weighs GRPO's answer term against its image term, and none of the arms "
+                         f"({', '.join(grid)}) trains both: add grpo-both (or its variants), or drop --und-weights")
     for arm, choices in grid.items():
         for settings in (choices if ARMS[arm] is not None else []):
             ran = train.parse_config(train_argv(arm, 0, Path("base"), Path("out"), args, extra, settings))
+            alone = train.parse_config(train_argv(arm, 0, Path("base"), Path("out"), args, [], settings))
             wrong = [f"{k} {getattr(ran, k)} (the row would say {v})" for k, v in settings.items()
                      if getattr(ran, k) != v]
+            wrong += [f"{k} {getattr(ran, k)} (the row would not say it)" for k in SWEPT
+                      if k not in settings and getattr(ran, k) != getattr(alone, k)]
             if wrong:
-                raise ValueError(f"flags after -- override {arm}'s own settings: {', '.join(wrong)}; give rates "
-                                 f"with --lrs")
+                raise ValueError(f"flags after -- set {arm}'s swept settings: {', '.join(wrong)}; give them with "
+                                 f"--lrs, --kl-betas or --und-weights, so that every row records them")
 
 
 def run_grid(args, extra: list[str], grid: dict[str, list[dict]], out: Path) -> list[dict]:

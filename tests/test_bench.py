@@ -521,6 +521,7 @@ def test_shapes_bench_reuse_evaluates_a_finished_run_only_if_its_settings_match(
         ckpt = Path(cfg.out) / f"ckpt-{cfg.steps:06d}"
         ckpt.mkdir(parents=True)
         config = dict(dataclasses.asdict(cfg), lr=cfg.lr + lr_drift, threads=7)  # threads may differ
+        del config["und_weight"]  # a run from before that flag: it ran at the flag's default, and matches
         (ckpt / "trainer_state.json").write_text(json.dumps({"step": cfg.steps, "config": config}))
 
     monkeypatch.setattr(shapes_table.pretrain, "cached_base", lambda cfg: tmp_path)
@@ -560,10 +561,14 @@ def test_shapes_bench_keeps_runs_off_the_protocol_out_of_its_files(monkeypatch, 
         shapes_table.paired(rows + [{**SMALL, "arm": "grpo-both", "seed": 2, "geneval": 0.9}], "grpo-both", "base", "geneval")
     monkeypatch.setattr(shapes_table.pretrain, "cached_base", lambda cfg: tmp_path)
     monkeypatch.setattr(shapes_table.train, "main", lambda argv: pytest.fail("trained despite the override"))
-    for extra in (["--", "--l", "3e-5"], ["--", "--lr=3e-5"]):  # an abbreviation argparse expands to --lr
-        with pytest.raises(ValueError, match="--lrs"):
+    # an abbreviation argparse expands to --lr; a KL or answer weight the rows would not record
+    for extra in (["--", "--l", "3e-5"], ["--", "--lr=3e-5"], ["--", "--kl-beta", "0.05"], ["--", "--und-weight=0.3"]):
+        with pytest.raises(ValueError, match="give them with --lrs, --kl-betas or --und-weights"):
             shapes_table.main(["--seeds", "2000", "--arms", "grpo-both", "--work", str(tmp_path),
                                "--out", str(tmp_path / "rows.jsonl")] + extra)
+    with pytest.raises(ValueError, match="none of the arms \\(base, grpo-gen\\) trains both"):
+        shapes_table.main(["--seeds", "2000", "--arms", "base", "grpo-gen", "--und-weights", "0.3", "--work",
+                           str(tmp_path), "--out", str(tmp_path / "rows.jsonl")])
     # rows of two evaluation sizes never pair, and a run refuses, before any base, a file of another size
     small = [{**SMALL, "arm": "base", "seed": seed, "geneval": 0.5, "per_tag": 16, "samples": 4} for seed in (1, 2, 3)]
     large = [{**SMALL, "arm": "grpo-both", "seed": seed, "geneval": 0.6, "per_tag": 128, "samples": 8} for seed in (1, 2, 3)]

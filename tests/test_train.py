@@ -237,20 +237,21 @@ def test_und_weight_scales_the_answer_term_alone(fresh_janus, records):
     ro.und_images = p.encode_images(ro.pixels)
     ro.question_ids, ro.question_mask = p.tokenize_und_prompts([r["question"] for r in ro.records])
     ro.answer_ids, ro.answer_mask = p.tokenize_answers(["two cats", "one cat", "two cats", "three cats"])
-    adv = torch.tensor([1.0, -1.0, 0.5, -0.5])
+    # the answers get advantages of their own, so the two terms differ and a weight on the wrong one shows
+    adv, answer_adv = torch.tensor([1.0, -1.0, 0.5, -0.5]), torch.tensor([0.25, 2.0, -1.0, 0.0])
     losses = {}
     for on, weight in (("gen", 1.0), ("und", 1.0), ("both", 1.0), ("both", 0.25)):
         cfg = train.Config(group_size=2, kl_beta=0.0, grpo_on=on, und_weight=weight)
         batch = build_batch(cfg, p, ro)
         with torch.no_grad():
             losses[on, weight] = grpo_step_loss(p(gen=batch.get("gen"), und=batch.get("und")), batch, None, None,
-                                                adv, cfg)[0]
+                                                adv, cfg, und_advantages=answer_adv)[0]
     gen, und = losses["gen", 1.0], losses["und", 1.0]
-    assert und.abs().sum() > 0 and gen.abs().sum() > 0
+    assert und.abs().sum() > 0 and gen.abs().sum() > 0 and not torch.allclose(gen, und)
     assert torch.allclose(losses["both", 1.0], gen + und, atol=1e-6)
     assert torch.allclose(losses["both", 0.25], gen + 0.25 * und, atol=1e-6)
     for flags in (["--grpo-on", "gen"], ["--grpo-on", "und"], ["--mode", "sft"]):
-        with pytest.raises(ValueError, match="--und-weight 0.5 weighs"):
+        with pytest.raises(ValueError, match="--und-weight 0.5 weighs.*pass --und-weight 1"):
             train.validate(train.parse_config(SMALL + flags + ["--und-weight", "0.5"]), world=1)
 
 
