@@ -405,6 +405,15 @@ def test_shapes_bench_crosses_answer_weights_only_where_both_tasks_train():
     assert shapes_table.train.parse_config(argv).und_weight == 0.5
 
 
+def test_the_world_presets_train_at_the_rate_the_sweep_chose():
+    """`python train.py` runs GRPO on both tasks with UniRL's loss at the rate the development seeds chose."""
+    for model in shapes_table.FAMILIES:
+        assert shapes_table.shapes.TRAIN_DEFAULTS[model]["lr"] == shapes_table.arm_settings(model, "grpo-both")["lr"]
+        assert shapes_table.arm_settings(model, "grpo-both").get("und_weight", 1.0) == 1.0  # the paper's sum
+        cfg = shapes_table.train.parse_config(["--model", model])
+        assert (cfg.mode, cfg.grpo_on, cfg.couple, cfg.answer_reward) == ("grpo", "both", False, "prompt")
+
+
 def test_label_noise_prices_the_prompt_answer_above_the_image_answer(monkeypatch):
     """Counting images that show one object more than the prompt asks: the judge fails them all; an answer that
     repeats the prompt's count earns 1, one that reads the image's count earns 1/2, and label_noise says so."""
