@@ -148,7 +148,8 @@ class JanusPolicy(nn.Module):
 
     def tokenize_answers(self, answers: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Right-padded answer ids ending in EOS, as the assistant turn continues `<|Assistant|>:`."""
-        rows = [self.tokenizer(" " + a, add_special_tokens=False)["input_ids"] + [self.eos_id] for a in answers]
+        ids = self.tokenizer([" " + a for a in answers], add_special_tokens=False)["input_ids"]  # one batched call
+        rows = [row + [self.eos_id] for row in ids]
         return pad_right(rows, self.pad_id)
 
     def decode_answers(self, answer_ids: torch.Tensor) -> list[str]:
