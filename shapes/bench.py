@@ -40,11 +40,13 @@ scenes, self-QA, the imbalance and CPU minutes per run, then each arm's gain ove
 appends one JSON line per (seed, arm) to --out and draws the arms' means into a PNG beside it. Commands:
 
     python -m shapes.bench --sweep --lrs 3e-5 1e-4 3e-4        # dev seeds: choose each arm's lr
-    python -m shapes.bench --seeds report                       # the reported table, 7 arms x 5 seeds
+    python -m shapes.bench --seeds report --arms base sft-e2e sft grpo-gen grpo-und grpo-both grpo-both-e2e \
+        grpo-both-agree                                         # README's table: 8 arms x 5 seeds
     python -m shapes.bench --seeds confirm --arms base grpo-both grpo-both-agree --lrs 3e-5   # the planned test
     python -m shapes.bench --claims bench/results/shapes-janus-report.jsonl   # which claims hold
     python -m shapes.bench --table bench/results/shapes-janus-report.jsonl    # table and plot again
-    python -m shapes.bench --model shapes-showo --seeds report  # Show-o's family (its preset's w = 1)
+    python -m shapes.bench --model shapes-showo --seeds report --arms base sft-e2e sft grpo-gen grpo-und \
+        grpo-both grpo-both-e2e                                 # Show-o's family (its preset's w = 1)
 
 Extra train.py flags go after `--`, e.g. `-- --cfg-scale 1`; they apply to every arm. The rate, the KL weight and
 the answer weight are refused there: `--lrs`, `--kl-betas` and `--und-weights` set them, so that rows record them.
