@@ -625,3 +625,22 @@ def test_a_sweep_chooses_over_its_whole_file_and_records_every_setting_it_varies
     with pytest.raises(ValueError, match="--sweep takes no train.py flags after --"):
         shapes_table.main(["--sweep", "--arms", "grpo-both", "--work", str(tmp_path), "--out", str(out), "--",
                            "--kl-beta", "0.2"])
+
+
+def test_sft_guidance_finds_the_benchs_sft_runs_and_pairs_by_seed(tmp_path):
+    """bench/shapes_sft_guidance.py reads the sft runs where shapes/bench.py writes them, refuses before any
+    evaluation when one is missing, and pairs sft with its own seed's base at each guidance scale."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("sft_guidance", shapes_table.ROOT / "bench" / "shapes_sft_guidance.py")
+    guidance = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(guidance)
+    lr = shapes_table.arm_settings("shapes-janus", "sft")["lr"]
+    assert guidance.sft_folder(tmp_path, 1000) == tmp_path / f"sft-s1000-lr{lr}" / "ckpt-000300"
+    with pytest.raises(SystemExit, match="no finished sft run"):
+        guidance.main(["--work", str(tmp_path), "--seeds", "1000", "--out", str(tmp_path / "rows.jsonl")])
+    rows = [{"seed": s, "arm": a, "cfg_scale": c, "geneval": v} for s, a, c, v in
+            [(1, "base", 3.0, 0.7), (1, "sft", 3.0, 0.5), (2, "base", 3.0, 0.6), (2, "sft", 3.0, 0.5),
+             (1, "base", 1.0, 0.7), (1, "sft", 1.0, 0.7)]]
+    assert guidance.paired_text(rows, 3.0, "geneval") == "s = 3, geneval: sft - base = -0.150 ± 0.050 (n=2)"
+    assert guidance.paired_text(rows, 1.0, "geneval") == "s = 1, geneval: fewer than 2 seeds"
