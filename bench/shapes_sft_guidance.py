@@ -33,7 +33,7 @@ def sft_folder(work: Path, seed: int) -> Path:
     """The finished sft run of `seed` at the arm's own settings, as shapes/bench.py names it."""
     settings = bench.arm_settings("shapes-janus", "sft")
     name = f"sft-s{seed}" + "".join(f"-{k}{v}" for k, v in settings.items())
-    return work / name / f"ckpt-{bench.shapes.TRAIN_DEFAULTS['shapes-janus']['steps']:06d}"
+    return work / name / f"ckpt-{shapes.TRAIN_DEFAULTS['shapes-janus']['steps']:06d}"
 
 
 def paired_text(rows: list[dict], scale: float, key: str) -> str:
