@@ -116,6 +116,14 @@ class Config:
 # weights in bf16, whose spacing near a weight w is |w| / 256 to |w| / 128: a step below half of it rounds away.
 PRECISIONS = {"fp32": (torch.float32, torch.float32), "bf16": (torch.float32, torch.bfloat16),
               "bf16-lossy": (torch.bfloat16, torch.bfloat16)}
+
+
+def lossy_warning(lr: float) -> str:
+    """What --precision bf16-lossy loses at this rate, printed at the start of such a run."""
+    return (f"warning: --precision bf16-lossy stores the weights, grads and AdamW state in bf16, which rounds away "
+            f"an AdamW step (about --lr) below half the spacing near its weight: at --lr {lr:g}, weights "
+            f"larger than about {512 * lr:.2g} in magnitude never move, nor do norm weights near 1 below "
+            f"--lr 0.002. --precision bf16 loses no update (fp32 master weights, 8 more bytes per trained weight)")
 # What every number and path flag accepts, checked by cli.check_flags in validate() before anything loads:
 # min / max inclusive, above / below exclusive; path: file | folder | out | model (cli.PATH_KINDS).
 LIMITS = dict(

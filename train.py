@@ -48,14 +48,13 @@ from understand import answer_questions  # 3. the model answers about its own im
 # around it: prompts, models, the held-out evaluation, and the plumbing in support/
 import prompts
 import shapes
-from config import PRECISIONS, Config, parse_config, validate  # the flags, and every check before loading
+from config import PRECISIONS, Config, lossy_warning, parse_config, validate  # the flags and their checks
 from evaluate import before_after, held_out_eval
 from models import load_policy, set_sampling
 from support.checkpoint import (atomic_write_text, claim_run_folder, is_checkpoint, load_optimizer,
                                 optimizer_tensors, read_trainer_state, restore_rng, resume_advice, save_checkpoint,
                                 unlock_run_folder)
-from support.metrics import (Reporter, headline, save_grid, step_line, step_metrics, trim_metrics,
-                             write_metrics)
+from support.metrics import Reporter, headline, save_grid, step_line, step_metrics, trim_metrics, write_metrics
 from support.parallel import (any_rank, clip_grads, end_worker, from_rank0, full_params, gather_lists,
                               gathered_state_dict, is_main, mean_over_ranks, micro_step, print0, setup_distributed,
                               teardown_distributed, wrap)
@@ -353,10 +352,7 @@ def run(cfg: Config, rank: int, world: int, device: torch.device):
            f"micro-batches per rank {math.ceil(per_rank * cfg.group_size / cfg.micro_batch)} | "
            f"training prompts {len(records)}")
     if cfg.precision == "bf16-lossy":  # weights stored in bf16 never train silently: say what they lose
-        print0(f"warning: --precision bf16-lossy stores the weights, grads and AdamW state in bf16, which rounds away "
-               f"an AdamW step (about --lr) below half the spacing near its weight: at --lr {cfg.lr:g}, weights "
-               f"larger than about {512 * cfg.lr:.2g} in magnitude never move, nor do norm weights near 1 below "
-               f"--lr 0.002. --precision bf16 loses no update (fp32 master weights, 8 more bytes per trained weight)")
+        print0(lossy_warning(cfg.lr))
     stored, compute = PRECISIONS[cfg.precision]  # bf16: fp32 weights (the master copy), bf16 forwards
     policy = load_policy(cfg.model, ckpt or cfg.model_path, device=device, dtype=stored)
     ref = None
