@@ -81,9 +81,14 @@ class Config:
     # that does not show it is reinforced: the prompt labels every image, right or wrong. "agreement" goes beyond
     # the paper: the answer earns the share of --votes more answers about the same image that say the same thing
     # (self-consistency), so answers never learn from the prompt; generation keeps the prompt's reward.
+    # "judged" is a diagnostic, not a method: the shapes world's exact judge (ground truth no real run has) keeps
+    # the answers about images that show the prompt, where the prompt's truth is the image's, and drops the rest from
+    # the answer term. It tells whether GRPO on answers about the model's own images can raise understanding once the
+    # prompt no longer mislabels the failed ones (README: why understanding falls).
     answer_reward: str = opt("prompt", "GRPO on answers: prompt (UniRL: the answer scored against the prompt's "
                                        "truth) | agreement (beyond the paper: agreement with --votes more sampled "
-                                       "answers about the same image)")
+                                       "answers about the same image) | judged (shapes world only, a diagnostic: "
+                                       "prompt, on the images the exact judge passes; the others' answers not trained)")
     votes: int = opt(3, "--answer-reward agreement: extra sampled answers per image")
     # UniRL sums the two GRPO terms. Below 1 (beyond the paper) the answer tokens, whose reward comes from the prompt
     # and not from the image, pull less on the weights both tasks share. The whole answer term is scaled: its KL too,
@@ -179,7 +184,7 @@ def validate(cfg: Config, world: int) -> None:
     check_sampling_flags(cfg.model, cfg.kv_bucket, cfg.compile_decode, cfg.fsdp)
     choices = {"mode": ("sft", "grpo"), "sft_on": ("gen", "und", "both"), "grpo_on": ("gen", "und", "both"),
                "ratio_dist": ("guided", "cond"), "estimator": ("remask", "trajectory"),
-               "answer_reward": ("prompt", "agreement"), "reward_credit": ("partial", "all"),
+               "answer_reward": ("prompt", "agreement", "judged"), "reward_credit": ("partial", "all"),
                "precision": tuple(PRECISIONS), "device": ("auto", "cpu", "cuda"),
                "report_to": ("none", "tensorboard", "wandb")}
     for name, allowed in choices.items():
@@ -193,12 +198,15 @@ def validate(cfg: Config, world: int) -> None:
     if cfg.couple and (cfg.sft_on if cfg.mode == "sft" else cfg.grpo_on) == "gen":
         raise ValueError(f"--couple carries the answer loss into generation, but --{cfg.mode}-on gen trains no "
                          f"answers: use --{cfg.mode}-on und or both, or drop --couple")
-    if cfg.answer_reward == "agreement" and (cfg.mode != "grpo" or cfg.grpo_on == "gen"):
-        raise ValueError("--answer-reward agreement rewards GRPO's answer tokens, and this run trains none: "
+    if cfg.answer_reward != "prompt" and (cfg.mode != "grpo" or cfg.grpo_on == "gen"):
+        raise ValueError(f"--answer-reward {cfg.answer_reward} rewards GRPO's answer tokens, and this run trains none: "
                          "use --mode grpo with --grpo-on und or both, or drop it")
-    if cfg.answer_reward == "agreement" and cfg.couple:  # the coupling would carry agreement into the images
-        raise ValueError("--answer-reward agreement with --couple would train generation on how easily its images "
-                         "are agreed on, not on the prompt: drop one of the two flags")
+    if cfg.answer_reward != "prompt" and cfg.couple:  # the coupling would carry that reward into the images
+        raise ValueError(f"--answer-reward {cfg.answer_reward} with --couple would train generation on the answers' "
+                         "own reward, not on the prompt's: drop one of the two flags")
+    if cfg.answer_reward == "judged" and not cfg.model.startswith("shapes-"):
+        raise ValueError(f"--answer-reward judged needs the shapes world's exact judge, and --model {cfg.model} has "
+                         "none: use --model shapes-janus or shapes-showo, or another --answer-reward")
     if cfg.answer_reward == "agreement" and cfg.answer_temperature == 0:
         raise ValueError("--answer-reward agreement compares sampled answers, and greedy answers (--answer-temperature "
                          "0) always agree: use a temperature > 0")

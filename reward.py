@@ -392,6 +392,20 @@ def group_advantages(rewards: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     return advantages.masked_fill(zero_variance_rows(rewards)[:, None], 0.0)
 
 
+def kept_group_advantages(rewards: torch.Tensor, keep: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    # group_advantages over the kept entries of each group only (keep (P, G) bool): they alone make the group's
+    # mean and std, and the others get exactly 0. A group with fewer than two kept scores that differ gives 0.
+    if keep.shape != rewards.shape or keep.dtype != torch.bool:
+        raise ValueError(f"keep must be a bool tensor shaped like the rewards {tuple(rewards.shape)}, "
+                         f"got {keep.dtype} {tuple(keep.shape)}")
+    advantages = torch.zeros_like(rewards, dtype=torch.float32)
+    for row in range(rewards.shape[0]):
+        kept = keep[row]
+        if kept.any():
+            advantages[row, kept] = group_advantages(rewards[row, kept][None], eps)[0]
+    return advantages
+
+
 def zero_variance_fraction(rewards: torch.Tensor) -> float:
     # share of groups that give no gradient; worth logging every step
     if rewards.numel() == 0:

@@ -134,12 +134,22 @@ def train_step(step, cfg, policy, model, ref, optimizer, records, rank, world) -
             agreement = torch.tensor(reward.agreement(ro.answers, ro.votes), dtype=torch.float32)
             stats["answer_agreement"] = agreement.mean().item()
             und_advantages = reward.group_advantages(agreement.view(-1, cfg.group_size)).view(-1).to(device)
+        if cfg.answer_reward == "judged":  # a diagnostic: answers train only about images the exact judge passes
+            passed = torch.tensor(judge_images(ro), dtype=torch.bool)
+            stats["answer_judged_frac"] = passed.float().mean().item()
+            und_advantages = reward.kept_group_advantages(groups, passed.view(-1, cfg.group_size)).view(-1).to(device)
         objective = grpo_objective(cfg, policy, ro, advantages, ref, und_advantages)
     stats.update(learn(cfg, policy, model, optimizer, ro, step, objective, cfg_scale))
     times["t_learn"] = time.perf_counter() - t0
     stats.update(times)
     stats["zero_var_frac"] = reward.zero_variance_fraction(groups)
     return stats, ro
+
+
+def judge_images(ro) -> list[bool]:
+    """--answer-reward judged: the shapes world's exact judge on each rollout image, read from its pixels."""
+    boards = shapes.parse_image(ro.pixels.float().cpu())
+    return [shapes.judge(record, codes)[0] for record, codes in zip(ro.records, boards)]
 
 
 def guidance_scale(cfg, policy) -> float:

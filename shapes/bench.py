@@ -28,6 +28,8 @@ evaluation only from the "eval" side, so no evaluation prompt of any category wa
                    for agreeing with the model's other answers about the same image, not with the prompt
     grpo-both-strict --mode grpo --grpo-on both --reward-credit all   beyond the paper: reward 1 only for a fully
                    right answer (the judge's rule), 0 otherwise
+    grpo-und-judged, grpo-both-judged   a diagnostic, not a method (it uses the exact judge, which no real run
+                   has): answers train only about the images the judge passes, where the prompt's truth is the image's
 
 Why sft-e2e is `--sft-on und --couple`: the paper's SFT is one loss, the NLL of the TRUE answer given the
 generated image, made differentiable by straight-through Gumbel-softmax, so that loss trains understanding and,
@@ -113,6 +115,8 @@ ARMS = {
     "grpo-both-e2e": ["--mode", "grpo", "--grpo-on", "both", "--couple"],
     "grpo-both-agree": ["--mode", "grpo", "--grpo-on", "both", "--answer-reward", "agreement"],
     "grpo-both-strict": ["--mode", "grpo", "--grpo-on", "both", "--reward-credit", "all"],
+    "grpo-und-judged": ["--mode", "grpo", "--grpo-on", "und", "--answer-reward", "judged"],
+    "grpo-both-judged": ["--mode", "grpo", "--grpo-on", "both", "--answer-reward", "judged"],
 }
 # Per family and arm, the train.py settings chosen on DEV_SEEDS only (`--sweep` prints the rows it would write
 # here). Every other setting is the world preset's (shapes.TRAIN_DEFAULTS), the same for every arm. An arm a family's
