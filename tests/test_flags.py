@@ -131,6 +131,11 @@ def test_agreement_needs_sampled_grpo_answers(sandbox, argv):
                 "--answer-reward agreement", sandbox)
 
 
+@pytest.mark.parametrize("argv", [["--model", "janus-tiny"], ["--grpo-on", "gen"], ["--mode", "sft"], ["--couple"]])
+def test_judged_answers_need_the_shapes_world_and_grpo_answers(sandbox, argv):
+    fails_early(train.main, ["--answer-reward", "judged", "--out", "run"] + argv, "--answer-reward judged", sandbox)
+
+
 PATH_CASES = [  # (flag, value, words of the error)
     ("--prompts", "missing.jsonl", "no such file"), ("--prompts", "a_folder", "is a folder"),
     ("--exclude-prompts", "missing.jsonl", "no such file"), ("--exclude-prompts", "a_folder", "no such file"),

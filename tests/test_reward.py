@@ -7,8 +7,8 @@ import torch
 
 from prompts import (COLORS, GENEVAL_METADATA, OBJECTS, RELATIONS, TAGS, add_questions, make_records, plural,
                      read_records)
-from reward import (SLOTS, SYNONYMS, agreement, group_advantages, is_correct, score_answer, score_answers,
-                    score_details, zero_variance_fraction)
+from reward import (SLOTS, SYNONYMS, agreement, group_advantages, is_correct, kept_group_advantages, score_answer,
+                    score_answers, score_details, zero_variance_fraction)
 
 
 def record(tag, *entries):
@@ -270,6 +270,21 @@ def test_group_advantages_match_hand_computed_values():
     third = 1 / math.sqrt(3)
     expected = torch.tensor([[math.sqrt(3), -third, -third, -third]])
     assert torch.allclose(advantages, expected, atol=1e-5)
+
+
+def test_kept_group_advantages_use_only_the_kept_scores():
+    """--answer-reward judged: the kept entries alone make each group's mean and std; the rest get exactly 0, and a
+    group with fewer than two different kept scores gives 0."""
+    rewards = torch.tensor([[1.0, 0.0, 0.5, 1.0], [1.0, 0.0, 0.0, 0.0], [0.5, 0.5, 1.0, 0.0]])
+    keep = torch.tensor([[True, True, False, False], [True, False, False, False], [True, True, False, True]])
+    advantages = kept_group_advantages(rewards, keep)
+    assert torch.allclose(advantages[0], torch.tensor([1.0, -1.0, 0.0, 0.0]), atol=1e-5)
+    assert torch.equal(advantages[1], torch.zeros(4))
+    assert torch.allclose(advantages[2], torch.tensor([1 / math.sqrt(2), 1 / math.sqrt(2), 0.0, -math.sqrt(2)]),
+                          atol=1e-5)
+    assert torch.equal(kept_group_advantages(rewards, torch.ones(3, 4, dtype=torch.bool)), group_advantages(rewards))
+    with pytest.raises(ValueError, match="keep must be a bool tensor"):
+        kept_group_advantages(rewards, keep.float())
 
 
 def test_zero_variance_groups_give_exactly_zero():

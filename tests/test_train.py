@@ -1,9 +1,12 @@
 """train.py end to end on janus-tiny: bad input, checkpoints, exact resume, step-0 invariants, learning."""
 
 import json
+import math
+import random
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -293,6 +296,39 @@ def test_agreement_votes_and_advantages_through_train_step(fresh_janus, records,
     want = train.reward.group_advantages(torch.tensor(fixed).view(2, 4))
     assert torch.equal(seen["und"], want.view(-1)) and not torch.equal(seen["und"], seen["adv"])
     assert 0.0 <= stats["answer_agreement"] <= 1.0
+
+
+def test_judged_answers_train_only_about_passed_images(fresh_janus, records, monkeypatch):
+    """--answer-reward judged (a diagnostic): the answer tokens' advantages are the prompt's reward normalised among
+    the images the judge passes, 0 for the others; the image tokens keep the whole group's advantages."""
+    scores = [1.0, 0.0, 0.5, 1.0, 0.0, 1.0, 1.0, 0.5]
+    passed = [True, True, False, False, True, True, True, False]
+    monkeypatch.setattr(train.reward, "score_answers", lambda answers, recs: scores)
+    monkeypatch.setattr(train, "judge_images", lambda ro: passed)
+    seen, real = {}, train.grpo_objective
+    monkeypatch.setattr(train, "grpo_objective", lambda cfg, policy, ro, adv, ref=None, und=None:
+                        seen.update(adv=adv, und=und) or real(cfg, policy, ro, adv, ref, und))
+    cfg = train.Config(group_size=4, prompts_per_step=2, kl_beta=0.0, max_answer_tokens=4, answer_reward="judged",
+                       lr=0.0)
+    optimizer = torch.optim.SGD(fresh_janus.parameters(), lr=0.0)
+    stats, _ = train.train_step(0, cfg, fresh_janus, fresh_janus, None, optimizer, records, 0, 1)
+    assert torch.equal(seen["adv"], group_advantages(torch.tensor(scores).view(2, 4)).view(-1))
+    half = 1 / math.sqrt(2)
+    want = torch.tensor([1.0, -1.0, 0.0, 0.0, -math.sqrt(2), half, half, 0.0])
+    assert torch.allclose(seen["und"], want, atol=1e-5), seen["und"]
+    assert stats["answer_judged_frac"] == 5 / 8
+
+
+def test_judge_images_reads_the_rendered_boards():
+    """judge_images: the exact judge on each rollout image's pixels, paired with its own record."""
+    import shapes
+
+    record = shapes.world_records("counting")[0]
+    right = shapes.sample_scene(record, random.Random(0))
+    empty = torch.zeros_like(right)  # code 0 is the empty cell: a board with no object at all
+    boards = shapes.render_tensor(torch.stack([right, empty, right]))
+    ro = SimpleNamespace(records=[record, record, record], pixels=boards)
+    assert train.judge_images(ro) == [True, False, True]
 
 
 @pytest.mark.parametrize("credit, want", [("partial", [0.5, 1.0, 0.25, 0.0]), ("all", [0.0, 1.0, 0.0, 0.0])])
