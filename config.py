@@ -81,15 +81,20 @@ class Config:
     # that does not show it is reinforced: the prompt labels every image, right or wrong. "agreement" goes beyond
     # the paper: the answer earns the share of --votes more answers about the same image that say the same thing
     # (self-consistency), so answers never learn from the prompt; generation keeps the prompt's reward.
+    # "gated" goes beyond the paper and keeps its rule (no judge, no external image): the answers train only about
+    # images on which most of --votes more sampled answers earn the prompt's full reward, the model's own verdict
+    # that the image shows the prompt; elsewhere the prompt would label an image that the model reads otherwise.
     # "judged" is a diagnostic, not a method: the shapes world's exact judge (ground truth no real run has) keeps
     # the answers about images that show the prompt, where the prompt's truth is the image's, and drops the rest from
     # the answer term. It tells whether GRPO on answers about the model's own images can raise understanding once the
     # prompt no longer mislabels the failed ones (README: why understanding falls).
     answer_reward: str = opt("prompt", "GRPO on answers: prompt (UniRL: the answer scored against the prompt's "
                                        "truth) | agreement (beyond the paper: agreement with --votes more sampled "
-                                       "answers about the same image) | judged (shapes world only, a diagnostic: "
-                                       "prompt, on the images the exact judge passes; the others' answers not trained)")
-    votes: int = opt(3, "--answer-reward agreement: extra sampled answers per image")
+                                       "answers about the same image) | gated (beyond the paper: prompt, on the "
+                                       "images most of --votes more sampled answers read as the prompt) | judged "
+                                       "(shapes world only, a diagnostic: prompt, on the images the exact judge "
+                                       "passes; the others' answers not trained)")
+    votes: int = opt(3, "--answer-reward agreement or gated: extra sampled answers per image")
     # UniRL sums the two GRPO terms. Below 1 (beyond the paper) the answer tokens, whose reward comes from the prompt
     # and not from the image, pull less on the weights both tasks share. The whole answer term is scaled: its KL too,
     # and under --couple the straight-through gradient it sends into generation. AdamW rescales each weight's steps,
@@ -184,7 +189,7 @@ def validate(cfg: Config, world: int) -> None:
     check_sampling_flags(cfg.model, cfg.kv_bucket, cfg.compile_decode, cfg.fsdp)
     choices = {"mode": ("sft", "grpo"), "sft_on": ("gen", "und", "both"), "grpo_on": ("gen", "und", "both"),
                "ratio_dist": ("guided", "cond"), "estimator": ("remask", "trajectory"),
-               "answer_reward": ("prompt", "agreement", "judged"), "reward_credit": ("partial", "all"),
+               "answer_reward": ("prompt", "agreement", "gated", "judged"), "reward_credit": ("partial", "all"),
                "precision": tuple(PRECISIONS), "device": ("auto", "cpu", "cuda"),
                "report_to": ("none", "tensorboard", "wandb")}
     for name, allowed in choices.items():
@@ -207,9 +212,9 @@ def validate(cfg: Config, world: int) -> None:
     if cfg.answer_reward == "judged" and not cfg.model.startswith("shapes-"):
         raise ValueError(f"--answer-reward judged needs the shapes world's exact judge, and --model {cfg.model} has "
                          "none: use --model shapes-janus or shapes-showo, or another --answer-reward")
-    if cfg.answer_reward == "agreement" and cfg.answer_temperature == 0:
-        raise ValueError("--answer-reward agreement compares sampled answers, and greedy answers (--answer-temperature "
-                         "0) always agree: use a temperature > 0")
+    if cfg.answer_reward in ("agreement", "gated") and cfg.answer_temperature == 0:
+        raise ValueError(f"--answer-reward {cfg.answer_reward} reads more sampled answers about each image, and greedy "
+                         "answers (--answer-temperature 0) are all the same answer: use a temperature > 0")
     if cfg.und_weight != 1 and (cfg.mode, cfg.grpo_on) != ("grpo", "both"):  # a setting that would change nothing
         raise ValueError(f"--und-weight {cfg.und_weight} weighs GRPO's answer term against its image term, and this "
                          f"run has no such sum (--mode {cfg.mode}, --{cfg.mode}-on "

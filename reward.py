@@ -374,6 +374,15 @@ def agreement(answers, votes) -> list:
     return [sum(same_answer(v) == same_answer(a) for v in vs) / len(vs) for a, vs in zip(answers, votes)]
 
 
+def reads_as_prompt(votes, records) -> list:
+    # --answer-reward gated (beyond UniRL): per image, do most of its --votes sampled answers earn the prompt's full
+    # reward? That is the model's own verdict that the image shows the prompt, with no judge: only those images'
+    # answers train, so the prompt no longer labels the images the model itself sees failing.
+    if len(votes) != len(records):
+        raise ValueError(f"{len(votes)} vote lists for {len(records)} records")
+    return [2 * sum(score_answer(v, record) == 1.0 for v in vs) > len(vs) for vs, record in zip(votes, records)]
+
+
 def zero_variance_rows(rewards: torch.Tensor) -> torch.Tensor:
     # (P, G) -> (P,) bool: all G rewards equal, compared exactly (no float noise from a std)
     return rewards.amax(dim=1) == rewards.amin(dim=1)

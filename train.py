@@ -130,7 +130,7 @@ def train_step(step, cfg, policy, model, ref, optimizer, records, rank, world) -
     else:
         advantages = reward.group_advantages(groups).view(-1).to(device)  # (N,) one per image
         und_advantages = None  # UniRL: an answer shares its image's advantage
-        if ro.votes:  # --answer-reward agreement: the answer's own reward, normalised within the same groups
+        if cfg.answer_reward == "agreement":  # the answer's own reward, normalised within the same groups
             agreement = torch.tensor(reward.agreement(ro.answers, ro.votes), dtype=torch.float32)
             stats["answer_agreement"] = agreement.mean().item()
             und_advantages = reward.group_advantages(agreement.view(-1, cfg.group_size)).view(-1).to(device)
@@ -138,6 +138,10 @@ def train_step(step, cfg, policy, model, ref, optimizer, records, rank, world) -
             passed = torch.tensor(judge_images(ro), dtype=torch.bool)
             stats["answer_judged_frac"] = passed.float().mean().item()
             und_advantages = reward.kept_group_advantages(groups, passed.view(-1, cfg.group_size)).view(-1).to(device)
+        if cfg.answer_reward == "gated":  # answers train only about images the model itself reads as the prompt
+            read = torch.tensor(reward.reads_as_prompt(ro.votes, ro.records), dtype=torch.bool)
+            stats["answer_gated_frac"] = read.float().mean().item()
+            und_advantages = reward.kept_group_advantages(groups, read.view(-1, cfg.group_size)).view(-1).to(device)
         objective = grpo_objective(cfg, policy, ro, advantages, ref, und_advantages)
     stats.update(learn(cfg, policy, model, optimizer, ro, step, objective, cfg_scale))
     times["t_learn"] = time.perf_counter() - t0
@@ -171,7 +175,7 @@ def sample_and_answer(step, cfg, policy, records, first, cfg_scale):
     (ro.question_ids, ro.question_mask, ro.answer_ids, ro.answer_mask, ro.answers) = answer_questions(
         policy, ro.und_images, [r["question"] for r in ro.records], max_new_tokens=cfg.max_answer_tokens,
         temperature=cfg.answer_temperature, uniforms=answer_u)
-    if cfg.answer_reward == "agreement":  # more answers about each image, each from its own random stream
+    if cfg.answer_reward in ("agreement", "gated"):  # more answers about each image, each from its own stream
         for k in range(cfg.votes):
             vote_u = image_uniforms(seed_for(cfg.seed, 1000 + k), step, first, n, cfg.max_answer_tokens)
             *_, texts = answer_questions(policy, ro.und_images, [r["question"] for r in ro.records],
@@ -215,7 +219,7 @@ def sft_objective(cfg, policy, ro, keep) -> Objective:
 
 def grpo_objective(cfg, policy, ro, advantages, ref=None, und_advantages=None) -> Objective:
     """GRPO: the model's own image and answer tokens, weighted by their group advantages (N,). und_advantages:
-    the answers' own (--answer-reward agreement), else they share their image's."""
+    the answers' own (--answer-reward agreement, gated, judged), else they share their image's."""
     temperature = cfg.temperature if policy.decoding == "ar" else 1.0  # Show-o samples the untempered softmax
     # greedy answers (0) come from no sampling distribution: their log-probs are the untempered policy's
     answer_temperature = cfg.answer_temperature if cfg.answer_temperature > 0 else 1.0

@@ -126,9 +126,10 @@ def test_sft_with_empty_groups(sandbox):
 
 @pytest.mark.parametrize("argv", [["--mode", "sft"], ["--grpo-on", "gen"], ["--answer-temperature", "0"],
                                   ["--couple"]])
-def test_agreement_needs_sampled_grpo_answers(sandbox, argv):
-    fails_early(train.main, ["--model", "janus-tiny", "--answer-reward", "agreement", "--out", "run"] + argv,
-                "--answer-reward agreement", sandbox)
+@pytest.mark.parametrize("choice", ["agreement", "gated"])
+def test_voted_answers_need_sampled_grpo_answers(sandbox, argv, choice):
+    fails_early(train.main, ["--model", "janus-tiny", "--answer-reward", choice, "--out", "run"] + argv,
+                f"--answer-reward {choice}", sandbox)
 
 
 @pytest.mark.parametrize("argv", [["--model", "janus-tiny"], ["--grpo-on", "gen"], ["--mode", "sft"], ["--couple"]])

@@ -7,8 +7,8 @@ import torch
 
 from prompts import (COLORS, GENEVAL_METADATA, OBJECTS, RELATIONS, TAGS, add_questions, make_records, plural,
                      read_records)
-from reward import (SLOTS, SYNONYMS, agreement, group_advantages, is_correct, kept_group_advantages, score_answer,
-                    score_answers, score_details, zero_variance_fraction)
+from reward import (SLOTS, SYNONYMS, agreement, group_advantages, is_correct, kept_group_advantages, reads_as_prompt,
+                    score_answer, score_answers, score_details, zero_variance_fraction)
 
 
 def record(tag, *entries):
@@ -270,6 +270,14 @@ def test_group_advantages_match_hand_computed_values():
     third = 1 / math.sqrt(3)
     expected = torch.tensor([[math.sqrt(3), -third, -third, -third]])
     assert torch.allclose(advantages, expected, atol=1e-5)
+
+
+def test_reads_as_prompt_needs_most_votes_fully_right():
+    """--answer-reward gated: an image is kept when more than half of its votes earn the prompt's full reward."""
+    votes = [["4 bowls.", "four bowls", "3 bowls"], ["4 bowls", "3 bowls", "a cup"], ["four bowls"] * 2 + ["2 bowls"] * 2]
+    assert reads_as_prompt(votes, [BOWLS] * 3) == [True, False, False]
+    with pytest.raises(ValueError, match="3 vote lists for 2 records"):
+        reads_as_prompt(votes, [BOWLS] * 2)
 
 
 def test_kept_group_advantages_use_only_the_kept_scores():

@@ -319,6 +319,27 @@ def test_judged_answers_train_only_about_passed_images(fresh_janus, records, mon
     assert stats["answer_judged_frac"] == 5 / 8
 
 
+def test_gated_answers_train_only_about_images_the_votes_read_as_the_prompt(fresh_janus, records, monkeypatch):
+    """--answer-reward gated: --votes more answers per image are drawn, and the answer tokens' advantages are the
+    prompt's reward normalised among the images most votes read as the prompt, 0 for the others."""
+    scores = [1.0, 0.0, 0.5, 1.0, 0.0, 1.0, 1.0, 0.5]
+    read = [True, True, False, False, True, True, True, False]
+    monkeypatch.setattr(train.reward, "score_answers", lambda answers, recs: scores)
+    seen, real = {}, train.grpo_objective
+    monkeypatch.setattr(train.reward, "reads_as_prompt", lambda votes, recs: seen.update(votes=votes) or read)
+    monkeypatch.setattr(train, "grpo_objective", lambda cfg, policy, ro, adv, ref=None, und=None:
+                        seen.update(und=und) or real(cfg, policy, ro, adv, ref, und))
+    cfg = train.Config(group_size=4, prompts_per_step=2, kl_beta=0.0, max_answer_tokens=4, answer_reward="gated",
+                       votes=3, lr=0.0)
+    optimizer = torch.optim.SGD(fresh_janus.parameters(), lr=0.0)
+    stats, ro = train.train_step(0, cfg, fresh_janus, fresh_janus, None, optimizer, records, 0, 1)
+    assert seen["votes"] is ro.votes and len(ro.votes) == 8 and all(len(v) == 3 for v in ro.votes)
+    half = 1 / math.sqrt(2)
+    want = torch.tensor([1.0, -1.0, 0.0, 0.0, -math.sqrt(2), half, half, 0.0])
+    assert torch.allclose(seen["und"], want, atol=1e-5), seen["und"]
+    assert stats["answer_gated_frac"] == 5 / 8 and "answer_agreement" not in stats
+
+
 def test_judge_images_reads_the_rendered_boards():
     """judge_images: the exact judge on each rollout image's pixels, paired with its own record."""
     import shapes
