@@ -87,13 +87,16 @@ class Config:
     # "judged" is a diagnostic, not a method: the shapes world's exact judge (ground truth no real run has) keeps
     # the answers about images that show the prompt, where the prompt's truth is the image's, and drops the rest from
     # the answer term. It tells whether GRPO on answers about the model's own images can raise understanding once the
-    # prompt no longer mislabels the failed ones (README: why understanding falls).
+    # prompt no longer mislabels the failed ones (README: why understanding falls). "judged-shuffled" is its control:
+    # as many answers per group as the judge passes, drawn at random, so that a smaller answer signal alone is ruled
+    # out. With --kl-beta > 0 the KL term still holds every answer near the reference, trained or not.
     answer_reward: str = opt("prompt", "GRPO on answers: prompt (UniRL: the answer scored against the prompt's "
                                        "truth) | agreement (beyond the paper: agreement with --votes more sampled "
                                        "answers about the same image) | gated (beyond the paper: prompt, on the "
                                        "images most of --votes more sampled answers read as the prompt) | judged "
                                        "(shapes world only, a diagnostic: prompt, on the images the exact judge "
-                                       "passes; the others' answers not trained)")
+                                       "passes; the others' answers not trained) | judged-shuffled (its control: as "
+                                       "many answers per group, drawn at random)")
     votes: int = opt(3, "--answer-reward agreement or gated: extra sampled answers per image")
     # UniRL sums the two GRPO terms. Below 1 (beyond the paper) the answer tokens, whose reward comes from the prompt
     # and not from the image, pull less on the weights both tasks share. The whole answer term is scaled: its KL too,
@@ -189,7 +192,7 @@ def validate(cfg: Config, world: int) -> None:
     check_sampling_flags(cfg.model, cfg.kv_bucket, cfg.compile_decode, cfg.fsdp)
     choices = {"mode": ("sft", "grpo"), "sft_on": ("gen", "und", "both"), "grpo_on": ("gen", "und", "both"),
                "ratio_dist": ("guided", "cond"), "estimator": ("remask", "trajectory"),
-               "answer_reward": ("prompt", "agreement", "gated", "judged"), "reward_credit": ("partial", "all"),
+               "answer_reward": ("prompt", "agreement", "gated", "judged", "judged-shuffled"), "reward_credit": ("partial", "all"),
                "precision": tuple(PRECISIONS), "device": ("auto", "cpu", "cuda"),
                "report_to": ("none", "tensorboard", "wandb")}
     for name, allowed in choices.items():
@@ -209,9 +212,12 @@ def validate(cfg: Config, world: int) -> None:
     if cfg.answer_reward != "prompt" and cfg.couple:  # the coupling would carry that reward into the images
         raise ValueError(f"--answer-reward {cfg.answer_reward} with --couple would train generation on the answers' "
                          "own reward, not on the prompt's: drop one of the two flags")
-    if cfg.answer_reward == "judged" and not cfg.model.startswith("shapes-"):
-        raise ValueError(f"--answer-reward judged needs the shapes world's exact judge, and --model {cfg.model} has "
-                         "none: use --model shapes-janus or shapes-showo, or another --answer-reward")
+    if cfg.answer_reward.startswith("judged") and not cfg.model.startswith("shapes-"):
+        raise ValueError(f"--answer-reward {cfg.answer_reward} needs the shapes world's exact judge, and --model "
+                         f"{cfg.model} has none: use --model shapes-janus or shapes-showo, or another --answer-reward")
+    if cfg.answer_reward.startswith("judged") and cfg.prompts:  # the judge reads the world's own records only
+        raise ValueError(f"--answer-reward {cfg.answer_reward} judges the world's own prompts, and --prompts "
+                         f"{cfg.prompts} replaces them: drop --prompts")
     if cfg.answer_reward in ("agreement", "gated") and cfg.answer_temperature == 0:
         raise ValueError(f"--answer-reward {cfg.answer_reward} reads more sampled answers about each image, and greedy "
                          "answers (--answer-temperature 0) are all the same answer: use a temperature > 0")

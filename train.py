@@ -134,14 +134,19 @@ def train_step(step, cfg, policy, model, ref, optimizer, records, rank, world) -
             agreement = torch.tensor(reward.agreement(ro.answers, ro.votes), dtype=torch.float32)
             stats["answer_agreement"] = agreement.mean().item()
             und_advantages = reward.group_advantages(agreement.view(-1, cfg.group_size)).view(-1).to(device)
-        if cfg.answer_reward == "judged":  # a diagnostic: answers train only about images the exact judge passes
-            passed = torch.tensor(judge_images(ro), dtype=torch.bool)
+        if cfg.answer_reward.startswith("judged"):  # a diagnostic: answers train only about images the judge passes
+            passed = torch.tensor(judge_images(ro), dtype=torch.bool).view(-1, cfg.group_size)
             stats["answer_judged_frac"] = passed.float().mean().item()
-            und_advantages = reward.kept_group_advantages(groups, passed.view(-1, cfg.group_size)).view(-1).to(device)
+            if cfg.answer_reward == "judged-shuffled":  # its control: as many answers per group, drawn at random
+                draw = torch.rand(passed.shape, generator=torch.Generator().manual_seed(seed_for(cfg.seed, step, 2000)))
+                passed = passed.gather(1, draw.argsort(dim=1))
+            und_advantages = reward.kept_group_advantages(groups, passed).view(-1).to(device)
         if cfg.answer_reward == "gated":  # answers train only about images the model itself reads as the prompt
             read = torch.tensor(reward.reads_as_prompt(ro.votes, ro.records), dtype=torch.bool)
             stats["answer_gated_frac"] = read.float().mean().item()
             und_advantages = reward.kept_group_advantages(groups, read.view(-1, cfg.group_size)).view(-1).to(device)
+        if und_advantages is not None:  # how many answers carry a signal, against the images' share
+            stats["und_signal_frac"] = (und_advantages != 0).float().mean().item()
         objective = grpo_objective(cfg, policy, ro, advantages, ref, und_advantages)
     stats.update(learn(cfg, policy, model, optimizer, ro, step, objective, cfg_scale))
     times["t_learn"] = time.perf_counter() - t0
@@ -219,7 +224,7 @@ def sft_objective(cfg, policy, ro, keep) -> Objective:
 
 def grpo_objective(cfg, policy, ro, advantages, ref=None, und_advantages=None) -> Objective:
     """GRPO: the model's own image and answer tokens, weighted by their group advantages (N,). und_advantages:
-    the answers' own (--answer-reward agreement, gated, judged), else they share their image's."""
+    the answers' own (--answer-reward other than prompt), else they share their image's."""
     temperature = cfg.temperature if policy.decoding == "ar" else 1.0  # Show-o samples the untempered softmax
     # greedy answers (0) come from no sampling distribution: their log-probs are the untempered policy's
     answer_temperature = cfg.answer_temperature if cfg.answer_temperature > 0 else 1.0

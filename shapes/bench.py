@@ -32,6 +32,8 @@ evaluation only from the "eval" side, so no evaluation prompt of any category wa
                    train only about the images on which most of 3 more sampled answers earn the prompt's full reward
     grpo-und-judged, grpo-both-judged   a diagnostic, not a method (it uses the exact judge, which no real run
                    has): answers train only about the images the judge passes, where the prompt's truth is the image's
+    grpo-und-judged-shuffled, grpo-both-judged-shuffled   their control: as many answers per group as the judge
+                   passes, drawn at random (a smaller answer signal alone)
 
 Why sft-e2e is `--sft-on und --couple`: the paper's SFT is one loss, the NLL of the TRUE answer given the
 generated image, made differentiable by straight-through Gumbel-softmax, so that loss trains understanding and,
@@ -81,7 +83,7 @@ import geneval  # noqa: E402
 import reward  # noqa: E402
 import train  # noqa: E402
 from evaluate import evaluate_world  # noqa: E402
-from generate import image_uniforms, rollout  # noqa: E402
+from generate import image_uniforms, rollout, seed_for  # noqa: E402
 from shapes.models import FAMILIES  # noqa: E402
 from shapes.pretrain import load_shapes_policy  # noqa: E402
 from support.checkpoint import is_checkpoint, read_trainer_state  # noqa: E402
@@ -122,7 +124,11 @@ ARMS = {
     "grpo-both-gated": ["--mode", "grpo", "--grpo-on", "both", "--answer-reward", "gated"],
     "grpo-und-judged": ["--mode", "grpo", "--grpo-on", "und", "--answer-reward", "judged"],
     "grpo-both-judged": ["--mode", "grpo", "--grpo-on", "both", "--answer-reward", "judged"],
+    "grpo-und-judged-shuffled": ["--mode", "grpo", "--grpo-on", "und", "--answer-reward", "judged-shuffled"],
+    "grpo-both-judged-shuffled": ["--mode", "grpo", "--grpo-on", "both", "--answer-reward", "judged-shuffled"],
 }
+# They use the exact judge, which no real run has: never in a table unless named in --arms
+DIAGNOSTIC_ARMS = tuple(arm for arm in ARMS if "judged" in arm)
 # Per family and arm, the train.py settings chosen on DEV_SEEDS only (`--sweep` prints the rows it would write
 # here). Every other setting is the world preset's (shapes.TRAIN_DEFAULTS), the same for every arm. An arm a family's
 # sweep has not reached runs at 1e-4, GRPO on both tasks' rate chosen on seeds 0-2 before these seed sets existed
@@ -598,23 +604,33 @@ def plot_arms(rows: list[dict], arms: list[str], path: Path, keys=PLOT_KEYS) -> 
 # ------------------------------------------------------------------ why understanding falls: label noise
 @torch.no_grad()
 def label_noise(policy, records: list[dict], group_size: int, cfg_scale: float, seed: int,
-                answer_temperature: float = 1.0) -> dict:
+                answer_temperature: float = 1.0, votes: int = 3) -> dict:
     """What GRPO's answer term learns from, measured on counting or position prompts as a training step sees them.
 
     The reward scores an answer against the PROMPT, so on an image that shows another count (or relation) the
     answer that repeats the prompt earns 1 while the answer that reads the image right earns less (counting: 1/2,
     right object, wrong count). Per image: does the exact judge pass it; does the answer match the prompt (reward
-    1); does it match the image (scored against what the image really shows). Returns shares and mean rewards."""
+    1); does it match the image (scored against what the image really shows). Also how `--answer-reward gated` would
+    sort the images: `votes` more sampled answers each (train.py's streams), kept when most earn the prompt's full
+    reward. Returns shares and mean rewards."""
     ro = rollout(policy, records, group_size, seed=seed, step=0, first_index=0, cfg_scale=cfg_scale)
     images = policy.images_for_understanding(ro.image_ids, ro.pixels)
     uniforms = image_uniforms(seed + 1, 0, 0, len(ro.records), 16)
-    *_, answers = answer_questions(policy, images, [r["question"] for r in ro.records], max_new_tokens=16,
-                                   temperature=answer_temperature, uniforms=uniforms)
+    questions = [r["question"] for r in ro.records]
+    *_, answers = answer_questions(policy, images, questions, max_new_tokens=16, temperature=answer_temperature,
+                                   uniforms=uniforms)
+    ballots = [[] for _ in answers]
+    for k in range(votes):
+        vote_u = image_uniforms(seed_for(seed, 1000 + k), 0, 0, len(ro.records), 16)
+        *_, texts = answer_questions(policy, images, questions, max_new_tokens=16, temperature=answer_temperature,
+                                     uniforms=vote_u)
+        ballots = [mine + [text] for mine, text in zip(ballots, texts)]
+    gated = reward.reads_as_prompt(ballots, ro.records)
     rows = []
-    for record, codes, answer in zip(ro.records, shapes.parse_image(ro.pixels.float().cpu()), answers):
+    for record, codes, answer, kept in zip(ro.records, shapes.parse_image(ro.pixels.float().cpu()), answers, gated):
         shown = [{**record, "include": include} for include in image_includes(record, codes)]
         rows.append(dict(passed=shapes.judge(record, codes)[0], reward=reward.score_answer(answer, record),
-                         reads_image=any(reward.score_answer(answer, truth) == 1.0 for truth in shown)))
+                         reads_image=any(reward.score_answer(answer, truth) == 1.0 for truth in shown), gated=kept))
     failed = [r for r in rows if not r["passed"]]
     repeats = [r for r in failed if r["reward"] == 1.0]  # the prompt's claim about an image that does not show it
     readers = [r for r in failed if r["reads_image"]]  # what the image does show
@@ -622,6 +638,8 @@ def label_noise(policy, records: list[dict], group_size: int, cfg_scale: float, 
     return {"images": len(rows), "failed_images": len(failed), "judge_fails": len(failed) / len(rows),
             "fails_answered_with_the_prompt": len(repeats) / max(len(failed), 1),
             "fails_answered_with_the_image": len(readers) / max(len(failed), 1),
+            "gate_keeps_failed": mean([float(r["gated"]) for r in failed]),  # the prompt still labels these
+            "gate_keeps_passed": mean([float(r["gated"]) for r in rows if r["passed"]]),
             "reward_prompt_answer": mean([r["reward"] for r in repeats]),
             "reward_image_answer": mean([r["reward"] for r in readers]),
             "reward_on_passed": mean([r["reward"] for r in rows if r["passed"]])}
@@ -676,7 +694,8 @@ def parse_args(argv: list[str]):
                     help="the world's family: its base (shapes/pretrain.py, cached) and train.py's --model")
     ap.add_argument("--seeds", nargs="+", default=["dev"],
                     help=" | ".join(f"{name} {seeds}" for name, seeds in SEED_SETS.items()) + " | integers (labelled other)")
-    ap.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
+    ap.add_argument("--arms", nargs="+", default=[arm for arm in ARMS if arm not in DIAGNOSTIC_ARMS],
+                    choices=list(ARMS), help="default: every arm but the diagnostics that ask the exact judge")
     ap.add_argument("--steps", type=int, default=shapes.TRAIN_DEFAULTS["shapes-janus"]["steps"],
                     help="train.py steps per arm")
     ap.add_argument("--per-tag", type=int, default=PROTOCOL_EVAL[0],

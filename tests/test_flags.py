@@ -132,9 +132,12 @@ def test_voted_answers_need_sampled_grpo_answers(sandbox, argv, choice):
                 f"--answer-reward {choice}", sandbox)
 
 
-@pytest.mark.parametrize("argv", [["--model", "janus-tiny"], ["--grpo-on", "gen"], ["--mode", "sft"], ["--couple"]])
-def test_judged_answers_need_the_shapes_world_and_grpo_answers(sandbox, argv):
-    fails_early(train.main, ["--answer-reward", "judged", "--out", "run"] + argv, "--answer-reward judged", sandbox)
+@pytest.mark.parametrize("argv", [["--model", "janus-tiny"], ["--grpo-on", "gen"], ["--mode", "sft"], ["--couple"],
+                                  ["--prompts", "prompts.jsonl"]])
+@pytest.mark.parametrize("choice", ["judged", "judged-shuffled"])
+def test_judged_answers_need_the_shapes_world_and_grpo_answers(sandbox, argv, choice):
+    (sandbox / "prompts.jsonl").write_text("")
+    fails_early(train.main, ["--answer-reward", choice, "--out", "run"] + argv, f"--answer-reward {choice}", sandbox)
 
 
 PATH_CASES = [  # (flag, value, words of the error)

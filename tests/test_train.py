@@ -328,12 +328,18 @@ def test_gated_answers_train_only_about_images_the_votes_read_as_the_prompt(fres
     seen, real = {}, train.grpo_objective
     monkeypatch.setattr(train.reward, "reads_as_prompt", lambda votes, recs: seen.update(votes=votes) or read)
     monkeypatch.setattr(train, "grpo_objective", lambda cfg, policy, ro, adv, ref=None, und=None:
-                        seen.update(und=und) or real(cfg, policy, ro, adv, ref, und))
+                        seen.update(adv=adv, und=und) or real(cfg, policy, ro, adv, ref, und))
     cfg = train.Config(group_size=4, prompts_per_step=2, kl_beta=0.0, max_answer_tokens=4, answer_reward="gated",
                        votes=3, lr=0.0)
     optimizer = torch.optim.SGD(fresh_janus.parameters(), lr=0.0)
     stats, ro = train.train_step(0, cfg, fresh_janus, fresh_janus, None, optimizer, records, 0, 1)
     assert seen["votes"] is ro.votes and len(ro.votes) == 8 and all(len(v) == 3 for v in ro.votes)
+    # the votes are draws of their own: the images and the trained answers are those of a run without them
+    plain, _ = train.sample_and_answer(0, train.Config(**{**vars(cfg), "answer_reward": "prompt"}), fresh_janus.eval(),
+                                       ro.records[::4], 0, train.guidance_scale(cfg, fresh_janus))
+    assert plain.votes is None
+    assert torch.equal(ro.image_ids, plain.image_ids) and ro.answers == plain.answers
+    assert torch.equal(seen["adv"], group_advantages(torch.tensor(scores).view(2, 4)).view(-1))
     half = 1 / math.sqrt(2)
     want = torch.tensor([1.0, -1.0, 0.0, 0.0, -math.sqrt(2), half, half, 0.0])
     assert torch.allclose(seen["und"], want, atol=1e-5), seen["und"]
@@ -341,15 +347,36 @@ def test_gated_answers_train_only_about_images_the_votes_read_as_the_prompt(fres
 
 
 def test_judge_images_reads_the_rendered_boards():
-    """judge_images: the exact judge on each rollout image's pixels, paired with its own record."""
+    """judge_images: the exact judge on each rollout image's pixels (decoded by the world's codec, as a rollout's
+    are), paired with its own record, in order."""
     import shapes
+    from shapes.models import ShapesCodec
 
-    record = shapes.world_records("counting")[0]
-    right = shapes.sample_scene(record, random.Random(0))
-    empty = torch.zeros_like(right)  # code 0 is the empty cell: a board with no object at all
-    boards = shapes.render_tensor(torch.stack([right, empty, right]))
-    ro = SimpleNamespace(records=[record, record, record], pixels=boards)
-    assert train.judge_images(ro) == [True, False, True]
+    two, three = shapes.world_records("counting")[:2]
+    rng = random.Random(0)
+    boards = torch.stack([shapes.sample_scene(two, rng), shapes.sample_scene(three, rng), shapes.sample_scene(two, rng)])
+    ro = SimpleNamespace(records=[two, two, three], pixels=ShapesCodec().decode(boards))
+    assert two["include"] != three["include"]
+    assert train.judge_images(ro) == [True, False, False]  # the second board shows `three`, the third `two`
+
+
+def test_judged_shuffled_keeps_as_many_answers_per_group_at_random(fresh_janus, records, monkeypatch):
+    """--answer-reward judged-shuffled, the judged diagnostic's control: per group, as many answers carry an
+    advantage as the judge passes, but drawn at random (seeded by step), not the judge's."""
+    scores = [1.0, 0.0, 0.5, 1.0, 0.0, 1.0, 1.0, 0.5]
+    passed = [True, True, False, False, True, True, True, False]
+    monkeypatch.setattr(train.reward, "score_answers", lambda answers, recs: scores)
+    monkeypatch.setattr(train, "judge_images", lambda ro: passed)
+    seen, real = [], train.reward.kept_group_advantages
+    monkeypatch.setattr(train.reward, "kept_group_advantages", lambda r, keep: seen.append(keep) or real(r, keep))
+    cfg = train.Config(group_size=4, prompts_per_step=2, kl_beta=0.0, max_answer_tokens=4,
+                       answer_reward="judged-shuffled", lr=0.0)
+    optimizer = torch.optim.SGD(fresh_janus.parameters(), lr=0.0)
+    for step in range(6):
+        train.train_step(step, cfg, fresh_janus, fresh_janus, None, optimizer, records, 0, 1)
+    judged = torch.tensor(passed).view(2, 4)
+    assert all(torch.equal(keep.sum(1), judged.sum(1)) for keep in seen)
+    assert any(not torch.equal(keep, judged) for keep in seen) and not all(torch.equal(k, seen[0]) for k in seen)
 
 
 @pytest.mark.parametrize("credit, want", [("partial", [0.5, 1.0, 0.25, 0.0]), ("all", [0.0, 1.0, 0.0, 0.0])])
