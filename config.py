@@ -104,6 +104,12 @@ class Config:
     # so w mostly changes the mix on the weights both terms reach. Tried in the shapes world (README).
     und_weight: float = opt(1.0, "GRPO on both: weight of the answer-token term (its KL included) against the "
                                  "image-token term (1: UniRL's sum)")
+    # Below 1 (beyond the paper, within its rule) each answer joins GRPO's answer term with this probability, drawn
+    # anew every step, and the advantages are normalised among the answers drawn. In the shapes world the judged
+    # diagnostic's control, which keeps as many answers per group at random as the judge passes (about 0.7), kept
+    # understanding on the development seeds as well as the judge's own choice did (README: why understanding falls).
+    answer_keep: float = opt(1.0, "GRPO on answers: the probability that an answer joins the answer term (1: every "
+                                  "answer, UniRL)")
     ratio_dist: str = opt("guided", "guided | cond: the distribution in the ratio under CFG")
     estimator: str = opt("remask", "masked decoding: remask | trajectory, what an image token's log-prob means (grpo.py)")
     traj_steps: int = opt(0, "trajectory estimator: score the tokens of this many random sampler steps (0 = all)")
@@ -149,6 +155,7 @@ LIMITS = dict(
     gumbel_tau=dict(above=0),
     clip_eps=dict(above=0, below=1),  # the lower clip 1 - eps must stay a positive ratio
     kl_beta=dict(min=0), inner_iters=dict(min=1), traj_steps=dict(min=0), votes=dict(min=1), und_weight=dict(above=0),
+    answer_keep=dict(above=0, max=1),
     lr=dict(above=0), weight_decay=dict(min=0), warmup_steps=dict(min=0), grad_clip=dict(min=0),
     micro_batch=dict(min=1),
     sample_every=dict(min=1), eval_every=dict(min=0), eval_prompts=dict(min=1), eval_samples=dict(min=1),
@@ -221,6 +228,11 @@ def validate(cfg: Config, world: int) -> None:
     if cfg.answer_reward in ("agreement", "gated") and cfg.answer_temperature == 0:
         raise ValueError(f"--answer-reward {cfg.answer_reward} reads more sampled answers about each image, and greedy "
                          "answers (--answer-temperature 0) are all the same answer: use a temperature > 0")
+    if cfg.answer_keep != 1 and (cfg.mode != "grpo" or cfg.grpo_on == "gen" or cfg.couple
+                                 or cfg.answer_reward != "prompt"):
+        raise ValueError(f"--answer-keep {cfg.answer_keep} draws which answers GRPO's answer term trains on, with "
+                         "UniRL's answer reward and no coupling: use --mode grpo, --grpo-on und or both, "
+                         "--answer-reward prompt and no --couple, or pass --answer-keep 1")
     if cfg.und_weight != 1 and (cfg.mode, cfg.grpo_on) != ("grpo", "both"):  # a setting that would change nothing
         raise ValueError(f"--und-weight {cfg.und_weight} weighs GRPO's answer term against its image term, and this "
                          f"run has no such sum (--mode {cfg.mode}, --{cfg.mode}-on "

@@ -145,6 +145,10 @@ def train_step(step, cfg, policy, model, ref, optimizer, records, rank, world) -
             read = torch.tensor(reward.reads_as_prompt(ro.votes, ro.records), dtype=torch.bool)
             stats["answer_gated_frac"] = read.float().mean().item()
             und_advantages = reward.kept_group_advantages(groups, read.view(-1, cfg.group_size)).view(-1).to(device)
+        if cfg.answer_keep < 1:  # beyond the paper: a random share of the answers trains, drawn anew every step
+            stream = torch.Generator().manual_seed(seed_for(cfg.seed, step, first, 3000))  # this rank's own draws
+            draw = torch.rand(groups.shape, generator=stream)
+            und_advantages = reward.kept_group_advantages(groups, draw < cfg.answer_keep).view(-1).to(device)
         if und_advantages is not None:  # how many answers carry a signal, against the images' share
             stats["und_signal_frac"] = (und_advantages != 0).float().mean().item()
         objective = grpo_objective(cfg, policy, ro, advantages, ref, und_advantages)

@@ -140,6 +140,13 @@ def test_judged_answers_need_the_shapes_world_and_grpo_answers(sandbox, argv, ch
     fails_early(train.main, ["--answer-reward", choice, "--out", "run"] + argv, f"--answer-reward {choice}", sandbox)
 
 
+@pytest.mark.parametrize("argv", [["--grpo-on", "gen"], ["--mode", "sft"], ["--couple"],
+                                  ["--answer-reward", "agreement"], ["--answer-keep", "0"], ["--answer-keep", "1.5"]])
+def test_answer_keep_needs_grpo_answers_with_the_prompt_reward(sandbox, argv):
+    fails_early(train.main, ["--model", "janus-tiny", "--answer-keep", "0.7", "--out", "run"] + argv, "--answer-keep",
+                sandbox)
+
+
 PATH_CASES = [  # (flag, value, words of the error)
     ("--prompts", "missing.jsonl", "no such file"), ("--prompts", "a_folder", "is a folder"),
     ("--exclude-prompts", "missing.jsonl", "no such file"), ("--exclude-prompts", "a_folder", "no such file"),

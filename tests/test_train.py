@@ -346,6 +346,28 @@ def test_gated_answers_train_only_about_images_the_votes_read_as_the_prompt(fres
     assert stats["answer_gated_frac"] == 5 / 8 and "answer_agreement" not in stats
 
 
+def test_answer_keep_trains_a_random_share_of_the_answers(fresh_janus, records, monkeypatch):
+    """--answer-keep p: per step, each answer joins the answer term with probability p, advantages normalised among
+    the drawn ones; the image term keeps the whole group's advantages; the draw changes with the step."""
+    scores = [1.0, 0.0, 0.5, 1.0, 0.0, 1.0, 1.0, 0.5]
+    monkeypatch.setattr(train.reward, "score_answers", lambda answers, recs: scores)
+    seen, real = [], train.reward.kept_group_advantages
+    monkeypatch.setattr(train.reward, "kept_group_advantages", lambda r, keep: seen.append(keep) or real(r, keep))
+    got, objective = [], train.grpo_objective
+    monkeypatch.setattr(train, "grpo_objective", lambda cfg, policy, ro, adv, ref=None, und=None:
+                        got.append((adv, und)) or objective(cfg, policy, ro, adv, ref, und))
+    cfg = train.Config(group_size=4, prompts_per_step=2, kl_beta=0.0, max_answer_tokens=4, answer_keep=0.5, lr=0.0)
+    optimizer = torch.optim.SGD(fresh_janus.parameters(), lr=0.0)
+    for step in range(8):
+        train.train_step(step, cfg, fresh_janus, fresh_janus, None, optimizer, records, 0, 1)
+    whole = group_advantages(torch.tensor(scores).view(2, 4)).view(-1)
+    for keep, (adv, und) in zip(seen, got):
+        assert torch.equal(adv, whole)
+        assert torch.equal(und, real(torch.tensor(scores).view(2, 4), keep).view(-1))
+    kept = torch.stack(seen).float()
+    assert 0.3 < kept.mean() < 0.7 and len({tuple(k.view(-1).tolist()) for k in seen}) > 4
+
+
 def test_judge_images_reads_the_rendered_boards():
     """judge_images: the exact judge on each rollout image's pixels (decoded by the world's codec, as a rollout's
     are), paired with its own record, in order."""
