@@ -129,34 +129,42 @@ def train_step(step, cfg, policy, model, ref, optimizer, records, rank, world) -
         objective = sft_objective(cfg, policy, ro, keep)
     else:
         advantages = reward.group_advantages(groups).view(-1).to(device)  # (N,) one per image
-        und_advantages = None  # UniRL: an answer shares its image's advantage
-        if cfg.answer_reward == "agreement":  # the answer's own reward, normalised within the same groups
-            agreement = torch.tensor(reward.agreement(ro.answers, ro.votes), dtype=torch.float32)
-            stats["answer_agreement"] = agreement.mean().item()
-            und_advantages = reward.group_advantages(agreement.view(-1, cfg.group_size)).view(-1).to(device)
-        if cfg.answer_reward.startswith("judged"):  # a diagnostic: answers train only about images the judge passes
-            passed = torch.tensor(judge_images(ro), dtype=torch.bool).view(-1, cfg.group_size)
-            stats["answer_judged_frac"] = passed.float().mean().item()
-            if cfg.answer_reward == "judged-shuffled":  # its control: as many answers per group, drawn at random
-                draw = torch.rand(passed.shape, generator=torch.Generator().manual_seed(seed_for(cfg.seed, step, 2000)))
-                passed = passed.gather(1, draw.argsort(dim=1))
-            und_advantages = reward.kept_group_advantages(groups, passed).view(-1).to(device)
-        if cfg.answer_reward == "gated":  # answers train only about images the model itself reads as the prompt
-            read = torch.tensor(reward.reads_as_prompt(ro.votes, ro.records), dtype=torch.bool)
-            stats["answer_gated_frac"] = read.float().mean().item()
-            und_advantages = reward.kept_group_advantages(groups, read.view(-1, cfg.group_size)).view(-1).to(device)
-        if cfg.answer_keep < 1:  # beyond the paper: a random share of the answers trains, drawn anew every step
-            stream = torch.Generator().manual_seed(seed_for(cfg.seed, step, first, 3000))  # this rank's own draws
-            draw = torch.rand(groups.shape, generator=stream)
-            und_advantages = reward.kept_group_advantages(groups, draw < cfg.answer_keep).view(-1).to(device)
+        und_advantages = answer_advantages(cfg, ro, groups, step, first, stats)  # None: UniRL, the image's
         if und_advantages is not None:  # how many answers carry a signal, against the images' share
             stats["und_signal_frac"] = (und_advantages != 0).float().mean().item()
+            und_advantages = und_advantages.to(device)
         objective = grpo_objective(cfg, policy, ro, advantages, ref, und_advantages)
     stats.update(learn(cfg, policy, model, optimizer, ro, step, objective, cfg_scale))
     times["t_learn"] = time.perf_counter() - t0
     stats.update(times)
     stats["zero_var_frac"] = reward.zero_variance_fraction(groups)
     return stats, ro
+
+
+def answer_advantages(cfg, ro, groups, step, first, stats) -> torch.Tensor | None:
+    """The answer tokens' own advantages (N,), or None when each answer shares its image's (UniRL). Every choice
+    other than UniRL's goes beyond the paper (config.py says why); judged and judged-shuffled are diagnostics of the
+    shapes world. Rates of what was kept go into stats."""
+    shape = groups.shape  # (P, G)
+    if cfg.answer_reward == "agreement":  # the answer's own reward, normalised within the same groups
+        agreement = torch.tensor(reward.agreement(ro.answers, ro.votes), dtype=torch.float32)
+        stats["answer_agreement"] = agreement.mean().item()
+        return reward.group_advantages(agreement.view(shape)).view(-1)
+    if cfg.answer_reward == "gated":  # only about images the model itself reads as the prompt
+        keep = torch.tensor(reward.reads_as_prompt(ro.votes, ro.records), dtype=torch.bool).view(shape)
+        stats["answer_gated_frac"] = keep.float().mean().item()
+    elif cfg.answer_reward.startswith("judged"):  # only about images the exact judge passes
+        keep = torch.tensor(judge_images(ro), dtype=torch.bool).view(shape)
+        stats["answer_judged_frac"] = keep.float().mean().item()
+        if cfg.answer_reward == "judged-shuffled":  # its control: as many answers per group, drawn at random
+            draw = torch.rand(shape, generator=torch.Generator().manual_seed(seed_for(cfg.seed, step, 2000)))
+            keep = keep.gather(1, draw.argsort(dim=1))
+    elif cfg.answer_keep < 1:  # a random share of the answers, drawn anew every step, on this rank's own stream
+        draw = torch.rand(shape, generator=torch.Generator().manual_seed(seed_for(cfg.seed, step, first, 3000)))
+        keep = draw < cfg.answer_keep
+    else:
+        return None
+    return reward.kept_group_advantages(groups, keep).view(-1)
 
 
 def judge_images(ro) -> list[bool]:
