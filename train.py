@@ -154,7 +154,7 @@ def answer_advantages(cfg, ro, groups, step, first, stats) -> torch.Tensor | Non
         keep = torch.tensor(reward.reads_as_prompt(ro.votes, ro.records), dtype=torch.bool).view(shape)
         stats["answer_gated_frac"] = keep.float().mean().item()
     elif cfg.answer_reward.startswith("judged"):  # only about images the exact judge passes
-        keep = torch.tensor(judge_images(ro), dtype=torch.bool).view(shape)
+        keep = torch.tensor(shapes.judge_pixels(ro.records, ro.pixels), dtype=torch.bool).view(shape)
         stats["answer_judged_frac"] = keep.float().mean().item()
         if cfg.answer_reward == "judged-shuffled":  # its control: as many answers per group, drawn at random
             draw = torch.rand(shape, generator=torch.Generator().manual_seed(seed_for(cfg.seed, step, 2000)))
@@ -165,12 +165,6 @@ def answer_advantages(cfg, ro, groups, step, first, stats) -> torch.Tensor | Non
     else:
         return None
     return reward.kept_group_advantages(groups, keep).view(-1)
-
-
-def judge_images(ro) -> list[bool]:
-    """--answer-reward judged: the shapes world's exact judge on each rollout image, read from its pixels."""
-    boards = shapes.parse_image(ro.pixels.float().cpu())
-    return [shapes.judge(record, codes)[0] for record, codes in zip(ro.records, boards)]
 
 
 def guidance_scale(cfg, policy) -> float:

@@ -236,6 +236,12 @@ def judge(record, codes):
     return geneval.evaluate_image(record, detect(codes), color_of, POSITION_THRESHOLD)
 
 
+def judge_pixels(records, pixels):
+    """The judge's verdict (bool) on each image of a batch (B, 3, SIZE, SIZE) in [0, 1], paired with its record in
+    order, read from the pixels as the held-out evaluation reads them (train.py's --answer-reward judged)."""
+    return [judge(record, codes)[0] for record, codes in zip(records, parse_image(pixels.float().cpu()))]
+
+
 # ----------------------------------------------------------------------------------------------
 # Ground truth: scenes that satisfy a record, and the records themselves
 

@@ -6,7 +6,6 @@ import random
 import subprocess
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -304,7 +303,7 @@ def test_judged_answers_train_only_about_passed_images(fresh_janus, records, mon
     scores = [1.0, 0.0, 0.5, 1.0, 0.0, 1.0, 1.0, 0.5]
     passed = [True, True, False, False, True, True, True, False]
     monkeypatch.setattr(train.reward, "score_answers", lambda answers, recs: scores)
-    monkeypatch.setattr(train, "judge_images", lambda ro: passed)
+    monkeypatch.setattr(train.shapes, "judge_pixels", lambda recs, px: passed)
     seen, real = {}, train.grpo_objective
     monkeypatch.setattr(train, "grpo_objective", lambda cfg, policy, ro, adv, ref=None, und=None:
                         seen.update(adv=adv, und=und) or real(cfg, policy, ro, adv, ref, und))
@@ -368,18 +367,18 @@ def test_answer_keep_trains_a_random_share_of_the_answers(fresh_janus, records, 
     assert 0.3 < kept.mean() < 0.7 and len({tuple(k.view(-1).tolist()) for k in seen}) > 4
 
 
-def test_judge_images_reads_the_rendered_boards():
-    """judge_images: the exact judge on each rollout image's pixels (decoded by the world's codec, as a rollout's
-    are), paired with its own record, in order."""
+def test_judge_pixels_reads_the_rendered_boards():
+    """shapes.judge_pixels (--answer-reward judged): the exact judge on each image's pixels (decoded by the world's
+    codec, as a rollout's are), paired with its own record, in order."""
     import shapes
     from shapes.models import ShapesCodec
 
     two, three = shapes.world_records("counting")[:2]
     rng = random.Random(0)
     boards = torch.stack([shapes.sample_scene(two, rng), shapes.sample_scene(three, rng), shapes.sample_scene(two, rng)])
-    ro = SimpleNamespace(records=[two, two, three], pixels=ShapesCodec().decode(boards))
     assert two["include"] != three["include"]
-    assert train.judge_images(ro) == [True, False, False]  # the second board shows `three`, the third `two`
+    verdicts = shapes.judge_pixels([two, two, three], ShapesCodec().decode(boards))
+    assert verdicts == [True, False, False]  # the second board shows `three`, the third `two`
 
 
 def test_judged_shuffled_keeps_as_many_answers_per_group_at_random(fresh_janus, records, monkeypatch):
@@ -388,7 +387,7 @@ def test_judged_shuffled_keeps_as_many_answers_per_group_at_random(fresh_janus, 
     scores = [1.0, 0.0, 0.5, 1.0, 0.0, 1.0, 1.0, 0.5]
     passed = [True, True, False, False, True, True, True, False]
     monkeypatch.setattr(train.reward, "score_answers", lambda answers, recs: scores)
-    monkeypatch.setattr(train, "judge_images", lambda ro: passed)
+    monkeypatch.setattr(train.shapes, "judge_pixels", lambda recs, px: passed)
     seen, real = [], train.reward.kept_group_advantages
     monkeypatch.setattr(train.reward, "kept_group_advantages", lambda r, keep: seen.append(keep) or real(r, keep))
     cfg = train.Config(group_size=4, prompts_per_step=2, kl_beta=0.0, max_answer_tokens=4,
