@@ -33,6 +33,7 @@ TRAIN_BAD = {
     "--weight-decay": ["-1", "nan"], "--warmup-steps": ["-1"], "--grad-clip": ["-1", "nan"], "--micro-batch": ["0"],
     "--sample-every": ["0"], "--eval-every": ["-1"], "--eval-prompts": ["0"], "--eval-samples": ["0"],
     "--save-every": ["0"], "--keep-checkpoints": ["-1"], "--votes": ["0"], "--und-weight": ["0", "-1", "nan"],
+    "--answer-keep": ["0", "1.5", "nan"],
 }
 EVAL_BAD = {
     "--n-samples": ["0", "10000"], "--batch-size": ["0"], "--cfg-scale": ["-1", "nan"], "--temperature": ["-1", "nan"],
@@ -141,7 +142,7 @@ def test_judged_answers_need_the_shapes_world_and_grpo_answers(sandbox, argv, ch
 
 
 @pytest.mark.parametrize("argv", [["--grpo-on", "gen"], ["--mode", "sft"], ["--couple"],
-                                  ["--answer-reward", "agreement"], ["--answer-keep", "0"], ["--answer-keep", "1.5"]])
+                                  ["--answer-reward", "agreement"]])
 def test_answer_keep_needs_grpo_answers_with_the_prompt_reward(sandbox, argv):
     fails_early(train.main, ["--model", "janus-tiny", "--answer-keep", "0.7", "--out", "run"] + argv, "--answer-keep",
                 sandbox)
