@@ -32,6 +32,7 @@ evaluation only from the "eval" side, so no evaluation prompt of any category wa
                    train only about the images on which most of 3 more sampled answers earn the prompt's full reward
     grpo-both-keep  --mode grpo --grpo-on both --answer-keep 0.7   beyond the paper, within its rule: each answer joins
                    the answer term with probability 0.7, drawn every step (the share the judge passed in its diagnostic)
+    grpo-both-keep-0.4   the same at 0.4: about as few answers with a signal as the judged diagnostic's control left
     grpo-und-judged, grpo-both-judged   a diagnostic, not a method (it uses the exact judge, which no real run
                    has): answers train only about the images the judge passes, where the prompt's truth is the image's
     grpo-und-judged-shuffled, grpo-both-judged-shuffled   their control: as many answers per group as the judge
@@ -128,6 +129,7 @@ ARMS = {
     "grpo-both-strict": ["--mode", "grpo", "--grpo-on", "both", "--reward-credit", "all"],
     "grpo-both-gated": ["--mode", "grpo", "--grpo-on", "both", "--answer-reward", "gated"],
     "grpo-both-keep": ["--mode", "grpo", "--grpo-on", "both", "--answer-keep", "0.7"],
+    "grpo-both-keep-0.4": ["--mode", "grpo", "--grpo-on", "both", "--answer-keep", "0.4"],
     "grpo-und-judged": ["--mode", "grpo", "--grpo-on", "und", "--answer-reward", "judged"],
     "grpo-both-judged": ["--mode", "grpo", "--grpo-on", "both", "--answer-reward", "judged"],
     "grpo-und-judged-shuffled": ["--mode", "grpo", "--grpo-on", "und", "--answer-reward", "judged-shuffled"],
