@@ -88,8 +88,8 @@ class Config:
     # the answers about images that show the prompt, where the prompt's truth is the image's, and drops the rest from
     # the answer term. It tells whether GRPO on answers about the model's own images can raise understanding once the
     # prompt no longer mislabels the failed ones (README: why understanding falls). "judged-shuffled" is its control:
-    # as many answers per group as the judge passes, drawn at random, so that a smaller answer signal alone is ruled
-    # out. With --kl-beta > 0 the KL term still holds every answer near the reference, trained or not.
+    # as many answers per group as the judge passes, drawn at random, to tell a smaller answer signal from the judge's
+    # choice. With --kl-beta > 0 the KL term still holds every answer near the reference, trained or not.
     answer_reward: str = opt("prompt", "GRPO on answers: prompt (UniRL: the answer scored against the prompt's "
                                        "truth) | agreement (beyond the paper: agreement with --votes more sampled "
                                        "answers about the same image) | gated (beyond the paper: prompt, on the "
@@ -107,7 +107,8 @@ class Config:
     # Below 1 (beyond the paper, within its rule) each answer joins GRPO's answer term with this probability, drawn
     # anew every step, and the advantages are normalised among the answers drawn. In the shapes world the judged
     # diagnostic's control, which keeps as many answers per group at random as the judge passes (about 0.7), kept
-    # understanding on the development seeds as well as the judge's own choice did (README: why understanding falls).
+    # understanding on the development seeds as well as the judge's own choice did; a uniform share, at 0.7 or 0.4,
+    # did not, and 0.7 failed its test on fresh seeds (README: why understanding falls).
     answer_keep: float = opt(1.0, "GRPO on answers: the probability that an answer joins the answer term (1: every "
                                   "answer, UniRL)")
     ratio_dist: str = opt("guided", "guided | cond: the distribution in the ratio under CFG")
@@ -199,7 +200,8 @@ def validate(cfg: Config, world: int) -> None:
     check_sampling_flags(cfg.model, cfg.kv_bucket, cfg.compile_decode, cfg.fsdp)
     choices = {"mode": ("sft", "grpo"), "sft_on": ("gen", "und", "both"), "grpo_on": ("gen", "und", "both"),
                "ratio_dist": ("guided", "cond"), "estimator": ("remask", "trajectory"),
-               "answer_reward": ("prompt", "agreement", "gated", "judged", "judged-shuffled"), "reward_credit": ("partial", "all"),
+               "answer_reward": ("prompt", "agreement", "gated", "judged", "judged-shuffled"),
+               "reward_credit": ("partial", "all"),
                "precision": tuple(PRECISIONS), "device": ("auto", "cpu", "cuda"),
                "report_to": ("none", "tensorboard", "wandb")}
     for name, allowed in choices.items():
