@@ -390,10 +390,11 @@ def load_janus(name: str, path: str | None = None, dtype=torch.float32) -> Janus
 
     if is_original_janus(folder):  # DeepSeek's own layout: convert once into the cache, then load
         converted = conversion_folder(folder)
-        if not (converted / "config.json").exists():  # under torchrun rank 0 converts, the other ranks wait
-            rank0_fills(converted, lambda: convert_once(folder, converted),
-                        how_to_share="point UNIRL_CACHE at a folder every machine shares, or convert once on each "
-                                     "machine first (python -m models.convert_janus SRC DST, then --model-path DST)")
+        # Under torchrun rank 0 converts (or finds the conversion) while the others wait. Every rank calls this,
+        # cached or not: a rank that skipped it on seeing rank 0's finished conversion left rank 0 waiting forever.
+        rank0_fills(converted, lambda: convert_once(folder, converted),
+                    how_to_share="point UNIRL_CACHE at a folder every machine shares, or convert once on each "
+                                 "machine first (python -m models.convert_janus SRC DST, then --model-path DST)")
         folder = converted
     kind = json.loads(Path(folder, "config.json").read_text()).get("model_type")
     if kind != "janus":

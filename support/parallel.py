@@ -94,7 +94,8 @@ def rank0_fills(folder: Path, fill, how_to_share: str) -> None:
     """Fill a cache `folder` once under torchrun: rank 0 runs `fill()` while the other ranks wait, then every rank
     checks that it sees the result (folder/config.json). Only rank 0 can write it anyway: under a process group,
     transformers' save_pretrained writes weights and config on global rank 0 alone. If rank 0 fails, every rank
-    stops with its message instead of waiting at a barrier. Outside torchrun this is fill()."""
+    stops with its message instead of waiting at a barrier. Every rank must call it, even one that sees the folder
+    filled already (`fill` checks that on rank 0). Outside torchrun this is fill()."""
     if not dist.is_initialized():
         fill()
         return

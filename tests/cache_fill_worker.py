@@ -1,15 +1,18 @@
 """Two ranks load a model whose first load fills the cache: only rank 0 may fill it.
 
     python -m torch.distributed.run --standalone --nproc_per_node 2 tests/cache_fill_worker.py shapes RESULT_DIR
-    python -m torch.distributed.run --standalone --nproc_per_node 2 tests/cache_fill_worker.py janus RESULT_DIR SRC
+    python -m torch.distributed.run --standalone --nproc_per_node 2 tests/cache_fill_worker.py janus RESULT_DIR SRC [late]
 
 shapes: the shapes-janus preset, whose base is pretrained on first use (here a base small enough for seconds).
 janus: an original-format Janus folder SRC, converted on first use. UNIRL_CACHE must point at an empty folder.
+late: rank 1 starts loading only once rank 0's conversion is in the cache (a slow rank on a busy machine).
 Each rank writes RESULT_DIR/rank<k>.json with how often it filled the cache and a checksum of the weights it
 loaded."""
 
 import json
+import os
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -36,12 +39,27 @@ def count_fills(kind: str) -> list:
     return calls
 
 
+def wait_for_conversion(seconds: float = 120.0) -> None:
+    """Sleep until a finished conversion (its config.json) sits in UNIRL_CACHE."""
+    deadline = time.monotonic() + seconds
+    def done():  # not the temporary sibling models.common.atomic_folder fills first
+        return [f for f in Path(os.environ["UNIRL_CACHE"]).glob("converted/*/config.json")
+                if not f.parent.name.endswith(".tmp")]
+
+    while not done():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no conversion appeared in {os.environ['UNIRL_CACHE']} within {seconds:.0f} s")
+        time.sleep(0.1)
+
+
 def main() -> None:
     kind, result = sys.argv[1], Path(sys.argv[2])
     calls = count_fills(kind)
     torch.set_num_threads(1)
     rank, _, _ = setup_distributed("cpu")
     try:
+        if sys.argv[4:] == ["late"] and rank == 1:
+            wait_for_conversion()
         policy = load_policy("shapes-janus") if kind == "shapes" else load_policy("janus-1.3b", sys.argv[3])
         total = sum(float(p.double().sum()) for p in policy.state_dict().values() if p.is_floating_point())
         (result / f"rank{rank}.json").write_text(json.dumps({"filled": len(calls), "checksum": total}))

@@ -374,10 +374,12 @@ def test_cache_is_keyed_by_content_not_folder_name(source, tmp_path, monkeypatch
     assert torch.equal(head("a"), second["language_model.lm_head.weight"])
 
 
-def test_torchrun_converts_once_and_every_rank_loads_the_conversion(source, tmp_path):
+@pytest.mark.parametrize("rank1", ["together", "late"])
+def test_torchrun_converts_once_and_every_rank_loads_the_conversion(source, tmp_path, rank1):
     """Under torchrun, rank 0 converts into the cache while rank 1 waits; both load the same weights. (Each rank
     converting on its own raced: transformers writes the weights on rank 0 alone, so rank 1's conversion was a
-    folder without them.)"""
+    folder without them.) late: rank 1 reaches the loader only after rank 0 converted; it once skipped the wait
+    that rank 0 was in, and both hung until killed."""
     import subprocess
     import sys
     from pathlib import Path
@@ -385,8 +387,8 @@ def test_torchrun_converts_once_and_every_rank_loads_the_conversion(source, tmp_
     root = Path(__file__).resolve().parents[1]
     (tmp_path / "cache").mkdir()
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                           "tests/cache_fill_worker.py", "janus", str(tmp_path), str(source["janus13b"])], cwd=root,
-                          capture_output=True, text=True, timeout=300,
+                           "tests/cache_fill_worker.py", "janus", str(tmp_path), str(source["janus13b"])]
+                          + (["late"] if rank1 == "late" else []), cwd=root, capture_output=True, text=True, timeout=150,
                           env={**os.environ, "UNIRL_CACHE": str(tmp_path / "cache")})
     assert proc.returncode == 0, proc.stderr[-3000:]
     ranks = [json.loads((tmp_path / f"rank{k}.json").read_text()) for k in range(2)]
