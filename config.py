@@ -90,13 +90,17 @@ class Config:
     # prompt no longer mislabels the failed ones (README: why understanding falls). "judged-shuffled" is its control:
     # as many answers per group as the judge passes, drawn at random, to tell a smaller answer signal from the judge's
     # choice. With --kl-beta > 0 the KL term still holds every answer near the reference, trained or not.
+    # "counted" goes beyond the paper and keeps its rule: the control with the model's count in place of the judge's.
+    # Each group trains as many of its answers, drawn at random, as it has answers that earn the full reward, so a
+    # prompt whose images the model itself mostly reads as failed trains few answers or none (one gives no signal).
     answer_reward: str = opt("prompt", "GRPO on answers: prompt (UniRL: the answer scored against the prompt's "
                                        "truth) | agreement (beyond the paper: agreement with --votes more sampled "
                                        "answers about the same image) | gated (beyond the paper: prompt, on the "
                                        "images most of --votes more sampled answers read as the prompt) | judged "
                                        "(shapes world only, a diagnostic: prompt, on the images the exact judge "
                                        "passes; the others' answers not trained) | judged-shuffled (its control: as "
-                                       "many answers per group, drawn at random)")
+                                       "many answers per group, drawn at random) | counted (beyond the paper: as many "
+                                       "answers per group, drawn at random, as earn the full reward)")
     votes: int = opt(3, "--answer-reward agreement or gated: extra sampled answers per image")
     # UniRL sums the two GRPO terms. Below 1 (beyond the paper) the answer tokens, whose reward comes from the prompt
     # and not from the image, pull less on the weights both tasks share. The whole answer term is scaled: its KL too,
@@ -200,7 +204,7 @@ def validate(cfg: Config, world: int) -> None:
     check_sampling_flags(cfg.model, cfg.kv_bucket, cfg.compile_decode, cfg.fsdp)
     choices = {"mode": ("sft", "grpo"), "sft_on": ("gen", "und", "both"), "grpo_on": ("gen", "und", "both"),
                "ratio_dist": ("guided", "cond"), "estimator": ("remask", "trajectory"),
-               "answer_reward": ("prompt", "agreement", "gated", "judged", "judged-shuffled"),
+               "answer_reward": ("prompt", "agreement", "gated", "judged", "judged-shuffled", "counted"),
                "reward_credit": ("partial", "all"),
                "precision": tuple(PRECISIONS), "device": ("auto", "cpu", "cuda"),
                "report_to": ("none", "tensorboard", "wandb")}

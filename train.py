@@ -159,6 +159,11 @@ def answer_advantages(cfg, ro, groups, step, first, stats) -> torch.Tensor | Non
         if cfg.answer_reward == "judged-shuffled":  # its control: as many answers per group, drawn at random
             draw = torch.rand(shape, generator=torch.Generator().manual_seed(seed_for(cfg.seed, step, 2000)))
             keep = keep.gather(1, draw.argsort(dim=1))
+    elif cfg.answer_reward == "counted":  # as many answers per group, at random, as earn the full reward
+        keep = groups >= 1 - 1e-6  # (partial credit: 1 is every slot right)
+        stats["answer_counted_frac"] = keep.float().mean().item()
+        draw = torch.rand(shape, generator=torch.Generator().manual_seed(seed_for(cfg.seed, step, first, 4000)))
+        keep = keep.gather(1, draw.argsort(dim=1))
     elif cfg.answer_keep < 1:  # a random share of the answers, drawn anew every step, on this rank's own stream
         draw = torch.rand(shape, generator=torch.Generator().manual_seed(seed_for(cfg.seed, step, first, 3000)))
         keep = draw < cfg.answer_keep

@@ -6,7 +6,7 @@ write (per arm, the best mean held-out judge among the learning rates that keep 
 lower than the base's, within one SE); `--seeds report` then runs the table with ARM_SETTINGS as they stand.
 Every result row records the seed set its seed belongs to, and the printed table says which set it shows. (The
 sweep and the report see the same held-out prompts, on other seeds: other bases, other images.) CONFIRM_SEEDS and
-FRESH_SEEDS to FRESH5_SEEDS are fresh seeds for tests written down before their runs; `--sweep` refuses them and the
+FRESH_SEEDS to FRESH6_SEEDS are fresh seeds for tests written down before their runs; `--sweep` refuses them and the
 report seeds. `--kl-betas` sweeps the KL weight with the rate (GRPO arms), `--und-weights` the weight of
 GRPO's answer term (the arms that train both tasks).
 Every run is evaluated at PROTOCOL_EVAL: 128 held-out records per category x 8 images, 768 true scenes.
@@ -33,6 +33,9 @@ evaluation only from the "eval" side, so no evaluation prompt of any category wa
     grpo-both-keep  --mode grpo --grpo-on both --answer-keep 0.7   beyond the paper, within its rule: each answer joins
                    the answer term with probability 0.7, drawn every step (the share the judge passed in its diagnostic)
     grpo-both-keep-0.4   the same at 0.4: about as few answers with a signal as the judged diagnostic's control left
+    grpo-both-counted --mode grpo --grpo-on both --answer-reward counted   beyond the paper, within its rule: the
+                   control below with the model's count in place of the judge's (as many answers per group, drawn at
+                   random, as earn the full reward)
     grpo-und-judged, grpo-both-judged   a diagnostic, not a method (it uses the exact judge, which no real run
                    has): answers train only about the images the judge passes, where the prompt's truth is the image's
     grpo-und-judged-shuffled, grpo-both-judged-shuffled   their control: as many answers per group as the judge
@@ -109,10 +112,12 @@ FRESH3_SEEDS = (5000, 5001, 5002, 5003, 5004)
 FRESH4_SEEDS = (6000, 6001, 6002, 6003, 6004)
 # fresh seeds for the sixth round's test (a random share of the answers trains; -fresh5-plan.md)
 FRESH5_SEEDS = (7000, 7001, 7002, 7003, 7004)
+# fresh seeds for the seventh round's test (the group's own count of full rewards; -fresh6-plan.md)
+FRESH6_SEEDS = (8000, 8001, 8002, 8003, 8004)
 SEED_SETS = {"dev": DEV_SEEDS, "report": REPORT_SEEDS, "confirm": CONFIRM_SEEDS, "fresh": FRESH_SEEDS,
              "fresh2": FRESH2_SEEDS, "fresh3": FRESH3_SEEDS, "fresh4": FRESH4_SEEDS,
-             "fresh5": FRESH5_SEEDS}
-TEST_SETS = ("report", "confirm", "fresh", "fresh2", "fresh3", "fresh4", "fresh5")  # the sets that never choose
+             "fresh5": FRESH5_SEEDS, "fresh6": FRESH6_SEEDS}
+TEST_SETS = ("report", "confirm", "fresh", "fresh2", "fresh3", "fresh4", "fresh5", "fresh6")  # never choose
 # The protocol's evaluation: held-out records per category and images per record. At the first protocol's 16 x 4
 # (train.py's own, shapes.EVAL_PER_TAG) one base read .865 on understanding from 96 true scenes and .776 from 768, so
 # the bench evaluates 128 x 8 (768 true scenes; about 21 s per shapes-janus checkpoint, 80 s per shapes-showo one).
@@ -130,6 +135,7 @@ ARMS = {
     "grpo-both-gated": ["--mode", "grpo", "--grpo-on", "both", "--answer-reward", "gated"],
     "grpo-both-keep": ["--mode", "grpo", "--grpo-on", "both", "--answer-keep", "0.7"],
     "grpo-both-keep-0.4": ["--mode", "grpo", "--grpo-on", "both", "--answer-keep", "0.4"],
+    "grpo-both-counted": ["--mode", "grpo", "--grpo-on", "both", "--answer-reward", "counted"],
     "grpo-und-judged": ["--mode", "grpo", "--grpo-on", "und", "--answer-reward", "judged"],
     "grpo-both-judged": ["--mode", "grpo", "--grpo-on", "both", "--answer-reward", "judged"],
     "grpo-und-judged-shuffled": ["--mode", "grpo", "--grpo-on", "und", "--answer-reward", "judged-shuffled"],

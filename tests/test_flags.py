@@ -141,6 +141,12 @@ def test_judged_answers_need_the_shapes_world_and_grpo_answers(sandbox, argv, ch
     fails_early(train.main, ["--answer-reward", choice, "--out", "run"] + argv, f"--answer-reward {choice}", sandbox)
 
 
+@pytest.mark.parametrize("argv", [["--grpo-on", "gen"], ["--mode", "sft"], ["--couple"]])
+def test_counted_answers_need_grpo_answers_without_coupling(sandbox, argv):
+    fails_early(train.main, ["--model", "janus-tiny", "--answer-reward", "counted", "--out", "run"] + argv,
+                "--answer-reward counted", sandbox)
+
+
 @pytest.mark.parametrize("argv", [["--grpo-on", "gen"], ["--mode", "sft"], ["--couple"],
                                   ["--answer-reward", "agreement"]])
 def test_answer_keep_needs_grpo_answers_with_the_prompt_reward(sandbox, argv):

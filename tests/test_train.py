@@ -400,6 +400,33 @@ def test_judged_shuffled_keeps_as_many_answers_per_group_at_random(fresh_janus, 
     assert any(not torch.equal(keep, judged) for keep in seen) and not all(torch.equal(k, seen[0]) for k in seen)
 
 
+def test_counted_keeps_as_many_answers_per_group_as_earn_the_full_reward(fresh_janus, records, monkeypatch):
+    """--answer-reward counted: per group, as many answers carry an advantage as earn the full reward (partial
+    credit does not count), drawn at random per step and per rank; a group with one such answer trains none."""
+    scores = [1.0, 0.0, 0.5, 1.0, 0.0, 1.0, 0.5, 0.5]  # group 0: two full rewards, group 1: one
+    monkeypatch.setattr(train.reward, "score_answers", lambda answers, recs: scores)
+    seen, real = [], train.reward.kept_group_advantages
+    monkeypatch.setattr(train.reward, "kept_group_advantages", lambda r, keep: seen.append(keep) or real(r, keep))
+    got, objective = [], train.grpo_objective
+    monkeypatch.setattr(train, "grpo_objective", lambda cfg, policy, ro, adv, ref=None, und=None:
+                        got.append(und) or objective(cfg, policy, ro, adv, ref, und))
+    cfg = train.Config(group_size=4, prompts_per_step=2, kl_beta=0.0, max_answer_tokens=4, answer_reward="counted",
+                       lr=0.0)
+    optimizer = torch.optim.SGD(fresh_janus.parameters(), lr=0.0)
+    for step in range(6):
+        stats, _ = train.train_step(step, cfg, fresh_janus, fresh_janus, None, optimizer, records, 0, 1)
+        assert stats["answer_counted_frac"] == 3 / 8
+    assert all(keep.sum(1).tolist() == [2, 1] for keep in seen)
+    assert not all(torch.equal(k, seen[0]) for k in seen)  # drawn anew each step
+    assert all(und[4:].eq(0).all() for und in got)  # one kept answer: no signal
+    assert any(und[:4].ne(0).any() for und in got)  # two kept answers that differ: a signal
+    rank1 = []  # rank 1 of 2, two prompts each: its own draw at step 0, not rank 0's
+    monkeypatch.setattr(train.reward, "kept_group_advantages", lambda r, keep: rank1.append(keep) or real(r, keep))
+    two_ranks = train.Config(**{**vars(cfg), "prompts_per_step": 4})
+    train.train_step(0, two_ranks, fresh_janus, fresh_janus, None, optimizer, records, 1, 2)
+    assert rank1[0].sum(1).tolist() == [2, 1] and not torch.equal(rank1[0], seen[0])
+
+
 @pytest.mark.parametrize("credit, want", [("partial", [0.5, 1.0, 0.25, 0.0]), ("all", [0.0, 1.0, 0.0, 0.0])])
 def test_reward_credit_all_pays_only_fully_right_answers(fresh_janus, records, monkeypatch, credit, want):
     """--reward-credit all: the rewards GRPO sees are 1 for a fully right answer and 0 otherwise."""
