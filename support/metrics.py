@@ -90,7 +90,9 @@ class Reporter:
     """Live logging (--report-to): every metrics.jsonl line, the same keys at the same step, to TensorBoard
     (<run>/tensorboard) or Weights & Biases. Both packages are optional and imported only when asked for.
     start: the step a resumed run continues from; TensorBoard drops the events a stopped run logged past it, as
-    trim_metrics drops their lines (a resumed W&B run is a new W&B run, which starts clean)."""
+    trim_metrics drops their lines. W&B cannot drop them: a resumed run continues the same W&B run (its id is kept
+    in <run>/wandb_id), and W&B ignores steps it already holds, so those keep the stopped run's values (the same
+    numbers when the resume is exact, on the same machine); the run says so when it happens."""
 
     def __init__(self, kind: str, out: Path, config: dict, start: int = 0):
         self.kind, self.sink = kind, None
@@ -108,9 +110,27 @@ class Reporter:
             except ImportError as err:
                 raise ValueError("--report-to wandb: the wandb package is not installed; pip install wandb, "
                                  "or use --report-to none") from err
-            self.sink = wandb.init(project=WANDB_PROJECT, name=Path(out).name, dir=str(out), config=config)
+            self.sink = self._wandb_run(wandb, Path(out), config, start)
         elif kind != "none":
             raise ValueError(f"--report-to {kind!r}: choose one of none, tensorboard, wandb")
+
+    @staticmethod
+    def _wandb_run(wandb, out: Path, config: dict, start: int):
+        """A new W&B run, or on resume the run this folder started, continued under the same id."""
+        from support.checkpoint import atomic_write_text
+
+        id_file = out / WANDB_ID_FILE
+        if start and id_file.exists():
+            run = wandb.init(project=WANDB_PROJECT, name=out.name, dir=str(out), config=config,
+                             id=id_file.read_text().strip(), resume="allow")
+            held = getattr(run, "step", 0) or 0  # the next step W&B will accept
+            if held > start + 1:
+                print(f"W&B already holds steps {start + 1} to {held - 1} of this run, logged before it stopped: it "
+                      f"keeps those values and takes the resumed run's from step {held} (metrics.jsonl has them all)")
+            return run
+        run = wandb.init(project=WANDB_PROJECT, name=out.name, dir=str(out), config=config)
+        atomic_write_text(id_file, run.id + "\n")
+        return run
 
     def log(self, m: dict) -> None:
         """One metrics line: {"step": s, key: value, ...}."""
@@ -129,6 +149,7 @@ class Reporter:
 
 
 WANDB_PROJECT = "unirl"  # our choice of project name; the run is named after its folder
+WANDB_ID_FILE = "wandb_id"  # in the run folder: the W&B run a resume continues
 
 
 def save_grid(out: Path, step: int, pixels: torch.Tensor, columns: int, records: list[dict], answers: list[str],

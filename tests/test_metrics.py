@@ -86,7 +86,10 @@ class Recorder:
 
     def __init__(self, *args, **kwargs):
         self.opened, self.scalars, self.logged, self.closed = (args, kwargs), [], [], False
+        self.id, self.step = kwargs.get("id", "run-id-1"), Recorder.held  # a wandb run's id and next step
         Recorder.last = self
+
+    held = 0
 
     def add_scalar(self, key, value, step):
         self.scalars.append((step, key, value))
@@ -146,11 +149,37 @@ def test_reporter_to_wandb_and_a_missing_package(tmp_path, monkeypatch):
     fake = types.ModuleType("wandb")
     fake.init = Recorder
     monkeypatch.setitem(sys.modules, "wandb", fake)
+    (tmp_path / "run-7").mkdir()  # train.py claims the run folder first
     reporter = metrics.Reporter("wandb", tmp_path / "run-7", {"lr": 1e-5})
     reporter.log({"step": 4, "reward_mean": 0.5, "eval/geneval": 0.75})
     reporter.close()
     assert Recorder.last.opened[1]["config"] == {"lr": 1e-5} and Recorder.last.opened[1]["name"] == "run-7"
     assert Recorder.last.logged == [(4, {"reward_mean": 0.5, "eval/geneval": 0.75})] and Recorder.last.closed
+    assert (tmp_path / "run-7" / metrics.WANDB_ID_FILE).read_text() == "run-id-1\n"
+
+
+def test_a_resumed_run_continues_its_wandb_run(tmp_path, monkeypatch, capsys):
+    """On resume the W&B run this folder started goes on under its id; W&B keeps the steps it already holds, and the
+    run says which. A fresh start (step 0) opens a new W&B run."""
+    fake = types.ModuleType("wandb")
+    fake.init = Recorder
+    monkeypatch.setitem(sys.modules, "wandb", fake)
+    out = tmp_path / "run"
+    out.mkdir()
+    metrics.Reporter("wandb", out, {}).close()  # the first run: a new W&B run, its id kept in the folder
+    assert "id" not in Recorder.last.opened[1]
+    monkeypatch.setattr(Recorder, "held", 13)  # the stopped run logged up to step 12; the checkpoint is at 10
+    metrics.Reporter("wandb", out, {}, start=10).close()
+    assert Recorder.last.opened[1]["id"] == "run-id-1" and Recorder.last.opened[1]["resume"] == "allow"
+    assert "holds steps 11 to 12 of this run" in capsys.readouterr().out
+    monkeypatch.setattr(Recorder, "held", 11)  # it stopped at the checkpoint: nothing to say
+    metrics.Reporter("wandb", out, {}, start=10).close()
+    assert "holds" not in capsys.readouterr().out
+    metrics.Reporter("wandb", out, {}, start=0).close()  # a restart from step 0 is a new W&B run
+    assert "id" not in Recorder.last.opened[1]
+
+
+def test_reporters_refuse_missing_packages(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # as if tensorboard were not installed
     with pytest.raises(ValueError, match="pip install tensorboard"):
         metrics.Reporter("tensorboard", tmp_path, {})
