@@ -56,8 +56,8 @@ from support.checkpoint import (atomic_write_text, claim_run_folder, is_checkpoi
                                 unlock_run_folder)
 from support.metrics import Reporter, headline, save_grid, step_line, step_metrics, trim_metrics, write_metrics
 from support.parallel import (any_rank, clip_grads, end_worker, from_rank0, full_params, gather_lists,
-                              gathered_state_dict, is_main, mean_over_ranks, micro_step, print0, setup_distributed,
-                              teardown_distributed, wrap)
+                              gathered_state_dict, is_main, mean_over_ranks, micro_step, print0, same_on_every_rank,
+                              setup_distributed, teardown_distributed, wrap)
 from support.plot import plot_metrics, read_metrics
 
 
@@ -157,19 +157,25 @@ def answer_advantages(cfg, ro, groups, step, first, stats) -> torch.Tensor | Non
         keep = torch.tensor(shapes.judge_pixels(ro.records, ro.pixels), dtype=torch.bool).view(shape)
         stats["answer_judged_frac"] = keep.float().mean().item()
         if cfg.answer_reward == "judged-shuffled":  # its control: as many answers per group, drawn at random
-            draw = torch.rand(shape, generator=torch.Generator().manual_seed(seed_for(cfg.seed, step, 2000)))
-            keep = keep.gather(1, draw.argsort(dim=1))
+            keep = keep.gather(1, group_draw(cfg, first, shape, seed_for(cfg.seed, step, 2000)).argsort(dim=1))
     elif cfg.answer_reward == "counted":  # as many answers per group, at random, as earn the full reward
         keep = groups >= 1 - 1e-6  # (partial credit: 1 is every slot right)
         stats["answer_counted_frac"] = keep.float().mean().item()
-        draw = torch.rand(shape, generator=torch.Generator().manual_seed(seed_for(cfg.seed, step, first, 4000)))
-        keep = keep.gather(1, draw.argsort(dim=1))
-    elif cfg.answer_keep < 1:  # a random share of the answers, drawn anew every step, on this rank's own stream
-        draw = torch.rand(shape, generator=torch.Generator().manual_seed(seed_for(cfg.seed, step, first, 3000)))
-        keep = draw < cfg.answer_keep
+        keep = keep.gather(1, group_draw(cfg, first, shape, seed_for(cfg.seed, step, 0, 4000)).argsort(dim=1))
+    elif cfg.answer_keep < 1:  # a random share of the answers, drawn anew every step
+        keep = group_draw(cfg, first, shape, seed_for(cfg.seed, step, 0, 3000)) < cfg.answer_keep
     else:
         return None
     return reward.kept_group_advantages(groups, keep).view(-1)
+
+
+def group_draw(cfg, first: int, shape, seed: int) -> torch.Tensor:
+    """Uniforms (P, G) for this rank's groups: its rows of one draw over the step's whole batch, so the draw does
+    not depend on the number of ranks. (The 0 in the callers' seeds is the batch's first image: the streams the
+    recorded one-process runs used.)"""
+    whole = torch.rand(cfg.prompts_per_step, cfg.group_size, generator=torch.Generator().manual_seed(seed))
+    row = first // cfg.group_size
+    return whole[row: row + shape[0]]
 
 
 def guidance_scale(cfg, policy) -> float:
@@ -364,6 +370,7 @@ def run(cfg: Config, rank: int, world: int, device: torch.device):
     records, held_out = load_records(cfg)
     ckpt = cfg.resume if cfg.resume and is_checkpoint(cfg.resume) else None  # None: a resume starts at step 0
     start = read_trainer_state(ckpt)["step"] if ckpt else 0
+    same_on_every_rank((ckpt, start), "resume points", "put the run folder on a file system every machine shares")
     out = Path(cfg.out)
     problem = None
     if is_main():  # one run per folder: rank 0 holds its lock until the run ends (main releases it)

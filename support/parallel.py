@@ -17,6 +17,7 @@ reduces the gradients in fp32 (`MixedPrecisionPolicy`), so the sharded parameter
 from __future__ import annotations
 
 import contextlib
+import datetime
 import os
 import sys
 from pathlib import Path
@@ -30,7 +31,9 @@ def setup_distributed(device: str = "auto"):
     use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
     if "RANK" not in os.environ:
         return 0, 1, torch.device("cuda" if use_cuda else "cpu")
-    dist.init_process_group("nccl" if use_cuda else "gloo")
+    # Rank 0 may convert a checkpoint or pretrain the shapes base for minutes while the others wait in a collective
+    # (rank0_fills): an hour, not NCCL's default ten minutes, before a wait counts as a hang.
+    dist.init_process_group("nccl" if use_cuda else "gloo", timeout=datetime.timedelta(minutes=60))
     local = int(os.environ.get("LOCAL_RANK", 0))
     where = torch.device("cuda", local) if use_cuda else torch.device("cpu")
     if use_cuda:
@@ -79,6 +82,14 @@ def gather_lists(items: list) -> list:
     parts = [None] * dist.get_world_size()
     dist.all_gather_object(parts, items)
     return [x for p in parts for x in p]
+
+
+def same_on_every_rank(value, what: str, fix: str) -> None:
+    """Stop every rank with one message when the ranks see different `value`s (machines that do not share a folder
+    each read their own files). A collective: every rank calls it."""
+    seen = gather_lists([value])
+    if any(v != seen[0] for v in seen):
+        raise ValueError(f"the ranks see different {what} (rank order): {seen}: {fix}")
 
 
 def from_rank0(value):

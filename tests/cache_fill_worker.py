@@ -42,9 +42,9 @@ def count_fills(kind: str) -> list:
 def wait_for_conversion(seconds: float = 120.0) -> None:
     """Sleep until a finished conversion (its config.json) sits in UNIRL_CACHE."""
     deadline = time.monotonic() + seconds
-    def done():  # not the temporary sibling models.common.atomic_folder fills first
+    def done():  # not the hidden temporary folder convert_original_janus fills first, then renames
         return [f for f in Path(os.environ["UNIRL_CACHE"]).glob("converted/*/config.json")
-                if not f.parent.name.endswith(".tmp")]
+                if not f.parent.name.startswith(".")]
 
     while not done():
         if time.monotonic() > deadline:

@@ -21,6 +21,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, 
 from transformers import (JanusConfig, JanusForConditionalGeneration, JanusProcessor, JanusVisionConfig,
                           JanusVQVAEConfig, LlamaConfig, LlamaForCausalLM)
 
+from conftest import run_group
 from models.convert_janus import convert_original_janus, detect_roles, is_original_janus
 
 BOS = "<\uff5cbegin\u2581of\u2581sentence\uff5c>"
@@ -380,16 +381,12 @@ def test_torchrun_converts_once_and_every_rank_loads_the_conversion(source, tmp_
     converting on its own raced: transformers writes the weights on rank 0 alone, so rank 1's conversion was a
     folder without them.) late: rank 1 reaches the loader only after rank 0 converted; it once skipped the wait
     that rank 0 was in, and both hung until killed."""
-    import subprocess
     import sys
-    from pathlib import Path
 
-    root = Path(__file__).resolve().parents[1]
     (tmp_path / "cache").mkdir()
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                           "tests/cache_fill_worker.py", "janus", str(tmp_path), str(source["janus13b"])]
-                          + (["late"] if rank1 == "late" else []), cwd=root, capture_output=True, text=True, timeout=150,
-                          env={**os.environ, "UNIRL_CACHE": str(tmp_path / "cache")})
+    proc = run_group([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                      "tests/cache_fill_worker.py", "janus", str(tmp_path), str(source["janus13b"])]
+                     + (["late"] if rank1 == "late" else []), env={**os.environ, "UNIRL_CACHE": str(tmp_path / "cache")})
     assert proc.returncode == 0, proc.stderr[-3000:]
     ranks = [json.loads((tmp_path / f"rank{k}.json").read_text()) for k in range(2)]
     assert [r["filled"] for r in ranks] == [1, 0]
@@ -401,19 +398,15 @@ def test_torchrun_converts_once_and_every_rank_loads_the_conversion(source, tmp_
 def test_torchrun_stops_every_rank_when_rank_0_cannot_convert(source, tmp_path):
     """Rank 0's failure reaches rank 1 as an error naming it, instead of leaving rank 1 waiting at a barrier."""
     import shutil
-    import subprocess
     import sys
-    from pathlib import Path
 
-    root = Path(__file__).resolve().parents[1]
     broken = tmp_path / "Janus-1.3B"
     shutil.copytree(source["janus13b"], broken)
     (broken / "model.safetensors").write_bytes(b"not a safetensors file")
     (tmp_path / "cache").mkdir()
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                           "tests/cache_fill_worker.py", "janus", str(tmp_path), str(broken)], cwd=root,
-                          capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "UNIRL_CACHE": str(tmp_path / "cache")})
+    proc = run_group([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                      "tests/cache_fill_worker.py", "janus", str(tmp_path), str(broken)],
+                     env={**os.environ, "UNIRL_CACHE": str(tmp_path / "cache")})
     assert proc.returncode != 0
     assert "rank 0 failed to fill" in proc.stderr and "[rank1]" in proc.stderr
     assert not list(tmp_path.glob("rank*.json"))

@@ -1,14 +1,12 @@
 """DDP on CPU (gloo, 2 processes): ranks stay identical and match a one-process run of the same global batch."""
 
-import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
+from conftest import run_group
 from safetensors.torch import load_file
 
-ROOT = Path(__file__).resolve().parents[1]
 # AdamW divides each gradient element by its own running scale, so an element whose gradient is near 0 turns the
 # rounding of a different reduction order (1 process vs 2 ranks) into a visible step: up to 2.6e-5 measured on a
 # token row that moved 2e-3 in 2 steps at lr 1e-3. A missing or wrong all-reduce moves weights by ~1e-3.
@@ -18,7 +16,7 @@ FLAGS = ["--model", "janus-tiny", "--num-prompts", "40", "--prompts-per-step", "
 
 
 def run(args, timeout=300):
-    proc = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    proc = run_group(args, timeout)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
 
@@ -71,11 +69,22 @@ def test_torchrun_pretrains_the_shapes_base_once_and_every_rank_loads_it(tmp_pat
     import os
 
     (tmp_path / "cache").mkdir()
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                           "tests/cache_fill_worker.py", "shapes", str(tmp_path)], cwd=ROOT, capture_output=True, text=True,
-                          timeout=300, env={**os.environ, "UNIRL_CACHE": str(tmp_path / "cache")})
+    proc = run_group([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                      "tests/cache_fill_worker.py", "shapes", str(tmp_path)],
+                     env={**os.environ, "UNIRL_CACHE": str(tmp_path / "cache")})
     assert proc.returncode == 0, proc.stderr[-3000:]
     ranks = [json.loads((tmp_path / f"rank{k}.json").read_text()) for k in range(2)]
     assert [r["filled"] for r in ranks] == [1, 0]  # rank 0 pretrained; rank 1 read its cache
     assert ranks[0]["checksum"] == ranks[1]["checksum"]
     assert len(list((tmp_path / "cache" / "shapes").iterdir())) == 1  # one base, no leftover temporary folder
+
+
+def test_ranks_that_see_different_resume_points_stop_together(monkeypatch):
+    """Rank 0 resumes from a checkpoint that rank 1 does not see (no shared folder): every rank stops with one
+    message naming both, instead of training from different steps."""
+    from support import parallel
+
+    parallel.same_on_every_rank(("run/ckpt-000004", 4), "resume points", "share the folder")  # one process: agrees
+    monkeypatch.setattr(parallel, "gather_lists", lambda items: items + [(None, 0)])  # as rank 1 would report
+    with pytest.raises(ValueError, match=r"ranks see different resume points .*ckpt-000004.*None.*share the folder"):
+        parallel.same_on_every_rank(("run/ckpt-000004", 4), "resume points", "share the folder")

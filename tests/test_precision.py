@@ -3,17 +3,16 @@ under DDP and under FSDP2 (gloo, 2 processes); weights stored in bf16 lose most 
 
 import dataclasses
 import json
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import run_group
 from safetensors.torch import load_file
 
 import train
 
-ROOT = Path(__file__).resolve().parents[1]
 # 10 AdamW steps at the paper's lr 1e-5; SFT on every image so that every step has a gradient
 FLAGS = ["--model", "showo-tiny", "--mode", "sft", "--sft-min-reward", "0", "--num-prompts", "40",
          "--prompts-per-step", "2", "--group-size", "2", "--micro-batch", "2", "--max-answer-tokens", "6",
@@ -22,7 +21,7 @@ TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--np
 
 
 def run(args, timeout=300):
-    proc = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    proc = run_group(args, timeout)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
 

@@ -420,11 +420,25 @@ def test_counted_keeps_as_many_answers_per_group_as_earn_the_full_reward(fresh_j
     assert not all(torch.equal(k, seen[0]) for k in seen)  # drawn anew each step
     assert all(und[4:].eq(0).all() for und in got)  # one kept answer: no signal
     assert any(und[:4].ne(0).any() for und in got)  # two kept answers that differ: a signal
-    rank1 = []  # rank 1 of 2, two prompts each: its own draw at step 0, not rank 0's
-    monkeypatch.setattr(train.reward, "kept_group_advantages", lambda r, keep: rank1.append(keep) or real(r, keep))
-    two_ranks = train.Config(**{**vars(cfg), "prompts_per_step": 4})
-    train.train_step(0, two_ranks, fresh_janus, fresh_janus, None, optimizer, records, 1, 2)
-    assert rank1[0].sum(1).tolist() == [2, 1] and not torch.equal(rank1[0], seen[0])
+
+
+
+@pytest.mark.parametrize("flags", [dict(answer_reward="counted"), dict(answer_keep=0.5),
+                                   dict(answer_reward="judged-shuffled")])
+def test_drawn_answers_do_not_depend_on_the_number_of_ranks(fresh_janus, records, monkeypatch, flags):
+    """The answers that --answer-reward counted, --answer-keep and judged-shuffled draw are the same on one process
+    and on two ranks (each rank takes its groups' rows of one draw over the step's batch), and differ by group."""
+    monkeypatch.setattr(train.reward, "score_answers", lambda answers, recs: [1.0, 0.0, 1.0, 0.5] * (len(answers) // 4))
+    monkeypatch.setattr(train.shapes, "judge_pixels", lambda recs, px: [True, False, True, True] * (len(recs) // 4))
+    seen, real = [], train.reward.kept_group_advantages
+    monkeypatch.setattr(train.reward, "kept_group_advantages", lambda r, keep: seen.append(keep) or real(r, keep))
+    cfg = train.Config(group_size=4, prompts_per_step=4, kl_beta=0.0, max_answer_tokens=4, lr=0.0, **flags)
+    optimizer = torch.optim.SGD(fresh_janus.parameters(), lr=0.0)
+    for rank, world in ((0, 1), (0, 2), (1, 2)):
+        train.train_step(3, cfg, fresh_janus, fresh_janus, None, optimizer, records, rank, world)
+    one, two = seen[0], torch.cat(seen[1:])
+    assert one.shape == (4, 4) and torch.equal(one, two)
+    assert len({tuple(row.tolist()) for row in one}) > 1  # each group its own draw
 
 
 @pytest.mark.parametrize("credit, want", [("partial", [0.5, 1.0, 0.25, 0.0]), ("all", [0.0, 1.0, 0.0, 0.0])])
