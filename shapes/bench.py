@@ -165,7 +165,7 @@ ARM_SETTINGS["shapes-janus"].update({"grpo-both-gated": {"lr": 1e-5}})
 # Round 6 (-fresh5-plan.md): a random 0.7 of the answers, at 1e-5 and 3e-5 on the dev seeds; 1e-5 kept understanding.
 ARM_SETTINGS["shapes-janus"].update({"grpo-both-keep": {"lr": 1e-5}})
 # Round 7 (-fresh6-plan.md): the group's own count of full rewards, at 1e-5 and 3e-5 on the dev seeds; neither kept
-# understanding (-0.006 +- 0.006, -0.022 +- 0.010), so the rate that loses least.
+# understanding (-0.006 +- 0.006, -1.1 SE; -0.022 +- 0.010), so the rate that loses least.
 ARM_SETTINGS["shapes-janus"].update({"grpo-both-counted": {"lr": 1e-5}})
 # shapes-showo, by the same rule on dev seeds 100 and 101 at 128 x 8 (bench/results/shapes-showo-sweep.jsonl). SFT at
 # 3e-6 and 3e-5: 3e-5 lost understanding (-0.17, -0.19), 3e-6 kept it. GRPO at 3e-5 and 1e-4: grpo-gen kept it at 3e-5
@@ -564,9 +564,10 @@ def format_sweep(rows: list[dict]) -> str:
         for arm, stats in by_arm.items():
             for settings, st in sorted(stats.items()):
                 mark = "  <- chosen" if chosen.get(arm) == dict(settings) else ""
+                ratio = f", {st['guard_gain'] / st['guard_se']:+.1f} SE" if st["guard_se"] else ""  # rounding hides it
                 lines.append(f"{model} {arm:>16} {settings_text(settings)}: judge {st['key']:.3f}, understanding "
                              f"{st['guard_gain']:+.3f} ± {st['guard_se']:.3f} vs base "
-                             f"({'kept' if st['keeps'] else 'LOST'}) on seeds {st['seeds']}{mark}")
+                             f"({'kept' if st['keeps'] else 'LOST'}{ratio}) on seeds {st['seeds']}{mark}")
         lines += ["", f'ARM_SETTINGS["{model}"].update({{  # chosen by --sweep: the best held-out judge among the '
                       f'settings that keep understanding']
         for arm, settings in chosen.items():

@@ -2,6 +2,7 @@
 code paths (on CPU). No timing is asserted anywhere: timings are machine noise, counters are not."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -356,8 +357,8 @@ def test_shapes_bench_sweep_picks_the_best_judge_among_rates_that_keep_understan
     printed = shapes_table.format_sweep(rows)
     assert 'ARM_SETTINGS["shapes-janus"].update({' in printed and '"grpo-both": {"lr": 1e-05},' in printed
     assert '"sft": {"lr": 0.0001},  # none kept understanding; the lowest rate tried' in printed
-    assert "grpo-both lr 0.0003: judge 1.815, understanding -0.100 ± 0.007 vs base (LOST) on seeds [101, 102]" \
-        in printed
+    assert re.search(r"grpo-both lr 0.0003: judge 1.815, understanding -0.100 ± 0.007 vs base \(LOST, -1\d\.\d SE\) "
+                     r"on seeds \[101, 102\]", printed)  # the ratio: rounding can hide a loss just past 1 SE
     # an arm whose rates ran on different seeds is not chosen, and the sweep says so
     rows += [{**SMALL, "arm": "grpo-gen", "lr": 1e-4, "seed": 100, "geneval": 0.7, "und": 0.8},
              {**SMALL, "arm": "grpo-gen", "lr": 3e-5, "seed": 101, "geneval": 0.8, "und": 0.8}]
