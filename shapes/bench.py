@@ -656,8 +656,8 @@ def label_noise(policy, records: list[dict], group_size: int, cfg_scale: float, 
     readers = [r for r in failed if r["reads_image"]]  # what the image does show
     mean = lambda xs: sum(xs) / len(xs) if xs else None  # noqa: E731  (None: no such image; JSON null)
     return {"images": len(rows), "failed_images": len(failed), "judge_fails": len(failed) / len(rows),
-            "fails_answered_with_the_prompt": len(repeats) / max(len(failed), 1),
-            "fails_answered_with_the_image": len(readers) / max(len(failed), 1),
+            "fails_answered_with_the_prompt": len(repeats) / len(failed) if failed else None,
+            "fails_answered_with_the_image": len(readers) / len(failed) if failed else None,
             "gate_keeps_failed": mean([float(r["gated"]) for r in failed]),  # the prompt still labels these
             "gate_keeps_passed": mean([float(r["gated"]) for r in rows if r["passed"]]),
             "reward_prompt_answer": mean([r["reward"] for r in repeats]),
@@ -698,7 +698,8 @@ def print_label_noise(args) -> None:
         for tag in ("counting", "position"):
             result = label_noise(policy, [r for r in pool if r["tag"] == tag][:32], 8, cfg_scale, seed)
             print(json.dumps({"model": args.model, "seed": seed, "seed_set": seed_set(seed), "tag": tag,
-                              **{k: None if v is None else round(v, 3) for k, v in result.items()}}), flush=True)
+                              **{k: None if v is None else round(v, 3) for k, v in result.items()}},
+                             allow_nan=False), flush=True)
 
 
 # ------------------------------------------------------------------ main

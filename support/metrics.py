@@ -90,9 +90,9 @@ class Reporter:
     """Live logging (--report-to): every metrics.jsonl line, the same keys at the same step, to TensorBoard
     (<run>/tensorboard) or Weights & Biases. Both packages are optional and imported only when asked for.
     start: the step a resumed run continues from; TensorBoard drops the events a stopped run logged past it, as
-    trim_metrics drops their lines. W&B cannot drop them: a resumed run continues the same W&B run (its id is kept
-    in <run>/wandb_id), and W&B ignores steps it already holds, so those keep the stopped run's values (the same
-    numbers when the resume is exact, on the same machine); the run says so when it happens."""
+    trim_metrics drops their lines. W&B cannot drop logged steps, so a resumed run continues its W&B run (the id is
+    kept in <run>/wandb_id) only when that run stopped at the checkpoint; otherwise, offline, or when W&B will not
+    resume it, the resumed run is a new W&B run, and it says why."""
 
     def __init__(self, kind: str, out: Path, config: dict, start: int = 0):
         self.kind, self.sink = kind, None
@@ -116,18 +116,16 @@ class Reporter:
 
     @staticmethod
     def _wandb_run(wandb, out: Path, config: dict, start: int):
-        """A new W&B run, or on resume the run this folder started, continued under the same id."""
+        """On resume, the W&B run this folder started, if it can go on; else a new W&B run, whose id the folder
+        keeps from then on."""
         from support.checkpoint import atomic_write_text
 
         id_file = out / WANDB_ID_FILE
         if start and id_file.exists():
-            run = wandb.init(project=WANDB_PROJECT, name=out.name, dir=str(out), config=config,
-                             id=id_file.read_text().strip(), resume="allow")
-            held = getattr(run, "step", 0) or 0  # the next step W&B will accept
-            if held > start + 1:
-                print(f"W&B already holds steps {start + 1} to {held - 1} of this run, logged before it stopped: it "
-                      f"keeps those values and takes the resumed run's from step {held} (metrics.jsonl has them all)")
-            return run
+            run, why = continued_wandb_run(wandb, out, config, start, id_file.read_text().strip())
+            if run is not None:
+                return run
+            print(f"--report-to wandb: this resume is a new W&B run, not the one in {id_file}: {why}")
         run = wandb.init(project=WANDB_PROJECT, name=out.name, dir=str(out), config=config)
         atomic_write_text(id_file, run.id + "\n")
         return run
@@ -150,6 +148,23 @@ class Reporter:
 
 WANDB_PROJECT = "unirl"  # our choice of project name; the run is named after its folder
 WANDB_ID_FILE = "wandb_id"  # in the run folder: the W&B run a resume continues
+
+
+def continued_wandb_run(wandb, out: Path, config: dict, start: int, run_id: str):
+    """(the W&B run `run_id` resumed, None) when it holds no step past `start`, else (None, why not). W&B ignores
+    a logged step below its last one, so a run that went past the checkpoint would keep the old values there."""
+    if os.environ.get("WANDB_MODE") in ("offline", "dryrun", "disabled"):  # offline W&B resumes nothing
+        return None, "W&B is offline"
+    try:
+        run = wandb.init(project=WANDB_PROJECT, name=out.name, dir=str(out), config=config, id=run_id,
+                         resume="allow")
+    except Exception as err:  # e.g. the run was deleted on the server
+        return None, f"W&B would not resume it ({type(err).__name__}: {err})"
+    held = getattr(run, "step", 0) or 0  # the next step W&B accepts
+    if held <= start + 1:
+        return run, None
+    run.finish()
+    return None, f"it holds steps {start + 1} to {held - 1} from before the stop, which W&B cannot drop or replace"
 
 
 def save_grid(out: Path, step: int, pixels: torch.Tensor, columns: int, records: list[dict], answers: list[str],

@@ -26,14 +26,21 @@ import torch
 import torch.distributed as dist
 
 
+# How long the other ranks wait for rank 0 to fill a cache (rank0_fills): converting Janus-Pro-7B or pretraining
+# the shapes base takes minutes, beyond NCCL's default ten. Only that wait, in a group of its own, gets it: a hang
+# anywhere else still shows at the default.
+FILL_TIMEOUT = datetime.timedelta(hours=2)
+_fill_group = None
+
+
 def setup_distributed(device: str = "auto"):
     """Returns (rank, world, device). device: auto | cpu | cuda."""
     use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
     if "RANK" not in os.environ:
         return 0, 1, torch.device("cuda" if use_cuda else "cpu")
-    # Rank 0 may convert a checkpoint or pretrain the shapes base for minutes while the others wait in a collective
-    # (rank0_fills): an hour, not NCCL's default ten minutes, before a wait counts as a hang.
-    dist.init_process_group("nccl" if use_cuda else "gloo", timeout=datetime.timedelta(minutes=60))
+    dist.init_process_group("nccl" if use_cuda else "gloo")
+    global _fill_group  # made here, where every rank is: a late rank must not hold up rank 0's filling
+    _fill_group = dist.new_group(backend="gloo", timeout=FILL_TIMEOUT)
     local = int(os.environ.get("LOCAL_RANK", 0))
     where = torch.device("cuda", local) if use_cuda else torch.device("cpu")
     if use_cuda:
@@ -92,13 +99,15 @@ def same_on_every_rank(value, what: str, fix: str) -> None:
         raise ValueError(f"the ranks see different {what} (rank order): {seen}: {fix}")
 
 
-def from_rank0(value):
+def from_rank0(value, group=None):
     """Rank 0's value on every rank (so that all ranks stop together on a problem only rank 0 checked)."""
     if not dist.is_initialized():
         return value
     box = [value]
-    dist.broadcast_object_list(box, src=0)
+    dist.broadcast_object_list(box, src=0, group=group)
     return box[0]
+
+
 
 
 def rank0_fills(folder: Path, fill, how_to_share: str) -> None:
@@ -116,7 +125,7 @@ def rank0_fills(folder: Path, fill, how_to_share: str) -> None:
             fill()
         except Exception as err:  # re-raised below on rank 0, handed to the others as text
             problem, error = f"{type(err).__name__}: {err}", err
-    problem = from_rank0(problem)  # also the barrier: no rank reads a half-filled cache
+    problem = from_rank0(problem, _fill_group)  # also the barrier: no rank reads a half-filled cache
     if problem and dist.get_rank() == 0:
         raise error
     if problem:

@@ -1,5 +1,6 @@
 """Shared fixtures: tiny models built once per session, deterministic numerics, repo on sys.path."""
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -17,18 +18,44 @@ torch.set_num_threads(1)
 
 def run_group(args: list, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run a command from the repository's root in a process group of its own, output captured as text. On timeout
-    the whole group is killed, torchrun's workers included (killing torchrun alone leaves a hung worker waiting
-    for its peers), and the test fails with the end of what the command printed."""
+    the test fails with the end of what the command printed, and nothing it started is left running: SIGTERM
+    first, on which torchrun stops its workers (each in a session of its own, out of reach of the group), then
+    SIGKILL to the group and to any worker still alive."""
     proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
                             start_new_session=True)
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, err = proc.communicate()
-        pytest.fail(f"{' '.join(map(str, args[:6]))} ... did not finish in {timeout:.0f} s (killed); its stderr "
+        workers = descendants(proc.pid)
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            out, err = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            for pid in [proc.pid] + workers:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            out, err = proc.communicate(timeout=30)
+        for pid in workers:  # torchrun sent them SIGTERM; one that ignored it goes now
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        pytest.fail(f"{' '.join(map(str, args[:6]))} ... did not finish in {timeout:.0f} s (stopped); its stderr "
                     f"ends:\n{err[-3000:]}")
     return subprocess.CompletedProcess(args, proc.returncode, out, err)
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid`, from /proc (Linux)."""
+    children = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        kids = children.get(todo.pop(), [])
+        found += kids
+        todo += kids
+    return found
 
 
 @pytest.fixture(scope="session")

@@ -86,10 +86,11 @@ class Recorder:
 
     def __init__(self, *args, **kwargs):
         self.opened, self.scalars, self.logged, self.closed = (args, kwargs), [], [], False
-        self.id, self.step = kwargs.get("id", "run-id-1"), Recorder.held  # a wandb run's id and next step
+        Recorder.made += 1
+        self.id, self.step = kwargs.get("id", f"run-id-{Recorder.made}"), Recorder.held  # a wandb run's id, next step
         Recorder.last = self
 
-    held = 0
+    held, made = 0, 0
 
     def add_scalar(self, key, value, step):
         self.scalars.append((step, key, value))
@@ -145,7 +146,7 @@ def test_a_one_step_run_still_gets_its_curves(tmp_path):
     assert Image.open(tmp_path / "curves.png").size[0] == 2 * plot.PANEL[0]  # its two panels, flat
 
 
-def test_reporter_to_wandb_and_a_missing_package(tmp_path, monkeypatch):
+def test_reporter_to_wandb(tmp_path, monkeypatch):
     fake = types.ModuleType("wandb")
     fake.init = Recorder
     monkeypatch.setitem(sys.modules, "wandb", fake)
@@ -155,28 +156,50 @@ def test_reporter_to_wandb_and_a_missing_package(tmp_path, monkeypatch):
     reporter.close()
     assert Recorder.last.opened[1]["config"] == {"lr": 1e-5} and Recorder.last.opened[1]["name"] == "run-7"
     assert Recorder.last.logged == [(4, {"reward_mean": 0.5, "eval/geneval": 0.75})] and Recorder.last.closed
-    assert (tmp_path / "run-7" / metrics.WANDB_ID_FILE).read_text() == "run-id-1\n"
+    assert (tmp_path / "run-7" / metrics.WANDB_ID_FILE).read_text() == Recorder.last.id + "\n"
 
 
-def test_a_resumed_run_continues_its_wandb_run(tmp_path, monkeypatch, capsys):
-    """On resume the W&B run this folder started goes on under its id; W&B keeps the steps it already holds, and the
-    run says which. A fresh start (step 0) opens a new W&B run."""
+def test_a_resumed_run_continues_its_wandb_run_only_where_wandb_can(tmp_path, monkeypatch, capsys):
+    """On resume the W&B run this folder started goes on under its id when W&B holds no step past the checkpoint
+    (W&B can neither drop nor replace a logged step). Else, offline, or when W&B refuses, the resume is a new W&B
+    run, said so, and the folder keeps the new id. A restart from step 0 is a new run."""
     fake = types.ModuleType("wandb")
     fake.init = Recorder
     monkeypatch.setitem(sys.modules, "wandb", fake)
-    out = tmp_path / "run"
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    out, ids = tmp_path / "run", []
     out.mkdir()
-    metrics.Reporter("wandb", out, {}).close()  # the first run: a new W&B run, its id kept in the folder
-    assert "id" not in Recorder.last.opened[1]
-    monkeypatch.setattr(Recorder, "held", 13)  # the stopped run logged up to step 12; the checkpoint is at 10
-    metrics.Reporter("wandb", out, {}, start=10).close()
-    assert Recorder.last.opened[1]["id"] == "run-id-1" and Recorder.last.opened[1]["resume"] == "allow"
-    assert "holds steps 11 to 12 of this run" in capsys.readouterr().out
-    monkeypatch.setattr(Recorder, "held", 11)  # it stopped at the checkpoint: nothing to say
-    metrics.Reporter("wandb", out, {}, start=10).close()
-    assert "holds" not in capsys.readouterr().out
-    metrics.Reporter("wandb", out, {}, start=0).close()  # a restart from step 0 is a new W&B run
-    assert "id" not in Recorder.last.opened[1]
+
+    def resume(start):
+        metrics.Reporter("wandb", out, {}, start=start).close()
+        ids.append((out / metrics.WANDB_ID_FILE).read_text().strip())
+        return Recorder.last.opened[1], capsys.readouterr().out
+
+    opened, _ = resume(0)  # the first run: a new W&B run, its id kept in the folder
+    assert "id" not in opened
+    monkeypatch.setattr(Recorder, "held", 11)  # it stopped right after the checkpoint at step 10
+    opened, said = resume(10)
+    assert opened["id"] == ids[0] and opened["resume"] == "allow" and ids[1] == ids[0] and said == ""
+    monkeypatch.setattr(Recorder, "held", 13)  # it logged steps 11 and 12 past the checkpoint
+    opened, said = resume(10)
+    assert "id" not in opened and ids[2] != ids[0] and "holds steps 11 to 12" in said
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    opened, said = resume(10)
+    assert "id" not in opened and ids[3] != ids[2] and "offline" in said
+    monkeypatch.delenv("WANDB_MODE")
+    monkeypatch.setattr(Recorder, "held", 0)
+
+    def refuse(*args, **kwargs):
+        if "id" in kwargs:
+            raise RuntimeError("run was previously created and deleted")
+        return Recorder(*args, **kwargs)
+
+    monkeypatch.setattr(fake, "init", refuse)
+    opened, said = resume(10)
+    assert "id" not in opened and ids[4] != ids[3] and "deleted" in said
+    monkeypatch.setattr(fake, "init", Recorder)
+    opened, _ = resume(0)  # a restart from step 0 is a new W&B run
+    assert "id" not in opened and ids[5] != ids[4]
 
 
 def test_reporters_refuse_missing_packages(tmp_path, monkeypatch):
