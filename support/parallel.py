@@ -108,8 +108,6 @@ def from_rank0(value, group=None):
     return box[0]
 
 
-
-
 def rank0_fills(folder: Path, fill, how_to_share: str) -> None:
     """Fill a cache `folder` once under torchrun: rank 0 runs `fill()` while the other ranks wait, then every rank
     checks that it sees the result (folder/config.json). Only rank 0 can write it anyway: under a process group,
