@@ -43,6 +43,13 @@ def run_group(args: list, timeout: float = 300, env: dict | None = None) -> subp
     return subprocess.CompletedProcess(args, proc.returncode, out, err)
 
 
+def run_ok(args: list, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
+    """run_group, and the command must succeed (else the test fails with the end of its stderr)."""
+    proc = run_group(args, timeout, env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
 def descendants(pid: int) -> list[int]:
     """Every process below `pid`, from /proc (Linux)."""
     children = {}

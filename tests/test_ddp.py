@@ -4,7 +4,7 @@ import sys
 
 import pytest
 import torch
-from conftest import run_group
+from conftest import run_group, run_ok
 from safetensors.torch import load_file
 
 # AdamW divides each gradient element by its own running scale, so an element whose gradient is near 0 turns the
@@ -15,20 +15,14 @@ FLAGS = ["--model", "janus-tiny", "--num-prompts", "40", "--prompts-per-step", "
          "--micro-batch", "1", "--max-answer-tokens", "6", "--lr", "1e-3", "--steps", "2", "--threads", "1"]
 
 
-def run(args, timeout=300):
-    proc = run_group(args, timeout)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc
-
-
 @pytest.mark.parametrize("model,mode", [("janus-tiny", "sft"), ("janus-tiny", "grpo"), ("showo-tiny", "sft")])
 def test_two_ranks_equal_one_process(tmp_path, model, mode):
     flags = FLAGS + ["--model", model, "--mode", mode, "--sft-min-reward", "0"]
     result = tmp_path / "ranks.txt"
-    run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-         "tests/ddp_worker.py", str(result)] + flags + ["--out", str(tmp_path / "two")])
+    run_ok([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+            "tests/ddp_worker.py", str(result)] + flags + ["--out", str(tmp_path / "two")])
     assert result.read_text() == "identical"
-    run([sys.executable, "train.py"] + flags + ["--out", str(tmp_path / "one")])
+    run_ok([sys.executable, "train.py"] + flags + ["--out", str(tmp_path / "one")])
     name = "model.safetensors" if model.startswith("janus") else "pytorch_model.safetensors"
     two, one = load_file(str(tmp_path / "two/ckpt-000002" / name)), load_file(str(tmp_path / "one/ckpt-000002" / name))
     for k in one:
@@ -50,15 +44,15 @@ def test_fsdp_matches_one_process(tmp_path, model):
     and a sharded run resumes from it."""
     flags = FLAGS + ["--model", model, "--mode", "sft", "--sft-min-reward", "0"]
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "train.py"]
-    run(torchrun + flags + ["--fsdp", "--out", str(tmp_path / "fsdp")])
-    run([sys.executable, "train.py"] + flags + ["--out", str(tmp_path / "one")])
+    run_ok(torchrun + flags + ["--fsdp", "--out", str(tmp_path / "fsdp")])
+    run_ok([sys.executable, "train.py"] + flags + ["--out", str(tmp_path / "one")])
     name = "model.safetensors" if model.startswith("janus") else "pytorch_model.safetensors"
     fsdp, one = load_file(str(tmp_path / "fsdp/ckpt-000002" / name)), load_file(str(tmp_path / "one/ckpt-000002" / name))
     assert fsdp.keys() == one.keys()
     for k in one:
         torch.testing.assert_close(fsdp[k], one[k], rtol=0, atol=ATOL, msg=k)
     assert_trained(one, model)
-    run(torchrun + ["--resume", str(tmp_path / "fsdp"), "--steps", "3"])  # optimizer state reloads sharded
+    run_ok(torchrun + ["--resume", str(tmp_path / "fsdp"), "--steps", "3"])  # optimizer state reloads sharded
     assert (tmp_path / "fsdp/ckpt-000003").exists()
 
 

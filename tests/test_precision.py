@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import run_group
+from conftest import run_ok
 from safetensors.torch import load_file
 
 import train
@@ -18,12 +18,6 @@ FLAGS = ["--model", "showo-tiny", "--mode", "sft", "--sft-min-reward", "0", "--n
          "--prompts-per-step", "2", "--group-size", "2", "--micro-batch", "2", "--max-answer-tokens", "6",
          "--lr", "1e-5", "--steps", "10", "--save-every", "10", "--threads", "1"]
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "train.py"]
-
-
-def run(args, timeout=300):
-    proc = run_group(args, timeout)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc
 
 
 def still_weights(run_dir: Path) -> tuple[dict, dict]:
@@ -40,7 +34,7 @@ def fp32_still(tmp_path_factory):
     """What fp32 leaves unmoved in one process: only weights that no loss reaches (token rows that no prompt,
     image or answer holds; output rows of tokens an answer may not use), which no precision can move."""
     out = tmp_path_factory.mktemp("fp32")
-    run([sys.executable, "train.py"] + FLAGS + ["--precision", "fp32", "--out", str(out)])
+    run_ok([sys.executable, "train.py"] + FLAGS + ["--precision", "fp32", "--out", str(out)])
     return still_weights(out)[1]
 
 
@@ -48,7 +42,7 @@ def fp32_still(tmp_path_factory):
 def test_bf16_recipe_moves_every_weight_as_fp32_does(tmp_path, layout, fp32_still):
     """10 steps at lr 1e-5 (the paper's) under --precision bf16 leave unmoved the weights fp32 leaves unmoved
     (those no gradient reaches), tensor by tensor: the share of changed weights equals fp32's."""
-    run(TORCHRUN + FLAGS + ["--precision", "bf16", "--out", str(tmp_path)] + ["--fsdp"] * (layout == "fsdp"))
+    run_ok(TORCHRUN + FLAGS + ["--precision", "bf16", "--out", str(tmp_path)] + ["--fsdp"] * (layout == "fsdp"))
     weights, still = still_weights(tmp_path)
     dense = [name for name in weights if "embed_tokens" not in name]  # embedding rows move only where used
     assert sum(fp32_still[n] for n in dense) < 0.01 * sum(weights[n].numel() for n in dense)  # fp32 moves ~all
@@ -63,7 +57,7 @@ def test_bf16_recipe_moves_every_weight_as_fp32_does(tmp_path, layout, fp32_stil
 
 def test_bf16_stored_weights_lose_updates_and_say_so(tmp_path):
     """The old --dtype bfloat16 path, now --precision bf16-lossy: the same measure sees the updates it loses."""
-    proc = run([sys.executable, "train.py"] + FLAGS + ["--precision", "bf16-lossy", "--out", str(tmp_path)])
+    proc = run_ok([sys.executable, "train.py"] + FLAGS + ["--precision", "bf16-lossy", "--out", str(tmp_path)])
     assert "warning: --precision bf16-lossy" in proc.stdout and "never move" in proc.stdout
     weights, still = still_weights(tmp_path)
     assert sum(still.values()) > 0.5 * sum(w.numel() for w in weights.values())  # most std-0.02 weights
