@@ -94,6 +94,12 @@ class Config:
     # Each group trains as many of its answers, drawn at random, as it has answers that earn the full reward, so a
     # prompt whose images the model itself mostly reads as failed trains few answers or none (one gives no signal).
     # In the shapes world it did no better than UniRL's answers, on the development seeds or on fresh ones (README).
+    # "image-baseline" goes beyond the paper and keeps its reward: the answer is scored against the prompt as in
+    # UniRL, but its baseline is the mean score of --votes more answers sampled about the same image, not the mean
+    # over the prompt's G images. UniRL shares the image's advantage, so an answer that reads a failed image right is
+    # pushed down because the image failed, which the answer did not choose; a baseline that sees the image removes
+    # that term (an answer is an action taken after its image, and the image is its state). It is scaled by the std
+    # of the group's answers and votes, as UniRL's advantage is by the group's std.
     answer_reward: str = opt("prompt", "GRPO on answers: prompt (UniRL: the answer scored against the prompt's "
                                        "truth) | agreement (beyond the paper: agreement with --votes more sampled "
                                        "answers about the same image) | gated (beyond the paper: prompt, on the "
@@ -101,8 +107,10 @@ class Config:
                                        "(shapes world only, a diagnostic: prompt, on the images the exact judge "
                                        "passes; the others' answers not trained) | judged-shuffled (its control: as "
                                        "many answers per group, drawn at random) | counted (beyond the paper: as many "
-                                       "answers per group, drawn at random, as earn the full reward)")
-    votes: int = opt(3, "--answer-reward agreement or gated: extra sampled answers per image")
+                                       "answers per group, drawn at random, as earn the full reward) | "
+                                       "image-baseline (beyond the paper: prompt, less the mean of --votes more "
+                                       "sampled answers about the same image)")
+    votes: int = opt(3, "--answer-reward agreement, gated or image-baseline: extra sampled answers per image")
     # UniRL sums the two GRPO terms. Below 1 (beyond the paper) the answer tokens, whose reward comes from the prompt
     # and not from the image, pull less on the weights both tasks share. The whole answer term is scaled: its KL too,
     # and under --couple the straight-through gradient it sends into generation. AdamW rescales each weight's steps,
@@ -149,6 +157,8 @@ def lossy_warning(lr: float) -> str:
             f"an AdamW step (about --lr) below half the spacing near its weight: at --lr {lr:g}, weights "
             f"larger than about {512 * lr:.2g} in magnitude never move, nor do norm weights near 1 below "
             f"--lr 0.002. --precision bf16 loses no update (fp32 master weights, 8 more bytes per trained weight)")
+# the --answer-reward choices that sample --votes more answers about each image
+VOTED = ("agreement", "gated", "image-baseline")
 # What every number and path flag accepts, checked by cli.check_flags in validate() before anything loads:
 # min / max inclusive, above / below exclusive; path: file | folder | out | model (cli.PATH_KINDS).
 LIMITS = dict(
@@ -205,7 +215,8 @@ def validate(cfg: Config, world: int) -> None:
     check_sampling_flags(cfg.model, cfg.kv_bucket, cfg.compile_decode, cfg.fsdp)
     choices = {"mode": ("sft", "grpo"), "sft_on": ("gen", "und", "both"), "grpo_on": ("gen", "und", "both"),
                "ratio_dist": ("guided", "cond"), "estimator": ("remask", "trajectory"),
-               "answer_reward": ("prompt", "agreement", "gated", "judged", "judged-shuffled", "counted"),
+               "answer_reward": ("prompt", "agreement", "gated", "judged", "judged-shuffled", "counted",
+                                 "image-baseline"),
                "reward_credit": ("partial", "all"),
                "precision": tuple(PRECISIONS), "device": ("auto", "cpu", "cuda"),
                "report_to": ("none", "tensorboard", "wandb")}
@@ -232,7 +243,7 @@ def validate(cfg: Config, world: int) -> None:
     if cfg.answer_reward.startswith("judged") and cfg.prompts:  # the judge reads the world's own records only
         raise ValueError(f"--answer-reward {cfg.answer_reward} judges the world's own prompts, and --prompts "
                          f"{cfg.prompts} replaces them: drop --prompts")
-    if cfg.answer_reward in ("agreement", "gated") and cfg.answer_temperature == 0:
+    if cfg.answer_reward in VOTED and cfg.answer_temperature == 0:
         raise ValueError(f"--answer-reward {cfg.answer_reward} reads more sampled answers about each image, and greedy "
                          "answers (--answer-temperature 0) are all the same answer: use a temperature > 0")
     if cfg.answer_keep != 1 and (cfg.mode != "grpo" or cfg.grpo_on == "gen" or cfg.couple

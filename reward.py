@@ -355,6 +355,14 @@ def score_answers(answers, records) -> list:
     return [score_answer(answer, record) for answer, record in zip(answers, records)]
 
 
+def credited(scores: list, credit: str) -> list:
+    # --reward-credit: partial (UniRL) keeps the scores; all (beyond UniRL) is the judge's rule, 1 for a fully right
+    # answer and 0 for any other
+    if credit not in ("partial", "all"):
+        raise ValueError(f"credit {credit!r}: choose partial or all")
+    return list(scores) if credit == "partial" else [float(score == 1.0) for score in scores]
+
+
 def is_correct(answer: str, record: dict) -> bool:
     # every slot right (the self-QA accuracy that gets logged)
     return score_answer(answer, record) == 1.0
@@ -413,6 +421,24 @@ def kept_group_advantages(rewards: torch.Tensor, keep: torch.Tensor, eps: float 
         if kept.any():
             advantages[row, kept] = group_advantages(rewards[row, kept][None], eps)[0]
     return advantages
+
+
+def image_baseline_advantages(rewards: torch.Tensor, votes: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    # --answer-reward image-baseline (beyond UniRL): each answer's reward less the mean reward of the K more answers
+    # sampled about its own image, over the std of all the group's answers and votes. rewards (P, G), votes (P, G, K)
+    # -> (P, G). The votes are drawn apart from the trained answer, so the baseline does not depend on it and the
+    # gradient stays unbiased; what it removes is the image's own quality, which UniRL's shared advantage also puts
+    # on the answer. An image whose answers all score the same gives exactly 0 (its mean need not round back to
+    # their score), and so does a group whose answers and votes all do, as a uniform group does in UniRL.
+    if rewards.dim() != 2 or votes.dim() != 3 or votes.shape[:2] != rewards.shape:
+        raise ValueError(f"rewards must be (P, G) and votes (P, G, K), got {tuple(rewards.shape)} and "
+                         f"{tuple(votes.shape)}")
+    rewards, votes = rewards.float(), votes.float()
+    every = torch.cat([rewards[..., None], votes], dim=2).flatten(1)  # (P, G * (K + 1))
+    stds = every.std(dim=1, correction=0)[:, None]  # (P, 1)
+    advantages = (rewards - votes.mean(dim=2)) / (stds + eps)
+    same = (votes == rewards[..., None]).all(dim=2)  # (P, G): the image's answers agree on the score
+    return advantages.masked_fill(same | zero_variance_rows(every)[:, None], 0.0)
 
 
 def zero_variance_fraction(rewards: torch.Tensor) -> float:

@@ -48,7 +48,7 @@ from understand import answer_questions  # 3. the model answers about its own im
 # around it: prompts, models, the held-out evaluation, and the plumbing in support/
 import prompts
 import shapes
-from config import PRECISIONS, Config, lossy_warning, parse_config, validate  # the flags and their checks
+from config import PRECISIONS, VOTED, Config, lossy_warning, parse_config, validate  # the flags and their checks
 from evaluate import before_after, held_out_eval
 from models import load_policy, set_sampling
 from support.checkpoint import (atomic_write_text, claim_run_folder, is_checkpoint, load_optimizer,
@@ -114,10 +114,7 @@ def train_step(step, cfg, policy, model, ref, optimizer, records, rank, world) -
     with full_params(policy), autocast(cfg, policy):  # FSDP: gather the weights once for all sampling steps
         ro, (times["t_rollout"], times["t_understand"]) = sample_and_answer(step, cfg, policy, mine, first, cfg_scale)
     # 4. reward: the answer scored against the record's truth, compared within each prompt's group of G
-    scores = reward.score_answers(ro.answers, ro.records)
-    if cfg.reward_credit == "all":  # the judge's rule: a fully right answer or nothing
-        scores = [float(score == 1.0) for score in scores]
-    ro.rewards = torch.tensor(scores, dtype=torch.float32)
+    ro.rewards = torch.tensor(reward.credited(reward.score_answers(ro.answers, ro.records), cfg.reward_credit))
     groups = ro.rewards.view(-1, cfg.group_size)  # (P, G)
     # 5. learn: SFT or GRPO is chosen here, once; the learning loop below never asks which one it runs
     t0 = time.perf_counter()
@@ -150,6 +147,10 @@ def answer_advantages(cfg, ro, groups, step, first, stats) -> torch.Tensor | Non
         agreement = torch.tensor(reward.agreement(ro.answers, ro.votes), dtype=torch.float32)
         stats["answer_agreement"] = agreement.mean().item()
         return reward.group_advantages(agreement.view(shape)).view(-1)
+    if cfg.answer_reward == "image-baseline":  # the prompt's reward, less the mean of the image's other answers
+        votes = torch.tensor([reward.credited(reward.score_answers(vs, [record] * len(vs)), cfg.reward_credit)
+                              for vs, record in zip(ro.votes, ro.records)])  # (N, votes)
+        return reward.image_baseline_advantages(groups, votes.view(*shape, -1)).view(-1)
     if cfg.answer_reward == "gated":  # only about images the model itself reads as the prompt
         keep = torch.tensor(reward.reads_as_prompt(ro.votes, ro.records), dtype=torch.bool).view(shape)
         stats["answer_gated_frac"] = keep.float().mean().item()
@@ -197,7 +198,7 @@ def sample_and_answer(step, cfg, policy, records, first, cfg_scale):
     (ro.question_ids, ro.question_mask, ro.answer_ids, ro.answer_mask, ro.answers) = answer_questions(
         policy, ro.und_images, [r["question"] for r in ro.records], max_new_tokens=cfg.max_answer_tokens,
         temperature=cfg.answer_temperature, uniforms=answer_u)
-    if cfg.answer_reward in ("agreement", "gated"):  # more answers about each image, each from its own stream
+    if cfg.answer_reward in VOTED:  # more answers about each image, each from its own stream
         for k in range(cfg.votes):
             vote_u = image_uniforms(seed_for(cfg.seed, 1000 + k), step, first, n, cfg.max_answer_tokens)
             *_, texts = answer_questions(policy, ro.und_images, [r["question"] for r in ro.records],

@@ -36,6 +36,9 @@ evaluation only from the "eval" side, so no evaluation prompt of any category wa
     grpo-both-counted --mode grpo --grpo-on both --answer-reward counted   beyond the paper, within its rule: the
                    control below with the model's count in place of the judge's (as many answers per group, drawn at
                    random, as earn the full reward)
+    grpo-both-image --mode grpo --grpo-on both --answer-reward image-baseline   beyond the paper, within its rule:
+                   the answer's baseline is the mean reward of 3 more answers sampled about its own image, not its
+                   group's mean, so an answer is not pushed down because its image failed
     grpo-und-judged, grpo-both-judged   a diagnostic, not a method (it uses the exact judge, which no real run
                    has): answers train only about the images the judge passes, where the prompt's truth is the image's
     grpo-und-judged-shuffled, grpo-both-judged-shuffled   their control: as many answers per group as the judge
@@ -114,10 +117,12 @@ FRESH4_SEEDS = (6000, 6001, 6002, 6003, 6004)
 FRESH5_SEEDS = (7000, 7001, 7002, 7003, 7004)
 # fresh seeds for the seventh round's test (the group's own count of full rewards; -fresh6-plan.md)
 FRESH6_SEEDS = (8000, 8001, 8002, 8003, 8004)
+# fresh seeds for the eighth round's test (the answer's baseline from its own image; -fresh7-plan.md)
+FRESH7_SEEDS = (9000, 9001, 9002, 9003, 9004)
 SEED_SETS = {"dev": DEV_SEEDS, "report": REPORT_SEEDS, "confirm": CONFIRM_SEEDS, "fresh": FRESH_SEEDS,
              "fresh2": FRESH2_SEEDS, "fresh3": FRESH3_SEEDS, "fresh4": FRESH4_SEEDS,
-             "fresh5": FRESH5_SEEDS, "fresh6": FRESH6_SEEDS}
-TEST_SETS = ("report", "confirm", "fresh", "fresh2", "fresh3", "fresh4", "fresh5", "fresh6")  # never choose
+             "fresh5": FRESH5_SEEDS, "fresh6": FRESH6_SEEDS, "fresh7": FRESH7_SEEDS}
+TEST_SETS = ("report", "confirm", "fresh", "fresh2", "fresh3", "fresh4", "fresh5", "fresh6", "fresh7")  # never choose
 # The protocol's evaluation: held-out records per category and images per record. At the first protocol's 16 x 4
 # (train.py's own, shapes.EVAL_PER_TAG) one base read .865 on understanding from 96 true scenes and .776 from 768, so
 # the bench evaluates 128 x 8 (768 true scenes; about 21 s per shapes-janus checkpoint, 80 s per shapes-showo one).
@@ -136,6 +141,7 @@ ARMS = {
     "grpo-both-keep": ["--mode", "grpo", "--grpo-on", "both", "--answer-keep", "0.7"],
     "grpo-both-keep-0.4": ["--mode", "grpo", "--grpo-on", "both", "--answer-keep", "0.4"],
     "grpo-both-counted": ["--mode", "grpo", "--grpo-on", "both", "--answer-reward", "counted"],
+    "grpo-both-image": ["--mode", "grpo", "--grpo-on", "both", "--answer-reward", "image-baseline"],
     "grpo-und-judged": ["--mode", "grpo", "--grpo-on", "und", "--answer-reward", "judged"],
     "grpo-both-judged": ["--mode", "grpo", "--grpo-on", "both", "--answer-reward", "judged"],
     "grpo-und-judged-shuffled": ["--mode", "grpo", "--grpo-on", "und", "--answer-reward", "judged-shuffled"],

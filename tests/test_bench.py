@@ -262,7 +262,7 @@ def test_shapes_bench_seed_sets_are_disjoint_and_the_sweep_refuses_report_seeds(
         shapes_table.parse_args(["--sweep", "--seeds", "confirm"])
     with pytest.raises(ValueError, match="never choose a setting"):
         shapes_table.parse_args(["--sweep", "--seeds", "report"])
-    with pytest.raises(ValueError, match="give dev, report, confirm, fresh, .*, fresh6, or integers"):
+    with pytest.raises(ValueError, match="give dev, report, confirm, fresh, .*, fresh7, or integers"):
         shapes_table.parse_args(["--seeds", "reprot"])
 
 

@@ -127,7 +127,7 @@ def test_sft_with_empty_groups(sandbox):
 
 @pytest.mark.parametrize("argv", [["--mode", "sft"], ["--grpo-on", "gen"], ["--answer-temperature", "0"],
                                   ["--couple"]])
-@pytest.mark.parametrize("choice", ["agreement", "gated"])
+@pytest.mark.parametrize("choice", ["agreement", "gated", "image-baseline"])
 def test_voted_answers_need_sampled_grpo_answers(sandbox, argv, choice):
     fails_early(train.main, ["--model", "janus-tiny", "--answer-reward", choice, "--out", "run"] + argv,
                 f"--answer-reward {choice}", sandbox)

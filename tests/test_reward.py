@@ -7,7 +7,8 @@ import torch
 
 from prompts import (COLORS, GENEVAL_METADATA, OBJECTS, RELATIONS, TAGS, add_questions, make_records, plural,
                      read_records)
-from reward import (SLOTS, SYNONYMS, agreement, group_advantages, is_correct, kept_group_advantages, reads_as_prompt,
+from reward import (SLOTS, SYNONYMS, agreement, credited, group_advantages, image_baseline_advantages,
+                    is_correct, kept_group_advantages, reads_as_prompt,
                     score_answer, score_answers, score_details, zero_variance_fraction)
 
 
@@ -340,3 +341,29 @@ def test_agreement_counts_the_votes_that_say_the_same_words():
     assert agreement(answers, votes) == [2 / 3, 0.0, 1.0]
     with pytest.raises(ValueError, match="vote lists"):
         agreement(answers, votes[:2])
+
+
+def test_image_baseline_subtracts_the_mean_of_the_images_own_votes():
+    """--answer-reward image-baseline: each answer's reward less the mean of its own image's votes, over the std of
+    the whole group's answers and votes; an image whose answers all score alike, or a uniform group, gives exactly 0."""
+    rewards = torch.tensor([[1.0, 2 / 3, 1.0, 1.0], [1.0, 1.0, 1.0, 1.0]])
+    votes = torch.tensor([[[1.0, 0.0], [2 / 3, 2 / 3], [0.0, 0.0], [1.0, 1.0]], [[1.0, 1.0]] * 4])  # (P=2, G=4, K=2)
+    advantages = image_baseline_advantages(rewards, votes)
+    std = torch.cat([rewards[0], votes[0].flatten()]).std(correction=0)
+    want = torch.tensor([0.5, 0.0, 1.0, 0.0]) / std
+    assert torch.allclose(advantages[0], want, atol=1e-6), advantages
+    # the failed image read as it is (2/3, like its votes) is not pushed down for the image's failure, as UniRL's
+    # shared advantage pushes it: (2/3 - mean) / std < 0 there
+    assert advantages[0, 1] == 0 and group_advantages(rewards)[0, 1] < 0
+    assert advantages[0, 3] == 0 and torch.equal(advantages[1], torch.zeros(4))
+    thirds = torch.full((1, 2, 8), 1 / 3)  # eight thirds average to a float a hair off 1/3: still exactly 0
+    assert torch.equal(image_baseline_advantages(torch.tensor([[1 / 3, 1.0]]), thirds)[0, 0], torch.tensor(0.0))
+    with pytest.raises(ValueError, match=r"votes \(P, G, K\)"):
+        image_baseline_advantages(rewards, votes[0])
+
+
+def test_credited_pays_all_or_nothing_under_the_judges_rule():
+    assert credited([1.0, 0.5, 0.0], "partial") == [1.0, 0.5, 0.0]
+    assert credited([1.0, 0.5, 0.0], "all") == [1.0, 0.0, 0.0]
+    with pytest.raises(ValueError, match="choose partial or all"):
+        credited([1.0], "some")

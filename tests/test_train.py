@@ -345,6 +345,33 @@ def test_gated_answers_train_only_about_images_the_votes_read_as_the_prompt(fres
     assert stats["answer_gated_frac"] == 5 / 8 and "answer_agreement" not in stats
 
 
+def test_image_baseline_answers_draw_votes_and_subtract_their_mean(fresh_janus, records, monkeypatch):
+    """--answer-reward image-baseline: --votes more answers per image are drawn apart from the trained ones (the
+    images and trained answers are a plain run's), each scored against its image's record with the run's credit; the
+    answer tokens get image_baseline_advantages of those scores, the image tokens UniRL's own advantages."""
+    def score(answers, recs):  # a random model's answers all score 0 against the truth: a score that varies
+        assert len(answers) == len(recs)
+        return [(len(answer) + ord(answer[0] if answer else "a")) % 3 / 2 for answer in answers]
+    monkeypatch.setattr(train.reward, "score_answers", score)
+    seen, real = {}, train.grpo_objective
+    monkeypatch.setattr(train, "grpo_objective", lambda cfg, policy, ro, adv, ref=None, und=None:
+                        seen.update(adv=adv, und=und) or real(cfg, policy, ro, adv, ref, und))
+    cfg = train.Config(group_size=4, prompts_per_step=2, kl_beta=0.0, max_answer_tokens=4, votes=3, lr=0.0,
+                       answer_reward="image-baseline", reward_credit="all", answer_temperature=1.0)
+    optimizer = torch.optim.SGD(fresh_janus.parameters(), lr=0.0)
+    stats, ro = train.train_step(0, cfg, fresh_janus, fresh_janus, None, optimizer, records, 0, 1)
+    assert len(ro.votes) == 8 and all(len(v) == 3 for v in ro.votes)
+    plain, _ = train.sample_and_answer(0, train.Config(**{**vars(cfg), "answer_reward": "prompt"}), fresh_janus.eval(),
+                                       ro.records[::4], 0, train.guidance_scale(cfg, fresh_janus))
+    assert torch.equal(ro.image_ids, plain.image_ids) and ro.answers == plain.answers
+    assert ro.rewards.tolist() == [float(s == 1.0) for s in score(ro.answers, ro.records)]  # the run's credit
+    scored = [[float(s == 1.0) for s in score(vs, [r] * 3)] for vs, r in zip(ro.votes, ro.records)]
+    want = train.reward.image_baseline_advantages(ro.rewards.view(2, 4), torch.tensor(scored).view(2, 4, 3)).view(-1)
+    assert want.ne(0).any() and torch.equal(seen["und"], want)
+    assert torch.equal(seen["adv"], group_advantages(ro.rewards.view(2, 4)).view(-1))
+    assert stats["und_signal_frac"] == (want != 0).float().mean().item()
+
+
 def test_answer_keep_trains_a_random_share_of_the_answers(fresh_janus, records, monkeypatch):
     """--answer-keep p: per step, each answer joins the answer term with probability p, advantages normalised among
     the drawn ones; the image term keeps the whole group's advantages; the draw changes with the step."""
