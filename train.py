@@ -44,7 +44,7 @@ import reward  # 4. answers -> rewards -> group advantages
 from generate import image_uniforms, rollout, seed_for  # 2. G images per prompt
 from grpo import grpo_step_loss, remask_positions, sample_logprobs, trajectory_subset  # 5. GRPO
 from sft import coupling_uniforms, select_best, sft_step_loss  # 5. SFT
-from understand import answer_questions  # 3. the model answers about its own images
+from understand import answer_questions, sample_votes  # 3. the model answers about its own images
 # around it: prompts, models, the held-out evaluation, and the plumbing in support/
 import prompts
 import shapes
@@ -55,9 +55,9 @@ from support.checkpoint import (atomic_write_text, claim_run_folder, is_checkpoi
                                 optimizer_tensors, read_trainer_state, restore_rng, resume_advice, save_checkpoint,
                                 unlock_run_folder)
 from support.metrics import Reporter, headline, save_grid, step_line, step_metrics, trim_metrics, write_metrics
-from support.parallel import (any_rank, clip_grads, end_worker, from_rank0, full_params, gather_lists,
-                              gathered_state_dict, is_main, mean_over_ranks, micro_step, print0, same_on_every_rank,
-                              setup_distributed, teardown_distributed, wrap)
+from support.parallel import (check_finite, check_grads, clip_grads, end_worker, full_params, gather_lists,
+                              gathered_state_dict, is_main, mean_over_ranks, micro_step, on_rank0, print0,
+                              same_on_every_rank, setup_distributed, teardown_distributed, wrap)
 from support.plot import plot_metrics, read_metrics
 
 
@@ -195,16 +195,14 @@ def sample_and_answer(step, cfg, policy, records, first, cfg_scale):
     ro.und_images = policy.images_for_understanding(ro.image_ids, ro.pixels)
     # the answers draw from their own streams (seed + 1), so changing the answer sampler never moves the images
     answer_u = image_uniforms(cfg.seed + 1, step, first, n, cfg.max_answer_tokens).to(ro.image_ids.device)
+    questions = [r["question"] for r in ro.records]
     (ro.question_ids, ro.question_mask, ro.answer_ids, ro.answer_mask, ro.answers) = answer_questions(
-        policy, ro.und_images, [r["question"] for r in ro.records], max_new_tokens=cfg.max_answer_tokens,
+        policy, ro.und_images, questions, max_new_tokens=cfg.max_answer_tokens,
         temperature=cfg.answer_temperature, uniforms=answer_u)
     if cfg.answer_reward in VOTED:  # more answers about each image, each from its own stream
-        for k in range(cfg.votes):
-            vote_u = image_uniforms(seed_for(cfg.seed, 1000 + k), step, first, n, cfg.max_answer_tokens)
-            *_, texts = answer_questions(policy, ro.und_images, [r["question"] for r in ro.records],
-                                         max_new_tokens=cfg.max_answer_tokens, temperature=cfg.answer_temperature,
-                                         uniforms=vote_u.to(ro.image_ids.device))
-            ro.votes = [mine + [text] for mine, text in zip(ro.votes or [[] for _ in texts], texts)]
+        ro.votes = sample_votes(policy, ro.und_images, questions, cfg.votes, seed=cfg.seed, step=step,
+                                first_index=first, max_new_tokens=cfg.max_answer_tokens,
+                                temperature=cfg.answer_temperature)
     return ro, (t1 - t0, time.perf_counter() - t1)
 
 
@@ -332,26 +330,6 @@ def learn(cfg, policy, model, optimizer, ro, step, objective: Objective, cfg_sca
     return {k: v / cfg.inner_iters for k, v in stats.items()}
 
 
-def check_finite(loss: torch.Tensor, step: int, stats: dict) -> None:
-    """A NaN or inf loss stops every rank together, before it reaches the weights. `step` counts from 0;
-    the message counts from 1, as the progress lines do."""
-    if any_rank(not bool(torch.isfinite(loss)), loss.device):
-        raise FloatingPointError(f"step {step + 1}: the loss is not finite ({loss.item()}; terms {stats}). "
-                                 "Lower --lr (under a bf16 --precision, fp32 may also help).")
-
-
-def check_grads(policy, step: int, norm: float | None = None) -> None:
-    """A non-finite total gradient norm (on any rank) stops every rank before optimizer.step, so no update
-    and no checkpoint ever holds its NaN or inf. `norm`: what clip_grads returned, else computed here."""
-    params = [p for p in policy.parameters() if p.requires_grad]
-    if norm is None:
-        total = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
-        norm = float(total.full_tensor() if hasattr(total, "full_tensor") else total)  # FSDP: a DTensor
-    if any_rank(not math.isfinite(norm), params[0].device):
-        raise FloatingPointError(f"step {step + 1}: the gradient norm is not finite ({norm}); the weights were "
-                                 f"not updated. Lower --lr (under a bf16 --precision, fp32 may also help).")
-
-
 # ------------------------------------------------------------------ main
 def main(argv: list[str] | None = None) -> None:
     cfg = parse_config(argv)
@@ -373,15 +351,9 @@ def run(cfg: Config, rank: int, world: int, device: torch.device):
     start = read_trainer_state(ckpt)["step"] if ckpt else 0
     same_on_every_rank((ckpt, start), "resume points", "put the run folder on a file system every machine shares")
     out = Path(cfg.out)
-    problem = None
-    if is_main():  # one run per folder: rank 0 holds its lock until the run ends (main releases it)
-        try:
-            claim_run_folder(out, resuming=cfg.resume is not None, start=start)
-        except (ValueError, OSError) as err:  # raised on rank 0 alone: hand it to every rank
-            problem = str(err)
-    problem = from_rank0(problem)  # rank 0's message, on every rank
-    if problem:  # every rank stops together
-        raise ValueError(problem)
+    # one run per folder: rank 0 holds its lock until the run ends (main releases it); a refusal stops every rank
+    on_rank0(lambda: claim_run_folder(out, resuming=cfg.resume is not None, start=start), (ValueError, OSError),
+             ValueError)
     # rank 0 logs; a missing tensorboard or wandb package stops the run here, before any model loads
     reporter = Reporter(cfg.report_to if is_main() else "none", Path(cfg.out), dataclasses.asdict(cfg), start)
     per_rank = cfg.prompts_per_step // world
@@ -448,16 +420,9 @@ def run(cfg: Config, rank: int, world: int, device: torch.device):
         if (step + 1) % cfg.save_every == 0 or step + 1 == cfg.steps:
             optimizer_state = optimizer_tensors(policy, optimizer)  # collective: every rank joins the gathers
             weights = gathered_state_dict(policy)  # FSDP only
-            problem = None
-            if is_main():
-                try:
-                    save_checkpoint(out, step + 1, policy, optimizer_state, dataclasses.asdict(cfg),
-                                    keep=cfg.keep_checkpoints, state_dict=weights)
-                except OSError as err:  # a full disk: every rank stops with rank 0's message
-                    problem = str(err)
-            problem = from_rank0(problem)  # also the barrier: nobody races ahead of a half-written checkpoint
-            if problem:
-                raise OSError(problem)
+            # a full disk stops every rank with rank 0's message; the barrier: nobody races ahead of a half-written one
+            on_rank0(lambda: save_checkpoint(out, step + 1, policy, optimizer_state, dataclasses.asdict(cfg),
+                                             keep=cfg.keep_checkpoints, state_dict=weights), (OSError,), OSError)
     reporter.close()
     if is_main():  # the curves of the whole run, next to its metrics, and the before/after table
         finish_run(cfg, out, len(held_out))

@@ -26,7 +26,7 @@ import argparse
 
 import torch
 
-from generate import sample_tokens
+from generate import image_uniforms, sample_tokens, seed_for
 
 
 @torch.no_grad()
@@ -65,6 +65,20 @@ def answer_questions(policy, images, questions: list[str], *, max_new_tokens: in
     answer_ids = torch.stack(answer_ids, 1)  # (N, A)
     answer_mask = torch.stack(answer_mask, 1)
     return ids, mask, answer_ids, answer_mask, policy.decode_answers(answer_ids)
+
+
+def sample_votes(policy, images, questions: list[str], votes: int, *, seed: int, step: int, first_index: int,
+                 max_new_tokens: int, temperature: float) -> list[list[str]]:
+    """`votes` more sampled answers per image (train.py --answer-reward agreement, gated, image-baseline), each from
+    a stream of its own (seed_for(seed, 1000 + k)), apart from the trained answer's: their texts, a list per image."""
+    texts = [[] for _ in questions]
+    device = next(policy.parameters()).device
+    for k in range(votes):
+        u = image_uniforms(seed_for(seed, 1000 + k), step, first_index, len(questions), max_new_tokens).to(device)
+        *_, said = answer_questions(policy, images, questions, max_new_tokens=max_new_tokens,
+                                    temperature=temperature, uniforms=u)
+        texts = [mine + [text] for mine, text in zip(texts, said)]
+    return texts
 
 
 def main() -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import math
 import os
 import sys
 from pathlib import Path
@@ -106,6 +107,20 @@ def from_rank0(value, group=None):
     box = [value]
     dist.broadcast_object_list(box, src=0, group=group)
     return box[0]
+
+
+def on_rank0(action, catch: tuple, raise_as: type) -> None:
+    """Run `action` on rank 0 alone. If it raises one of `catch`, every rank raises `raise_as` with rank 0's message,
+    together. Also a barrier: no rank goes on before rank 0 is done."""
+    problem = None
+    if is_main():
+        try:
+            action()
+        except catch as err:
+            problem = str(err)
+    problem = from_rank0(problem)
+    if problem:
+        raise raise_as(problem)
 
 
 def rank0_fills(folder: Path, fill, how_to_share: str) -> None:
@@ -233,3 +248,23 @@ def clip_grads(params, max_norm: float) -> float:
     """Clip the global gradient norm (sharded or not) and return it as a float."""
     norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
     return float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
+
+
+def check_finite(loss: torch.Tensor, step: int, stats: dict) -> None:
+    """A NaN or inf loss stops every rank together, before it reaches the weights. `step` counts from 0;
+    the message counts from 1, as the progress lines do."""
+    if any_rank(not bool(torch.isfinite(loss)), loss.device):
+        raise FloatingPointError(f"step {step + 1}: the loss is not finite ({loss.item()}; terms {stats}). "
+                                 "Lower --lr (under a bf16 --precision, fp32 may also help).")
+
+
+def check_grads(policy, step: int, norm: float | None = None) -> None:
+    """A non-finite total gradient norm (on any rank) stops every rank before optimizer.step, so no update
+    and no checkpoint ever holds its NaN or inf. `norm`: what clip_grads returned, else computed here."""
+    params = [p for p in policy.parameters() if p.requires_grad]
+    if norm is None:
+        total = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
+        norm = float(total.full_tensor() if hasattr(total, "full_tensor") else total)  # FSDP: a DTensor
+    if any_rank(not math.isfinite(norm), params[0].device):
+        raise FloatingPointError(f"step {step + 1}: the gradient norm is not finite ({norm}); the weights were "
+                                 f"not updated. Lower --lr (under a bf16 --precision, fp32 may also help).")

@@ -15,6 +15,7 @@ from safetensors.torch import save_file
 
 from support import checkpoint
 from support import metrics
+from support import parallel
 import train
 from support.metrics import trim_metrics
 
@@ -190,12 +191,12 @@ def test_a_torn_last_metrics_line_is_dropped_and_a_broken_middle_line_named(tmp_
 def test_a_nonfinite_gradient_stops_before_the_update_with_the_progress_lines_step():
     layer = torch.nn.Linear(2, 2)
     layer(torch.ones(1, 2)).sum().backward()
-    train.check_grads(layer, 2)  # finite: passes
+    parallel.check_grads(layer, 2)  # finite: passes
     layer.weight.grad[0, 0] = float("inf")
     with pytest.raises(FloatingPointError, match="step 3: the gradient norm is not finite"):
-        train.check_grads(layer, 2)
+        parallel.check_grads(layer, 2)
     with pytest.raises(FloatingPointError, match="step 3: the loss is not finite"):
-        train.check_finite(torch.tensor(float("nan")), 2, {})
+        parallel.check_finite(torch.tensor(float("nan")), 2, {})
 
 
 def test_a_kill_while_pruning_leaves_a_temporary_folder_not_a_half_deleted_checkpoint(tmp_path, monkeypatch):

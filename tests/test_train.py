@@ -17,6 +17,7 @@ from generate import rollout
 from grpo import grpo_step_loss, masked_mean, policy_term, sample_logprobs, token_logprobs
 from reward import group_advantages
 from sft import coupling_uniforms
+from support import parallel
 
 ROOT = Path(__file__).resolve().parents[1]
 FAMILIES = ["janus-tiny", "showo-tiny"]
@@ -107,7 +108,7 @@ def test_cli_reports_errors_with_a_nonzero_exit(tmp_path):
 
 def test_nan_loss_stops_the_run():
     with pytest.raises(FloatingPointError, match="not finite"):
-        train.check_finite(torch.tensor(float("nan")), 3, {})
+        parallel.check_finite(torch.tensor(float("nan")), 3, {})
 
 
 def weights_of(folder):
