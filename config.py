@@ -87,13 +87,15 @@ class Config:
     # "judged" is a diagnostic, not a method: the shapes world's exact judge (ground truth no real run has) keeps
     # the answers about images that show the prompt, where the prompt's truth is the image's, and drops the rest from
     # the answer term. It tells whether GRPO on answers about the model's own images can raise understanding once the
-    # prompt no longer mislabels the failed ones (README: why understanding falls). "judged-shuffled" is its control:
-    # as many answers per group as the judge passes, drawn at random, to tell a smaller answer signal from the judge's
-    # choice. With --kl-beta > 0 the KL term still holds every answer near the reference, trained or not.
+    # prompt no longer mislabels the failed ones (docs/shapes_experiment.md: why understanding falls).
+    # "judged-shuffled" is its control: as many answers per group as the judge passes, drawn at random, to tell a
+    # smaller answer signal from the judge's choice. With --kl-beta > 0 the KL term still holds every answer near the
+    # reference, trained or not.
     # "counted" goes beyond the paper and keeps its rule: the control with the model's count in place of the judge's.
     # Each group trains as many of its answers, drawn at random, as it has answers that earn the full reward, so a
     # prompt whose images the model itself mostly reads as failed trains few answers or none (one gives no signal).
-    # In the shapes world it did no better than UniRL's answers, on the development seeds or on fresh ones (README).
+    # In the shapes world it did no better than UniRL's answers, on the development seeds or on fresh ones
+    # (docs/shapes_experiment.md).
     # "image-baseline" goes beyond the paper and keeps its reward: the answer is scored against the prompt as in
     # UniRL, but its baseline is the mean score of --votes more answers sampled about the same image, not the mean
     # over the prompt's G images. UniRL shares the image's advantage, so an answer that reads a failed image right is
@@ -114,14 +116,15 @@ class Config:
     # UniRL sums the two GRPO terms. Below 1 (beyond the paper) the answer tokens, whose reward comes from the prompt
     # and not from the image, pull less on the weights both tasks share. The whole answer term is scaled: its KL too,
     # and under --couple the straight-through gradient it sends into generation. AdamW rescales each weight's steps,
-    # so w mostly changes the mix on the weights both terms reach. Tried in the shapes world (README).
+    # so w mostly changes the mix on the weights both terms reach. Tried in the shapes world
+    # (docs/shapes_experiment.md).
     und_weight: float = opt(1.0, "GRPO on both: weight of the answer-token term (its KL included) against the "
                                  "image-token term (1: UniRL's sum)")
     # Below 1 (beyond the paper, within its rule) each answer joins GRPO's answer term with this probability, drawn
     # anew every step, and the advantages are normalised among the answers drawn. In the shapes world the judged
     # diagnostic's control, which keeps as many answers per group at random as the judge passes (about 0.7), kept
     # understanding on the development seeds as well as the judge's own choice did; a uniform share, at 0.7 or 0.4,
-    # did not, and 0.7 failed its test on fresh seeds (README: why understanding falls).
+    # did not, and 0.7 failed its test on fresh seeds (docs/shapes_experiment.md: why understanding falls).
     answer_keep: float = opt(1.0, "GRPO on answers: the probability that an answer joins the answer term (1: every "
                                   "answer, UniRL)")
     ratio_dist: str = opt("guided", "guided | cond: the distribution in the ratio under CFG")

@@ -345,7 +345,8 @@ _TRAIN = dict(steps=300, prompts_per_step=8, group_size=8, micro_batch=64, kl_be
 TRAIN_DEFAULTS = {
     "shapes-janus": {**_TRAIN, "lr": 1e-5},
     # Show-o's world base overcounts under guidance 3, so every counting group scores alike and GRPO sees no
-    # contrast; at 1 it gains +0.089 +- 0.011 over 3 seeds, at 3 it loses 0.010 (README, the shapes world)
+    # contrast; at 1 it gains +0.089 +- 0.011 over 3 seeds, at 3 it loses 0.010 (docs/shapes_experiment.md,
+    # Show-o's family)
     "shapes-showo": {**_TRAIN, "lr": 3e-5, "cfg_scale": 1.0},
 }
 
