@@ -101,7 +101,8 @@ class Config:
     # over the prompt's G images. UniRL shares the image's advantage, so an answer that reads a failed image right is
     # pushed down because the image failed, which the answer did not choose; a baseline that sees the image removes
     # that term (an answer is an action taken after its image, and the image is its state). It is scaled by the std
-    # of the group's answers and votes, as UniRL's advantage is by the group's std.
+    # of the group's answers and votes, as UniRL's advantage is by the group's std; that std still holds the spread
+    # between images, so the answers' steps are smaller than UniRL's (logged: und_adv_abs against adv_abs).
     answer_reward: str = opt("prompt", "GRPO on answers: prompt (UniRL: the answer scored against the prompt's "
                                        "truth) | agreement (beyond the paper: agreement with --votes more sampled "
                                        "answers about the same image) | gated (beyond the paper: prompt, on the "

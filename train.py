@@ -114,7 +114,8 @@ def train_step(step, cfg, policy, model, ref, optimizer, records, rank, world) -
     with full_params(policy), autocast(cfg, policy):  # FSDP: gather the weights once for all sampling steps
         ro, (times["t_rollout"], times["t_understand"]) = sample_and_answer(step, cfg, policy, mine, first, cfg_scale)
     # 4. reward: the answer scored against the record's truth, compared within each prompt's group of G
-    ro.rewards = torch.tensor(reward.credited(reward.score_answers(ro.answers, ro.records), cfg.reward_credit))
+    scores = reward.credited(reward.score_answers(ro.answers, ro.records), cfg.reward_credit)  # --reward-credit
+    ro.rewards = torch.tensor(scores, dtype=torch.float32)
     groups = ro.rewards.view(-1, cfg.group_size)  # (P, G)
     # 5. learn: SFT or GRPO is chosen here, once; the learning loop below never asks which one it runs
     t0 = time.perf_counter()
@@ -127,8 +128,10 @@ def train_step(step, cfg, policy, model, ref, optimizer, records, rank, world) -
     else:
         advantages = reward.group_advantages(groups).view(-1).to(device)  # (N,) one per image
         und_advantages = answer_advantages(cfg, ro, groups, step, first, stats)  # None: UniRL, the image's
-        if und_advantages is not None:  # how many answers carry a signal, against the images' share
+        stats["adv_abs"] = advantages.abs().mean().item()  # the size of a step's push, to compare answer rewards
+        if und_advantages is not None:  # how many answers carry a signal, and how hard, against the images'
             stats["und_signal_frac"] = (und_advantages != 0).float().mean().item()
+            stats["und_adv_abs"] = und_advantages.abs().mean().item()
             und_advantages = und_advantages.to(device)
         objective = grpo_objective(cfg, policy, ro, advantages, ref, und_advantages)
     stats.update(learn(cfg, policy, model, optimizer, ro, step, objective, cfg_scale))

@@ -173,6 +173,9 @@ ARM_SETTINGS["shapes-janus"].update({"grpo-both-keep": {"lr": 1e-5}})
 # Round 7 (-fresh6-plan.md): the group's own count of full rewards, at 1e-5 and 3e-5 on the dev seeds; neither kept
 # understanding (-0.006 +- 0.006, -1.1 SE; -0.022 +- 0.010), so the rate that loses least.
 ARM_SETTINGS["shapes-janus"].update({"grpo-both-counted": {"lr": 1e-5}})
+# Round 8 (-fresh7-plan.md): the answer's baseline from its own image, at 1e-5 and 3e-5 on the dev seeds; 1e-5 kept
+# understanding (-0.008 +- 0.011, -0.7 SE), 3e-5 did not (-0.016 +- 0.013).
+ARM_SETTINGS["shapes-janus"].update({"grpo-both-image": {"lr": 1e-5}})
 # shapes-showo, by the same rule on dev seeds 100 and 101 at 128 x 8 (bench/results/shapes-showo-sweep.jsonl). SFT at
 # 3e-6 and 3e-5: 3e-5 lost understanding (-0.17, -0.19), 3e-6 kept it. GRPO at 3e-5 and 1e-4: grpo-gen kept it at 3e-5
 # (+0.000 +- 0.001), not at 1e-4 (-0.001 +- 0.001); grpo-und, grpo-both and grpo-both-e2e kept it at neither rate, so

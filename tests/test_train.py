@@ -365,12 +365,18 @@ def test_image_baseline_answers_draw_votes_and_subtract_their_mean(fresh_janus, 
     plain, _ = train.sample_and_answer(0, train.Config(**{**vars(cfg), "answer_reward": "prompt"}), fresh_janus.eval(),
                                        ro.records[::4], 0, train.guidance_scale(cfg, fresh_janus))
     assert torch.equal(ro.image_ids, plain.image_ids) and ro.answers == plain.answers
+    # the votes are about each row's own image, from streams of their own (none repeats the trained answers' stream)
+    again = train.sample_votes(fresh_janus, ro.und_images, [r["question"] for r in ro.records], 3, seed=cfg.seed,
+                               step=0, first_index=0, max_new_tokens=4, temperature=1.0)
+    assert ro.votes == again
+    assert all(any(v[k] != a for v, a in zip(ro.votes, ro.answers)) for k in range(3))
     assert ro.rewards.tolist() == [float(s == 1.0) for s in score(ro.answers, ro.records)]  # the run's credit
     scored = [[float(s == 1.0) for s in score(vs, [r] * 3)] for vs, r in zip(ro.votes, ro.records)]
     want = train.reward.image_baseline_advantages(ro.rewards.view(2, 4), torch.tensor(scored).view(2, 4, 3)).view(-1)
     assert want.ne(0).any() and torch.equal(seen["und"], want)
     assert torch.equal(seen["adv"], group_advantages(ro.rewards.view(2, 4)).view(-1))
     assert stats["und_signal_frac"] == (want != 0).float().mean().item()
+    assert stats["und_adv_abs"] == pytest.approx(want.abs().mean().item())
 
 
 def test_answer_keep_trains_a_random_share_of_the_answers(fresh_janus, records, monkeypatch):
