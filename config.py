@@ -255,6 +255,10 @@ def validate(cfg: Config, world: int) -> None:
         raise ValueError(f"--answer-keep {cfg.answer_keep} draws which answers GRPO's answer term trains on, with "
                          "UniRL's answer reward and no coupling: use --mode grpo, --grpo-on und or both, "
                          "--answer-reward prompt and no --couple, or pass --answer-keep 1")
+    if cfg.votes != Config.votes and cfg.answer_reward not in VOTED:  # a setting that would change nothing
+        raise ValueError(f"--votes {cfg.votes} sets how many more answers --answer-reward {', '.join(VOTED)} sample "
+                         f"about each image, and this run's --answer-reward {cfg.answer_reward} samples none: pass one "
+                         f"of those, or drop --votes")
     if cfg.und_weight != 1 and (cfg.mode, cfg.grpo_on) != ("grpo", "both"):  # a setting that would change nothing
         raise ValueError(f"--und-weight {cfg.und_weight} weighs GRPO's answer term against its image term, and this "
                          f"run has no such sum (--mode {cfg.mode}, --{cfg.mode}-on "

@@ -133,6 +133,10 @@ def test_voted_answers_need_sampled_grpo_answers(sandbox, argv, choice):
                 f"--answer-reward {choice}", sandbox)
 
 
+def test_votes_without_an_answer_reward_that_reads_them(sandbox):
+    fails_early(train.main, ["--model", "janus-tiny", "--votes", "5", "--out", "run"], "--votes 5", sandbox)
+
+
 @pytest.mark.parametrize("argv", [["--model", "janus-tiny"], ["--grpo-on", "gen"], ["--mode", "sft"], ["--couple"],
                                   ["--prompts", "prompts.jsonl"]])
 @pytest.mark.parametrize("choice", ["judged", "judged-shuffled"])
