@@ -152,11 +152,13 @@ DIAGNOSTIC_ARMS = tuple(arm for arm in ARMS if "judged" in arm)
 # Per family and arm, the train.py settings chosen on DEV_SEEDS only (`--sweep` prints the rows it would write
 # here). Every other setting is the world preset's (shapes.TRAIN_DEFAULTS), the same for every arm. An arm a family's
 # sweep has not reached runs at 1e-4, GRPO on both tasks' rate chosen on seeds 0-2 before these seed sets existed
-# (those seeds are in neither set); the README's table says which rates were swept. No report seed chose any.
+# (those seeds are in neither set); docs/shapes_experiment.md's sweep table says which rates were swept. No report
+# seed chose any.
 ARM_SETTINGS = {model: {arm: {"lr": 1e-4} for arm in ARMS if arm != "base"} for model in FAMILIES}
 # shapes-janus, by --sweep on dev seeds 100-102 at 128 x 8, the best judge among the settings that keep understanding
-# (bench/results/shapes-janus-sweep.jsonl; README prints the sweep's table). grpo-und and grpo-both-e2e kept it at no
-# rate tried and take the one that loses least; KL 0.2 (at 3e-5, 1e-4, 3e-4) kept it nowhere and is not chosen.
+# (bench/results/shapes-janus-sweep.jsonl; docs/shapes_experiment.md prints the sweep's table). grpo-und and
+# grpo-both-e2e kept it at no rate tried and take the one that loses least; KL 0.2 (at 3e-5, 1e-4, 3e-4) kept it
+# nowhere and is not chosen.
 # grpo-both: with the answer term's weight among the settings (beyond the paper, the fourth round), the rule chose
 # und_weight 0.3 at 1e-5; the table's grpo-both keeps UniRL's sum, the rule's choice among the sum's settings, because
 # the table tests the paper's claims; the weight's own test is bench/results/shapes-janus-fresh3.jsonl.
