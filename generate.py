@@ -69,6 +69,14 @@ def image_uniforms(seed: int, step: int, first_index: int, count: int, length: i
     return torch.stack(rows)
 
 
+def group_uniforms(seed: int, first_index: int, groups: int, prompts_per_step: int, group_size: int) -> torch.Tensor:
+    """(groups, group_size) uniforms for the groups from image `first_index` on: their rows of one draw over the
+    step's whole batch, so a draw does not depend on the number of ranks (train.py's random shares of the answers)."""
+    whole = torch.rand(prompts_per_step, group_size, generator=torch.Generator().manual_seed(seed))
+    row = first_index // group_size
+    return whole[row: row + groups]
+
+
 def sample_tokens(logits: torch.Tensor, uniforms: torch.Tensor, temperature: float) -> torch.Tensor:
     """One token per row from softmax(logits / temperature) by inverse CDF; temperature 0 is argmax.
 

@@ -41,7 +41,7 @@ from transformers.utils import logging as transformers_logging
 
 # the algorithm: one import per stage of an iteration
 import reward  # 4. answers -> rewards -> group advantages
-from generate import image_uniforms, rollout, seed_for  # 2. G images per prompt
+from generate import group_uniforms, image_uniforms, rollout, seed_for  # 2. G images per prompt
 from grpo import grpo_step_loss, remask_positions, sample_logprobs, trajectory_subset  # 5. GRPO
 from sft import coupling_uniforms, select_best, sft_step_loss  # 5. SFT
 from understand import answer_questions, sample_votes  # 3. the model answers about its own images
@@ -146,6 +146,9 @@ def answer_advantages(cfg, ro, groups, step, first, stats) -> torch.Tensor | Non
     other than UniRL's goes beyond the paper (config.py says why); judged and judged-shuffled are diagnostics of the
     shapes world. Rates of what was kept go into stats."""
     shape = groups.shape  # (P, G)
+    # each rank's groups' rows of one draw over the step's batch; the 0 in the seeds below is the batch's first image,
+    # the streams the recorded one-process runs used
+    draw = lambda seed: group_uniforms(seed, first, shape[0], cfg.prompts_per_step, cfg.group_size)
     if cfg.answer_reward == "agreement":  # the answer's own reward, normalised within the same groups
         agreement = torch.tensor(reward.agreement(ro.answers, ro.votes), dtype=torch.float32)
         stats["answer_agreement"] = agreement.mean().item()
@@ -161,25 +164,16 @@ def answer_advantages(cfg, ro, groups, step, first, stats) -> torch.Tensor | Non
         keep = torch.tensor(shapes.judge_pixels(ro.records, ro.pixels), dtype=torch.bool).view(shape)
         stats["answer_judged_frac"] = keep.float().mean().item()
         if cfg.answer_reward == "judged-shuffled":  # its control: as many answers per group, drawn at random
-            keep = keep.gather(1, group_draw(cfg, first, shape, seed_for(cfg.seed, step, 2000)).argsort(dim=1))
+            keep = keep.gather(1, draw(seed_for(cfg.seed, step, 2000)).argsort(dim=1))
     elif cfg.answer_reward == "counted":  # as many answers per group, at random, as earn the full reward
         keep = groups >= 1 - 1e-6  # (partial credit: 1 is every slot right)
         stats["answer_counted_frac"] = keep.float().mean().item()
-        keep = keep.gather(1, group_draw(cfg, first, shape, seed_for(cfg.seed, step, 0, 4000)).argsort(dim=1))
+        keep = keep.gather(1, draw(seed_for(cfg.seed, step, 0, 4000)).argsort(dim=1))
     elif cfg.answer_keep < 1:  # a random share of the answers, drawn anew every step
-        keep = group_draw(cfg, first, shape, seed_for(cfg.seed, step, 0, 3000)) < cfg.answer_keep
+        keep = draw(seed_for(cfg.seed, step, 0, 3000)) < cfg.answer_keep
     else:
         return None
     return reward.kept_group_advantages(groups, keep).view(-1)
-
-
-def group_draw(cfg, first: int, shape, seed: int) -> torch.Tensor:
-    """Uniforms (P, G) for this rank's groups: its rows of one draw over the step's whole batch, so the draw does
-    not depend on the number of ranks. (The 0 in the callers' seeds is the batch's first image: the streams the
-    recorded one-process runs used.)"""
-    whole = torch.rand(cfg.prompts_per_step, cfg.group_size, generator=torch.Generator().manual_seed(seed))
-    row = first // cfg.group_size
-    return whole[row: row + shape[0]]
 
 
 def guidance_scale(cfg, policy) -> float:
