@@ -6,7 +6,7 @@ write (per arm, the best mean held-out judge among the learning rates that keep 
 lower than the base's, within one SE); `--seeds report` then runs the table with ARM_SETTINGS as they stand.
 Every result row records the seed set its seed belongs to, and the printed table says which set it shows. (The
 sweep and the report see the same held-out prompts, on other seeds: other bases, other images.) CONFIRM_SEEDS and
-FRESH_SEEDS to FRESH6_SEEDS are fresh seeds for tests written down before their runs; `--sweep` refuses them and the
+FRESH_SEEDS to FRESH7_SEEDS are fresh seeds for tests written down before their runs; `--sweep` refuses them and the
 report seeds. `--kl-betas` sweeps the KL weight with the rate (GRPO arms), `--und-weights` the weight of
 GRPO's answer term (the arms that train both tasks).
 Every run is evaluated at PROTOCOL_EVAL: 128 held-out records per category x 8 images, 768 true scenes.
