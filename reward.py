@@ -429,8 +429,9 @@ def image_baseline_advantages(rewards: torch.Tensor, votes: torch.Tensor, eps: f
     # -> (P, G). The votes are drawn apart from the trained answer, so the baseline does not depend on it; what it
     # removes is the image's own quality, which UniRL's shared advantage also puts on the answer. The scale, as GRPO's
     # group std, includes the answer's own reward (so, as in GRPO, unbiased only up to that scale), and it also holds
-    # the spread between images, which the numerator no longer has: the answers' steps are smaller than UniRL's. An image whose answers all score the same gives exactly 0 (its mean need not round back to
-    # their score), and so does a group whose answers and votes all do, as a uniform group does in UniRL.
+    # the spread between images, which the numerator no longer has: the answers' steps are smaller than UniRL's. An
+    # image whose answers all score the same gives exactly 0 (its mean need not round back to their score), and so
+    # does a group whose answers and votes all do, as a uniform group does in UniRL.
     if rewards.dim() != 2 or votes.dim() != 3 or votes.shape[:2] != rewards.shape:
         raise ValueError(f"rewards must be (P, G) and votes (P, G, K), got {tuple(rewards.shape)} and "
                          f"{tuple(votes.shape)}")
